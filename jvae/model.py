@@ -1,0 +1,112 @@
+"""Binds an encoder and a decoder into pure functions over one parameter pytree.
+
+Linen modules are used through ``init``/``apply``; NNX modules through
+``nnx.split``/``nnx.merge``, so both run inside ``jax.jit`` as pure functions
+of an explicit parameter pytree ``{"encoder": ..., "decoder": ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+from flax import nnx
+
+from jvae.likelihoods import Likelihood
+from jvae.posteriors import Posterior
+
+Array = jax.Array
+PyTree = Any
+
+__all__ = ["VAE", "make_vae"]
+
+
+class VAE(NamedTuple):
+    """An encoder/decoder pair with its posterior family and likelihood.
+
+    Attributes:
+      init: ``(key, x, cond=None) -> params`` with ``params`` a dict holding
+        ``"encoder"`` and ``"decoder"`` subtrees.
+      encode: ``(params, x, cond=None) -> posterior parameters``.
+      decode: ``(params, z, cond=None) -> likelihood parameters``.
+      posterior: the :class:`~jvae.posteriors.Posterior` family.
+      likelihood: the :class:`~jvae.likelihoods.Likelihood`.
+      latent_shape: per-example latent shape.
+    """
+
+    init: Callable[..., PyTree]
+    encode: Callable[..., dict[str, Array]]
+    decode: Callable[..., dict[str, Array]]
+    posterior: Posterior
+    likelihood: Likelihood
+    latent_shape: tuple[int, ...]
+
+
+def _call_args(x, cond):
+    return (x,) if cond is None else (x, cond)
+
+
+def _bind(module) -> tuple[Callable, Callable]:
+    """Returns ``(init(key, x, cond), apply(params, x, cond))`` for one module."""
+    if isinstance(module, nn.Module):
+        def init(key, x, cond=None):
+            return module.init(key, *_call_args(x, cond))["params"]
+
+        def apply(params, x, cond=None):
+            return module.apply({"params": params}, *_call_args(x, cond))
+        return init, apply
+    if isinstance(module, nnx.Module):
+        # NNX modules are initialized at construction: only Param leaves are
+        # trained; any other state (e.g. RNG counters) is carried as a constant.
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+        def init(key, x, cond=None):
+            del key, x, cond
+            return params
+
+        def apply(p, x, cond=None):
+            return nnx.merge(graphdef, p, rest)(*_call_args(x, cond))
+        return init, apply
+    raise TypeError(f"expected a flax.linen.Module or flax.nnx.Module, got {type(module).__name__}")
+
+
+def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
+             latent_shape: tuple[int, ...]) -> VAE:
+    """Wraps an encoder and decoder that follow jvae's call contract.
+
+    Args:
+      encoder: Linen or NNX module, ``encoder(x[, cond]) -> posterior params``.
+      decoder: Linen or NNX module, ``decoder(z[, cond]) -> likelihood params``.
+      posterior: posterior family matching the encoder's output.
+      likelihood: observation model matching the decoder's output.
+      latent_shape: per-example latent shape, e.g. ``(20,)``.
+
+    Returns:
+      A :class:`VAE` of pure functions.
+    """
+    latent_shape = tuple(int(d) for d in latent_shape)
+    enc_init, enc_apply = _bind(encoder)
+    dec_init, dec_apply = _bind(decoder)
+
+    def init(key, x, cond=None):
+        k_enc, k_dec = jax.random.split(key)
+        enc = enc_init(k_enc, x, cond)
+        post = enc_apply(enc, x, cond)
+        missing = set(posterior.param_shapes(latent_shape)) - set(post)
+        if missing:
+            raise ValueError(f"encoder output {sorted(post)} lacks the {posterior.name} "
+                             f"posterior's parameters {sorted(missing)}")
+        z = posterior.mean(post)
+        if z.shape[1:] != latent_shape:
+            raise ValueError(f"encoder emits latents of shape {z.shape[1:]}, "
+                             f"expected latent_shape {latent_shape}")
+        return {"encoder": enc, "decoder": dec_init(k_dec, z, cond)}
+
+    def encode(params, x, cond=None):
+        return enc_apply(params["encoder"], x, cond)
+
+    def decode(params, z, cond=None):
+        return dec_apply(params["decoder"], z, cond)
+
+    return VAE(init, encode, decode, posterior, likelihood, latent_shape)

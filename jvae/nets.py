@@ -1,0 +1,240 @@
+"""Flax encoders and decoders with jvae's call contract.
+
+The contract, which any user module (Linen or NNX) can follow:
+
+* an encoder maps ``x`` of shape ``(batch, *data_shape)`` (and optionally a
+  conditioning array ``cond`` of shape ``(batch, ...)``) to a dict of posterior
+  parameters, e.g. ``{"loc": (batch, 20), "scale": (batch, 20)}``;
+* a decoder maps ``z`` of shape ``(batch, *latent_shape)`` (and optionally
+  ``cond``) to a dict of likelihood parameters, e.g. ``{"logits": (batch, 28, 28, 1)}``.
+
+jvae's own networks end in :class:`ParamHead`, which emits exactly the
+parameters a :class:`~jvae.posteriors.Posterior` or
+:class:`~jvae.likelihoods.Likelihood` asks for and applies its ``constrain``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jvae.likelihoods import Likelihood
+from jvae.posteriors import Posterior
+
+Array = jax.Array
+
+__all__ = ["ParamHead", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
+           "activation_by_name", "ACTIVATIONS"]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "tanh": nn.tanh,
+    "elu": nn.elu, "leaky_relu": nn.leaky_relu, "softplus": nn.softplus,
+}
+
+
+def activation_by_name(name: str) -> Callable[[Array], Array]:
+    """Looks up an activation by name (one of :data:`ACTIVATIONS`)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def _with_cond(h: Array, cond: Array | None) -> Array:
+    """Concatenates a flattened conditioning input to flat features."""
+    if cond is None:
+        return h
+    return jnp.concatenate([h, cond.reshape(cond.shape[0], -1).astype(h.dtype)], axis=-1)
+
+
+class ParamHead(nn.Module):
+    """Emits named distribution parameters from features, then constrains them.
+
+    Flat features ``(batch, f)`` go through one Dense layer per parameter;
+    spatial features ``(batch, h, w, c)`` whose ``h, w`` match the parameter's
+    leading dims go through a 3x3 convolution (so decoders stay convolutional).
+
+    Attributes:
+      shapes: ``((name, per_example_shape), ...)``.
+      constrain: maps the raw dict to distribution parameters.
+    """
+
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    constrain: Callable[[dict[str, Array]], dict[str, Array]]
+
+    @nn.compact
+    def __call__(self, h: Array) -> dict[str, Array]:
+        raw = {}
+        for name, shape in self.shapes:
+            if h.ndim == 4 and len(shape) == 3 and h.shape[1:3] == tuple(shape[:2]):
+                raw[name] = nn.Conv(shape[-1], (3, 3), padding="SAME", name=name)(h)
+            else:
+                flat = h.reshape(h.shape[0], -1)
+                raw[name] = nn.Dense(math.prod(shape), name=name)(flat).reshape(
+                    (h.shape[0], *shape))
+        return self.constrain(raw)
+
+    @classmethod
+    def for_posterior(cls, posterior: Posterior, latent_shape: Sequence[int], **kw) -> "ParamHead":
+        """A head emitting ``posterior``'s parameters for ``latent_shape``."""
+        return cls(tuple(posterior.param_shapes(tuple(latent_shape)).items()),
+                   posterior.constrain, **kw)
+
+    @classmethod
+    def for_likelihood(cls, likelihood: Likelihood, data_shape: Sequence[int], **kw) -> "ParamHead":
+        """A head emitting ``likelihood``'s parameters for ``data_shape``."""
+        return cls(tuple(likelihood.param_shapes(tuple(data_shape)).items()),
+                   likelihood.constrain, **kw)
+
+
+class MLPEncoder(nn.Module):
+    """x -> flatten -> [Dense -> activation] * len(hidden) -> posterior head.
+
+    Attributes:
+      posterior: the family whose parameters the head emits.
+      latent_shape: per-example latent shape, e.g. ``(20,)``.
+      hidden: hidden layer widths (``(400,)`` gives 784-400-20).
+      activation: a name from :data:`ACTIVATIONS`.
+    """
+
+    posterior: Posterior
+    latent_shape: tuple[int, ...]
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: Array, cond: Array | None = None) -> dict[str, Array]:
+        act = activation_by_name(self.activation)
+        h = _with_cond(x.reshape(x.shape[0], -1), cond)
+        for width in self.hidden:
+            h = act(nn.Dense(width)(h))
+        return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)
+
+
+class MLPDecoder(nn.Module):
+    """z -> [Dense -> activation] * len(hidden) -> likelihood head.
+
+    Attributes:
+      likelihood: the observation model whose parameters the head emits.
+      data_shape: per-example data shape, e.g. ``(28, 28, 1)``.
+      hidden: hidden layer widths.
+      activation: a name from :data:`ACTIVATIONS`.
+    """
+
+    likelihood: Likelihood
+    data_shape: tuple[int, ...]
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, z: Array, cond: Array | None = None) -> dict[str, Array]:
+        act = activation_by_name(self.activation)
+        h = _with_cond(z.reshape(z.shape[0], -1), cond)
+        for width in self.hidden:
+            h = act(nn.Dense(width)(h))
+        # A flat head keeps the MLP a pure stack of Dense layers (784 outputs).
+        return ParamHead.for_likelihood(self.likelihood, self.data_shape, name="head")(h)
+
+
+class ConvEncoder(nn.Module):
+    """Strided 3x3 convolutions (each halves H and W), then Dense, then the head.
+
+    Attributes:
+      posterior: the family whose parameters the head emits.
+      latent_shape: per-example latent shape.
+      channels: output channels of each stride-2 convolution.
+      hidden: width of the Dense layer before the head.
+      activation: a name from :data:`ACTIVATIONS`.
+    """
+
+    posterior: Posterior
+    latent_shape: tuple[int, ...]
+    channels: tuple[int, ...] = (32, 64)
+    hidden: int = 256
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: Array, cond: Array | None = None) -> dict[str, Array]:
+        if x.ndim != 4:
+            raise ValueError(f"ConvEncoder expects images (batch, H, W, C), got shape {x.shape}")
+        act = activation_by_name(self.activation)
+        h = x
+        for c in self.channels:
+            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(h))
+        h = _with_cond(h.reshape(h.shape[0], -1), cond)
+        h = act(nn.Dense(self.hidden)(h))
+        return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)
+
+
+class ConvDecoder(nn.Module):
+    """Dense to a coarse feature map, transposed convolutions up to full size, head.
+
+    Each transposed convolution doubles H and W, so H and W must be divisible
+    by ``2 ** len(channels)`` (28x28 with two layers: 7 -> 14 -> 28).
+
+    Attributes:
+      likelihood: the observation model whose parameters the head emits.
+      data_shape: ``(H, W, C)``.
+      channels: channels of the feature maps, coarsest first.
+      hidden: width of the Dense layer after the latent.
+      activation: a name from :data:`ACTIVATIONS`.
+    """
+
+    likelihood: Likelihood
+    data_shape: tuple[int, int, int]
+    channels: tuple[int, ...] = (64, 32)
+    hidden: int = 256
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, z: Array, cond: Array | None = None) -> dict[str, Array]:
+        height, width, _ = self.data_shape
+        factor = 2 ** len(self.channels)
+        if height % factor or width % factor:
+            raise ValueError(f"ConvDecoder with {len(self.channels)} upsampling layers needs "
+                             f"H and W divisible by {factor}, got data shape {self.data_shape}")
+        act = activation_by_name(self.activation)
+        h = _with_cond(z.reshape(z.shape[0], -1), cond)
+        h = act(nn.Dense(self.hidden)(h))
+        hh, ww = height // factor, width // factor
+        h = act(nn.Dense(hh * ww * self.channels[0])(h)).reshape(-1, hh, ww, self.channels[0])
+        for c in self.channels:
+            h = act(nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding="SAME")(h))
+        return ParamHead.for_likelihood(self.likelihood, self.data_shape, name="head")(h)
+
+
+def make_nets(kind: str, *, posterior: Posterior, likelihood: Likelihood,
+              latent_shape: tuple[int, ...], data_shape: tuple[int, ...],
+              activation: str = "relu", hidden: Sequence[int] = (400,),
+              **kwargs: Any) -> tuple[nn.Module, nn.Module]:
+    """Builds a matching (encoder, decoder) pair by name.
+
+    Args:
+      kind: ``"mlp"`` or ``"conv"``.
+      posterior: posterior family for the encoder head.
+      likelihood: observation model for the decoder head.
+      latent_shape: per-example latent shape.
+      data_shape: per-example data shape.
+      activation: activation name.
+      hidden: MLP hidden widths (for ``conv``, the first entry is the Dense width).
+      **kwargs: extra module fields (e.g. ``channels`` for conv nets).
+
+    Returns:
+      ``(encoder, decoder)`` Linen modules.
+    """
+    hidden = tuple(int(h) for h in hidden)
+    if kind == "mlp":
+        return (MLPEncoder(posterior, latent_shape, hidden, activation),
+                MLPDecoder(likelihood, data_shape, tuple(reversed(hidden)), activation))
+    if kind == "conv":
+        if len(data_shape) != 3:
+            raise ValueError(f"conv nets need image data (H, W, C), got shape {data_shape}")
+        width = hidden[0] if hidden else 256
+        channels = tuple(kwargs.get("channels", (32, 64)))
+        return (ConvEncoder(posterior, latent_shape, channels, width, activation),
+                ConvDecoder(likelihood, tuple(data_shape), tuple(reversed(channels)), width,
+                            activation))
+    raise ValueError(f"unknown net {kind!r}; choose 'mlp' or 'conv'")

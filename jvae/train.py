@@ -1,0 +1,310 @@
+"""Train a VAE from the command line: ``python -m jvae.train --dataset=mnist``.
+
+The CLI parses flags into a :class:`~jvae.config.Config` and calls
+:func:`train_and_evaluate`; everything it does is importable. A run's working
+directory holds::
+
+    config.json        the settings the run was started with
+    metrics.jsonl      one JSON object per evaluation
+    images/            samples_epochNNN.png and reconstructions_epochNNN.png
+    checkpoints/       orbax checkpoints of the last few epochs
+
+Running again with the same ``--workdir`` resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jvae.checkpoint import Checkpointer
+from jvae.config import (RESUMABLE_CHANGES, Config, ConfigError, config_to_dict,
+                         load_config_file, make_config)
+from jvae.data import DataError, batches, load_dataset, num_batches, static_binarize, to_float
+from jvae.generate import make_reconstructor, make_sampler
+from jvae.images import save_image_grid
+from jvae.likelihoods import likelihood_by_name
+from jvae.model import VAE, make_vae
+from jvae.nets import make_nets
+from jvae.objectives import Objective, elbo
+from jvae.parallel import batch_sharding, data_mesh, replicate
+from jvae.posteriors import posterior_by_name
+from jvae.train_state import (TrainState, create_train_state, make_eval_step, make_optimizer,
+                              make_train_step)
+
+__all__ = ["build_vae", "build_objective", "load_data", "evaluate", "train_and_evaluate",
+           "parse_args", "main"]
+
+
+def build_vae(cfg: Config, data_shape: tuple[int, ...]) -> VAE:
+    """The model a config describes, for data of per-example shape ``data_shape``."""
+    if cfg.posterior == "dirichlet":
+        posterior = posterior_by_name("dirichlet", prior_concentration=cfg.dirichlet_prior)
+    else:
+        posterior = posterior_by_name(cfg.posterior)
+    likelihood = likelihood_by_name(cfg.likelihood)
+    latent_shape = (cfg.latent_dim,)
+    encoder, decoder = make_nets(cfg.net, posterior=posterior, likelihood=likelihood,
+                                 latent_shape=latent_shape, data_shape=data_shape,
+                                 activation=cfg.activation, hidden=cfg.hidden)
+    return make_vae(encoder, decoder, posterior, likelihood, latent_shape)
+
+
+def build_objective(cfg: Config, vae: VAE) -> Objective:
+    """The training objective a config describes."""
+    return elbo(vae, beta=cfg.beta, num_samples=cfg.num_samples)
+
+
+def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Loads train and test splits as float32 images in [0, 1] plus labels.
+
+    Static binarization is applied here, once, with seeds derived from
+    ``cfg.seed``; under dynamic binarization the test split is binarized once
+    (a fixed evaluation set) and training batches are resampled every batch.
+    """
+    splits = []
+    for i, split in enumerate(("train", "test")):
+        raw = load_dataset(cfg.dataset, split, data_dir=cfg.data_dir,
+                           tfds_data_dir=cfg.tfds_data_dir)
+        images = to_float(raw["image"])
+        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
+            images = static_binarize(images, seed=cfg.seed * 2 + i)
+        splits.append({"image": images, "label": raw["label"]})
+    return splits[0], splits[1]
+
+
+def evaluate(eval_step, params, data: dict[str, np.ndarray], batch_size: int, key: jax.Array,
+             mesh, loss_state: Any = ()) -> dict[str, float]:
+    """Means of the objective's terms over a whole split (every example once).
+
+    Args:
+      eval_step: from :func:`~jvae.train_state.make_eval_step`.
+      params: model parameters.
+      data: the split, float images.
+      batch_size: evaluation batch size; the last batch is padded and masked.
+      key: PRNG key; batch ``i`` uses ``fold_in(key, i)``.
+      mesh: device mesh.
+      loss_state: the objective's state.
+
+    Returns:
+      ``{term: mean}`` in nats per example.
+    """
+    totals: dict[str, jax.Array] | None = None
+    for i, batch in enumerate(batches(data, batch_size, shuffle=False, drop_remainder=False,
+                                      mesh=mesh)):
+        sums = eval_step(params, batch, jax.random.fold_in(key, i), loss_state)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals.pop("count"))
+    return {k: float(v) / count for k, v in totals.items()}
+
+
+def _check_resumable(workdir: Path, cfg: Config) -> None:
+    """Refuses to resume a run whose saved settings differ in a way that matters."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ConfigError(f"{path} is corrupt; move it away to resume with the current flags") from None
+    current = config_to_dict(cfg)
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
+             if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+    if diffs:
+        raise ConfigError(f"workdir {workdir} holds a run with other settings ({'; '.join(diffs)}); "
+                          "use a new --workdir or the saved settings")
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drops rows written after the checkpoint we resume from (a crash between the two)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch]
+    if len(keep) != len(rows):
+        path.write_text("".join(r + "\n" for r in keep))
+
+
+def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+    """Trains, evaluates after every epoch, writes metrics, images and checkpoints.
+
+    Args:
+      cfg: the run's settings.
+      workdir: output directory; an existing run there is resumed.
+      quiet: no progress bar or per-epoch lines.
+
+    Returns:
+      The last evaluation row (as written to ``metrics.jsonl``).
+    """
+    workdir = Path(workdir)
+    train, test = load_data(cfg)
+    mesh = data_mesh(cfg.num_devices or None)
+    for name, size in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
+        if size % mesh.size:
+            raise ConfigError(f"{name}={size} is not divisible by the {mesh.size} devices; "
+                              f"use a multiple of {mesh.size} or --num-devices")
+    if cfg.batch_size > len(train["image"]):
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train['image'])} "
+                          "training examples")
+    _check_resumable(workdir, cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "images").mkdir(exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+
+    data_shape = train["image"].shape[1:]
+    vae = build_vae(cfg, data_shape)
+    objective = build_objective(cfg, vae)
+    optimizer = make_optimizer(cfg.lr)
+    init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
+    example = {k: v[:cfg.batch_size] for k, v in train.items()}
+    state = replicate(create_train_state(vae, objective, optimizer, init_key, example), mesh)
+
+    metrics_path = workdir / "metrics.jsonl"
+    start_epoch, wall_total, last_row = 0, 0.0, {}
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+        if ckpt.latest_step() is not None:
+            state, meta = ckpt.restore(state, mesh=mesh)
+            start_epoch, wall_total = int(meta["epoch"]), float(meta.get("wall_s", 0.0))
+            last_row = meta.get("last_row", {})
+            _truncate_metrics(metrics_path, start_epoch)
+            if not quiet:
+                print(f"resumed from epoch {start_epoch} (step {int(state.step)}) in {workdir}",
+                      flush=True)
+        if start_epoch >= cfg.epochs:
+            if not quiet:
+                print(f"already trained for {start_epoch} epochs (--epochs {cfg.epochs}); "
+                      "nothing to do", flush=True)
+            return last_row
+
+        batch_spec = {k: jax.ShapeDtypeStruct((cfg.batch_size, *v.shape[1:]), v.dtype,
+                                              sharding=batch_sharding(mesh))
+                      for k, v in {**example, "mask": np.ones(1, np.float32)}.items()}
+        t0 = time.perf_counter()
+        # Compiled ahead of time: one compile per run, and a shape change
+        # would raise instead of silently recompiling.
+        train_step = make_train_step(objective, optimizer, mesh=mesh).lower(
+            state, batch_spec).compile()
+        compile_s = time.perf_counter() - t0
+        eval_step = make_eval_step(objective, mesh=mesh)
+        sampler = make_sampler(vae, cfg.num_images)
+        reconstruct = make_reconstructor(vae)
+        steps_per_epoch = num_batches(len(train["image"]), cfg.batch_size, True)
+
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="step", disable=quiet or None, leave=False, file=sys.stderr)
+            train_sums = None
+            for i, batch in enumerate(batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                              dynamic_binarize=cfg.binarize == "dynamic",
+                                              mesh=mesh)):
+                state, metrics = train_step(state, batch)
+                train_sums = metrics if train_sums is None else jax.tree.map(
+                    jnp.add, train_sums, metrics)
+                bar.update(1)
+                if not bar.disable and (i % 20 == 19 or i == steps_per_epoch - 1):
+                    rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", img_s=f"{rate:,.0f}")
+            jax.block_until_ready(state)
+            train_s = time.perf_counter() - t0
+            bar.close()
+            wall_total += train_s
+
+            scores = evaluate(eval_step, state.params, test, cfg.eval_batch_size, eval_key, mesh,
+                              state.loss_state)
+            train_means = {f"train_{k}": float(v) / steps_per_epoch
+                           for k, v in jax.device_get(train_sums).items()}
+            row = {"epoch": epoch + 1, "step": int(state.step), "split": "test",
+                   "neg_elbo": scores["neg_elbo"], "recon": scores["recon"], "kl": scores["kl"],
+                   "images_per_sec": steps_per_epoch * cfg.batch_size / train_s,
+                   "wall_s": wall_total, "epoch_s": train_s, "compile_s": compile_s,
+                   **{k: v for k, v in scores.items() if k not in ("neg_elbo", "recon", "kl")},
+                   **train_means}
+            if not math.isfinite(row["neg_elbo"]):
+                raise FloatingPointError(f"test -ELBO is {row['neg_elbo']} at epoch {epoch + 1}; "
+                                         "lower --lr or check the data range")
+            ckpt.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": wall_total,
+                                         "last_row": row, "config": config_to_dict(cfg)})
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
+                         test, sample_key, cfg.num_images)
+            last_row = row
+            if not quiet:
+                print(f"epoch {epoch + 1}/{cfg.epochs}  test -ELBO {row['neg_elbo']:.2f} nats  "
+                      f"recon {row['recon']:.2f}  KL {row['kl']:.2f}  "
+                      f"{row['images_per_sec']:,.0f} img/s", flush=True)
+    return last_row
+
+
+def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, key, n) -> None:
+    samples = np.asarray(sampler(params, key))
+    x = test["image"][: n // 2]
+    recon = np.asarray(reconstruct(params, jnp.asarray(x)))
+    # Originals and reconstructions in alternating rows of 8.
+    pairs = np.concatenate([np.stack([x[i:i + 8], recon[i:i + 8]]) for i in range(0, len(x), 8)
+                            ]).reshape(-1, *x.shape[1:]) if len(x) % 8 == 0 else np.concatenate(
+        [x, recon])
+    save_image_grid(samples, folder / f"samples_epoch{epoch:03d}.png", ncol=8)
+    save_image_grid(pairs, folder / f"reconstructions_epoch{epoch:03d}.png", ncol=8)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Reports errors as one line and exit code 2, with no usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _ArgumentParser(prog="python -m jvae.train", description=__doc__.split("\n\n")[0],
+                        argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    p.add_argument("--config", help="JSON or TOML file of settings; flags override it")
+    p.add_argument("--workdir",
+                   help="output directory; an existing run there is resumed (default runs/mnist)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        p.add_argument(flag, dest=f.name, metavar=f.name.upper(),
+                       help=f"(default {shown})")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, str]:
+    """Parses flags into ``(config, workdir)``; raises ConfigError on bad values."""
+    args = vars(_parser().parse_args(argv))
+    flag_workdir = args.pop("workdir", None)
+    file_values = load_config_file(args.pop("config")) if "config" in args else {}
+    file_workdir = file_values.pop("workdir", None)
+    return make_config(file_values, args), flag_workdir or file_workdir or "runs/mnist"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the process exit code."""
+    try:
+        cfg, workdir = parse_args(argv)
+        train_and_evaluate(cfg, workdir)
+    except (ConfigError, DataError) as e:
+        print(f"python -m jvae.train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the newest finished checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
