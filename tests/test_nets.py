@@ -1,0 +1,101 @@
+"""Networks and the call contract: jvae's own modules, a user's Linen and NNX modules."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jvae.likelihoods import bernoulli, gaussian
+from jvae.model import make_vae
+from jvae.nets import ConvDecoder, ParamHead, make_nets
+from jvae.objectives import elbo
+from jvae.parallel import data_mesh, replicate, shard_batch
+from jvae.posteriors import dirichlet_posterior, normal_posterior
+from jvae.train_state import create_train_state, make_optimizer, make_train_step
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+@pytest.mark.parametrize("post", [normal_posterior(), dirichlet_posterior()])
+def test_builtin_nets_emit_the_families_parameters(kind, post):
+    lik = gaussian(learn_scale=True)
+    enc, dec = make_nets(kind, posterior=post, likelihood=lik, latent_shape=(6,),
+                         data_shape=(8, 8, 3), hidden=(16,), channels=(4, 8))
+    vae = make_vae(enc, dec, post, lik, (6,))
+    x = jnp.ones((2, 8, 8, 3))
+    params = vae.init(jax.random.key(0), x)
+    q = vae.encode(params, x)
+    assert {k: v.shape for k, v in q.items()} == {k: (2, *s) for k, s in post.param_shapes((6,)).items()}
+    if post.name == "dirichlet":
+        assert jnp.all(q["concentration"] > 0)
+    out = vae.decode(params, post.mean(q))
+    assert out["loc"].shape == out["scale"].shape == (2, 8, 8, 3) and jnp.all(out["scale"] > 0)
+
+
+def test_conditioning_changes_the_output():
+    post, lik = normal_posterior(), bernoulli()
+    enc, dec = make_nets("mlp", posterior=post, likelihood=lik, latent_shape=(2,),
+                         data_shape=(4, 4, 1), hidden=(8,))
+    vae = make_vae(enc, dec, post, lik, (2,))
+    x, c0, c1 = jnp.ones((1, 4, 4, 1)), jnp.eye(3)[:1], jnp.eye(3)[1:2]
+    params = vae.init(jax.random.key(0), x, c0)
+    z = jnp.zeros((1, 2))
+    assert not jnp.allclose(vae.decode(params, z, c0)["logits"], vae.decode(params, z, c1)["logits"])
+
+
+def test_conv_decoder_rejects_indivisible_shapes():
+    dec = ConvDecoder(bernoulli(), (30, 30, 1), channels=(8, 8))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        dec.init(jax.random.key(0), jnp.zeros((1, 2)))
+
+
+class _LinenEncoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.tanh(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+        return {"loc": nn.Dense(3)(h), "scale": nn.softplus(nn.Dense(3)(h)) + 1e-3}
+
+
+class _NNXDecoder(nnx.Module):
+    def __init__(self, rngs):
+        self.hidden = nnx.Linear(3, 16, rngs=rngs)
+        self.out = nnx.Linear(16, 16, rngs=rngs)
+
+    def __call__(self, z):
+        return {"logits": self.out(nnx.tanh(self.hidden(z))).reshape(-1, 4, 4, 1)}
+
+
+def test_user_linen_and_nnx_modules_train_data_parallel():
+    post, lik = normal_posterior(), bernoulli()
+    vae = make_vae(_LinenEncoder(), _NNXDecoder(nnx.Rngs(0)), post, lik, (3,))
+    objective, opt = elbo(vae), make_optimizer(3e-2)
+    x = (np.random.default_rng(0).random((16, 4, 4, 1)) > 0.5).astype(np.float32)
+    batch = {"image": x, "mask": np.ones(16, np.float32)}
+    mesh = data_mesh()
+    state = replicate(create_train_state(vae, objective, opt, jax.random.key(0), batch), mesh)
+    step = make_train_step(objective, opt, mesh=mesh)
+    b = shard_batch(batch, mesh)
+    losses = []
+    for _ in range(40):
+        state, m = step(state, b)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < losses[0] - 1.0
+    assert "decoder" in state.params and "encoder" in state.params
+
+
+def test_wrong_encoder_output_is_reported():
+    class Bad(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return {"mean": nn.Dense(3)(x.reshape(x.shape[0], -1))}
+
+    vae = make_vae(Bad(), _NNXDecoder(nnx.Rngs(0)), normal_posterior(), bernoulli(), (3,))
+    with pytest.raises(ValueError, match="lacks the normal posterior's parameters"):
+        vae.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+
+
+def test_param_head_is_convolutional_on_matching_feature_maps():
+    head = ParamHead.for_likelihood(bernoulli(), (8, 8, 2))
+    params = head.init(jax.random.key(0), jnp.zeros((1, 8, 8, 5)))
+    assert params["params"]["logits"]["kernel"].shape == (3, 3, 5, 2)
