@@ -37,18 +37,64 @@ class Config:
       latent_dim: number of latent dimensions.
       posterior: ``normal`` or ``dirichlet``.
       dirichlet_prior: concentration of the symmetric Dirichlet prior.
-      net: ``mlp`` or ``conv``.
+      net: ``mlp``, ``conv``, ``spec`` (layer specs, see ``encoder_spec``) or
+        ``rnn`` (recurrent sequence nets over the data's first axis, see
+        :mod:`jvae.sequence`).
+      encoder_spec: for ``net=spec``: a packaged architecture name
+        (``mnist_mlp``, ``mnist_conv``, ``sd_vae``, ``sd_vae_mnist``), a path to a
+        JSON file, or an inline JSON list of layer specs (:mod:`jvae.spec_nets`);
+        its ``encoder`` part is used. A config file may give the list itself.
+        A spatial architecture (``sd_vae``) takes its latent shape from the
+        encoder's output, and ``latent_dim`` is then unused.
+      decoder_spec: likewise for the decoder; None takes ``encoder_spec``'s.
+      rnn_cell: ``lstm`` or ``gru`` (``net=rnn``).
+      rnn_hidden: recurrent state size (``net=rnn``).
+      decoder_mode: ``repeat_latent``, ``concat_output_latent`` or
+        ``output_as_input``: what the recurrent decoder reads at each step.
       hidden: hidden layer widths of the MLP (first entry: Dense width of conv nets).
       activation: activation function name.
       likelihood: ``bernoulli`` or ``gaussian``.
       lr: Adam learning rate.
       beta: KL weight in the loss.
-      num_samples: posterior samples per example in the training ELBO.
+      num_samples: posterior samples per example in the training ELBO (the k of
+        ``model=iwae``).
       binarize: ``none`` (grey levels in [0, 1]), ``dynamic`` or ``static``.
       seed: seed of initialization, shuffling, sampling and binarization.
       keep_checkpoints: number of most recent checkpoints kept.
       num_devices: devices to train on; 0 means all local devices.
       num_images: images in each saved PNG grid.
+      model: model family (:mod:`jvae.zoo`): ``vae`` (beta-VAE with ``beta``),
+        ``ae`` (deterministic autoencoder), ``cvae`` (encoder and decoder
+        conditioned on one-hot labels), ``iwae`` (importance-weighted bound
+        with ``num_samples`` = k) or ``vq`` (vector-quantized latents).
+      alpha: weight of the reconstruction term in the loss.
+      kl_warmup_steps: the KL weight ramps linearly from 0 to ``beta`` over this
+        many steps (0: no warm-up).
+      ssim_weight: weight of the ``1 - SSIM`` term (0: off).
+      sparsity_weight: weight of the scale-free L1 penalty on the latent code (0: off).
+      decoder_l2: weight of the L2 penalty on the decoder's weights (0: off).
+      flow_layers: coupling layers on the posterior (0: no flow).
+      flow_coupling: ``spline`` (rational-quadratic) or ``affine`` couplings.
+      flow_hidden: hidden widths of each coupling layer's conditioner.
+      flow_bins: spline bins per coupling.
+      flow_context: size of the per-example context the encoder feeds the flow.
+      vq_codes: codebook size of a ``vq`` model.
+      vq_code_dim: dimension of one code vector (``latent_dim`` must be a multiple).
+      vq_commitment: weight of the VQ commitment loss.
+      logistic_components: mixture components of the ``logistic_mixture`` likelihood.
+      gaussian_scale: standard deviation of the fixed-scale ``gaussian`` likelihood.
+      dirichlet_reparam: ``exact`` (``jax.random.dirichlet``) or ``approx`` (the
+        DirVAE inverse-CDF reparameterization and Gamma KL, several times faster;
+        see :func:`~jvae.posteriors.dirichlet_posterior`).
+      compute_dtype: ``float32`` or ``bfloat16``: the dtype encoder and decoder
+        compute in; parameters, optimizer state and the loss stay float32
+        (:mod:`jvae.precision`; for GPU and TPU).
+      data_placement: ``device`` keeps the training split on the devices and
+        runs each epoch as one on-device loop (:mod:`jvae.epoch`); ``host``
+        feeds one host batch per step (for data larger than device memory);
+        ``auto`` is ``device`` except for models with convolutions on CPU,
+        which XLA:CPU runs faster one step per dispatch
+        (:func:`~jvae.epoch.device_loop_is_fast`).
     """
 
     dataset: str = "mnist"
@@ -61,6 +107,11 @@ class Config:
     posterior: str = "normal"
     dirichlet_prior: float = 0.98
     net: str = "mlp"
+    encoder_spec: str | None = None
+    decoder_spec: str | None = None
+    rnn_cell: str = "lstm"
+    rnn_hidden: int = 256
+    decoder_mode: str = "repeat_latent"
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
     likelihood: str = "bernoulli"
@@ -72,6 +123,25 @@ class Config:
     keep_checkpoints: int = 3
     num_devices: int = 0
     num_images: int = 64
+    model: str = "vae"
+    alpha: float = 1.0
+    kl_warmup_steps: int = 0
+    ssim_weight: float = 0.0
+    sparsity_weight: float = 0.0
+    decoder_l2: float = 0.0
+    flow_layers: int = 0
+    flow_coupling: str = "spline"
+    flow_hidden: tuple[int, ...] = (64, 64)
+    flow_bins: int = 8
+    flow_context: int = 16
+    vq_codes: int = 128
+    vq_code_dim: int = 4
+    vq_commitment: float = 0.25
+    logistic_components: int = 5
+    gaussian_scale: float = 1.0
+    dirichlet_reparam: str = "exact"
+    compute_dtype: str = "float32"
+    data_placement: str = "auto"
 
     def __post_init__(self):
         _validate(self)
@@ -80,17 +150,29 @@ class Config:
 # Fields that may differ between a checkpointed run and its resumption: they
 # change neither the state's structure nor the optimization trajectory.
 RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batch_size",
-                               "keep_checkpoints", "num_images"})
+                               "keep_checkpoints", "num_images",
+                               # Same batches in the same order either way (only
+                               # dynamic binarization's noise stream differs).
+                               "data_placement"})
 
 _CHOICES = {
     "posterior": ("normal", "dirichlet"),
-    "net": ("mlp", "conv"),
-    "likelihood": ("bernoulli", "gaussian"),
+    "net": ("mlp", "conv", "spec", "rnn"),
+    "rnn_cell": ("lstm", "gru"),
+    "decoder_mode": ("repeat_latent", "concat_output_latent", "output_as_input"),
+    "likelihood": ("bernoulli", "gaussian", "gaussian_learned", "logistic_mixture"),
+    "model": ("vae", "ae", "cvae", "iwae", "vq"),
+    "flow_coupling": ("spline", "affine"),
     "binarize": ("none", "dynamic", "static"),
+    "dirichlet_reparam": ("exact", "approx"),
+    "compute_dtype": ("float32", "bfloat16"),
+    "data_placement": ("auto", "device", "host"),
 }
-_POSITIVE = ("epochs", "batch_size", "eval_batch_size", "latent_dim", "num_samples",
-             "keep_checkpoints", "num_images", "lr", "dirichlet_prior")
-_NON_NEGATIVE = ("beta", "num_devices", "seed")
+_POSITIVE = ("epochs", "batch_size", "eval_batch_size", "latent_dim", "rnn_hidden", "num_samples",
+             "keep_checkpoints", "num_images", "lr", "dirichlet_prior", "flow_bins",
+             "vq_codes", "vq_code_dim", "logistic_components", "gaussian_scale")
+_NON_NEGATIVE = ("beta", "num_devices", "seed", "alpha", "kl_warmup_steps", "ssim_weight",
+                 "sparsity_weight", "decoder_l2", "flow_layers", "flow_context", "vq_commitment")
 
 
 def _validate(cfg: Config) -> None:
@@ -107,9 +189,63 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
+    if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
+        raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
+                          "--posterior dirichlet only")
+    _validate_model(cfg)
+    _validate_net(cfg)
     from jvae.nets import ACTIVATIONS
     if cfg.activation not in ACTIVATIONS:
         raise ConfigError(f"activation={cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+
+
+def _validate_model(cfg: Config) -> None:
+    """Combinations of model family, posterior and loss terms that mean nothing."""
+    if cfg.model in ("ae", "vq") and cfg.posterior != "normal":
+        raise ConfigError(f"model={cfg.model} has a deterministic code, not a "
+                          f"{cfg.posterior} posterior; use --posterior normal (the default)")
+    if cfg.flow_layers:
+        if cfg.model in ("ae", "vq"):
+            raise ConfigError(f"flow_layers applies to a posterior distribution; model={cfg.model} "
+                              "has none (use vae, cvae or iwae, or --flow-layers 0)")
+        if cfg.posterior != "normal":
+            raise ConfigError("a flow acts on R^d and needs --posterior normal; a Dirichlet "
+                              "posterior lives on the simplex (use --flow-layers 0)")
+        if cfg.latent_dim < 2:
+            raise ConfigError("a coupling flow needs latent_dim >= 2")
+        if not cfg.flow_hidden or any(h <= 0 for h in cfg.flow_hidden):
+            raise ConfigError(f"flow_hidden must be positive widths, got {cfg.flow_hidden}")
+    if cfg.model in ("ae", "iwae", "vq") and (cfg.beta != 1.0 or cfg.kl_warmup_steps):
+        raise ConfigError(f"beta and kl_warmup_steps weight the ELBO's KL term; model={cfg.model} "
+                          "has no weighted KL term (use model vae or cvae)")
+    if cfg.model == "iwae" and cfg.alpha != 1.0:
+        raise ConfigError("alpha weights the ELBO's reconstruction term; model=iwae optimizes "
+                          "the importance-weighted bound as a whole")
+    if cfg.model in ("ae", "vq") and cfg.num_samples != 1:
+        raise ConfigError(f"model={cfg.model} is deterministic; num_samples must be 1")
+    if cfg.model == "vq" and cfg.latent_dim % cfg.vq_code_dim:
+        raise ConfigError(f"latent_dim={cfg.latent_dim} must be a multiple of "
+                          f"vq_code_dim={cfg.vq_code_dim} (latent_dim / vq_code_dim code vectors)")
+
+
+def _validate_net(cfg: Config) -> None:
+    """Spec settings belong to ``net=spec`` and must load and parse (shapes are
+    checked against the data when the model is built, still before training)."""
+    if cfg.net != "spec":
+        for name in ("encoder_spec", "decoder_spec"):
+            if getattr(cfg, name) is not None:
+                raise ConfigError(f"{name} is set but net={cfg.net!r}; add --net spec to build "
+                                  "the networks from layer specs")
+        return
+    if cfg.encoder_spec is None:
+        raise ConfigError("net=spec needs encoder_spec (--encoder-spec): a packaged "
+                          "architecture such as mnist_conv, a .json path or a JSON list")
+    from jvae.spec import SpecError
+    from jvae.spec_nets import resolve_spec_pair
+    try:
+        resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec)
+    except SpecError as e:
+        raise ConfigError(str(e)) from None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -125,6 +261,9 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{name} cannot be null")
     base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if optional else kind
+    if name in ("encoder_spec", "decoder_spec") and isinstance(value, (list, dict)):
+        # A config file may hold the spec itself; kept as JSON text.
+        value = json.dumps(value)
     try:
         if typing.get_origin(base) is tuple:
             if isinstance(value, str):

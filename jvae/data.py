@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from jvae.parallel import shard_batch
 
-__all__ = ["DataError", "read_idx", "load_mnist_idx", "load_tfds", "load_dataset",
+__all__ = ["DataError", "read_idx", "write_idx", "load_mnist_idx", "load_tfds", "load_dataset",
            "to_float", "binarize", "BINARIZE_MODES", "num_batches", "batches"]
 
 BINARIZE_MODES = ("none", "dynamic", "static")
@@ -74,6 +74,23 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path} is truncated or corrupt: header says shape {shape} "
                         f"({expected} bytes), file holds {len(raw) - header}")
     return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Writes ``array`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``).
+
+    The inverse of :func:`read_idx`, for exporting subsets in the MNIST format.
+    """
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("=").str: k for k, v in _IDX_DTYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("=").str)
+    if code is None:
+        raise ValueError(f"IDX cannot store dtype {array.dtype}")
+    big = array.astype(np.dtype(_IDX_DTYPES[code]).newbyteorder(">"))
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + big.tobytes())
 
 
 def _find(data_dir: Path, stem: str) -> Path | None:

@@ -7,6 +7,7 @@ from typing import Callable
 import jax
 
 from jvae.model import VAE
+from jvae.posteriors import sample_prior
 
 Array = jax.Array
 
@@ -22,7 +23,7 @@ def make_sampler(vae: VAE, num: int) -> Callable[..., Array]:
 
     @jax.jit
     def sample(params, key, cond=None):
-        z = vae.posterior.prior_sample(key, vae.latent_shape, num)
+        z = sample_prior(vae.posterior, key, vae.latent_shape, num, params)
         return vae.likelihood.mean(vae.decode(params, z, cond))
 
     return sample

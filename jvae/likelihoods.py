@@ -41,8 +41,14 @@ class Likelihood(NamedTuple):
     mean: Callable[[Params], Array]
 
 
-def _sum_data(lp: Array, data_ndim: int) -> Array:
-    return lp.sum(axis=tuple(range(lp.ndim - data_ndim, lp.ndim)))
+def _flat_data(a: Array, data_ndim: int) -> Array:
+    """Merges the trailing ``data_ndim`` axes into one (a free reshape).
+
+    Elementwise math on ``(..., 28, 28, 1)`` arrays ran 25% slower on XLA:CPU
+    than on ``(..., 784)`` (the MLP VAE's whole loss and gradient): its loops
+    vectorize the innermost axis, here of size 1.
+    """
+    return a.reshape(*a.shape[:a.ndim - data_ndim], -1)
 
 
 def bernoulli() -> Likelihood:
@@ -57,8 +63,9 @@ def bernoulli() -> Likelihood:
     """
 
     def log_prob(params, x):
-        logits = params["logits"]
-        return _sum_data(x * logits - jax.nn.softplus(logits), x.ndim - 1)
+        n = x.ndim - 1
+        logits, x = _flat_data(params["logits"], n), _flat_data(x, n)
+        return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
 
     return Likelihood("bernoulli", lambda shape: {"logits": tuple(shape)}, lambda raw: raw,
                       log_prob, lambda p: jax.nn.sigmoid(p["logits"]))
@@ -91,15 +98,26 @@ def gaussian(scale: float = 1.0, learn_scale: bool = False, min_scale: float = 1
         return {"loc": raw["loc"]}
 
     def log_prob(params, x):
-        sigma = params.get("scale", jnp.asarray(scale, params["loc"].dtype))
-        return _sum_data(distrax.Normal(params["loc"], sigma).log_prob(x), x.ndim - 1)
+        n = x.ndim - 1
+        loc = _flat_data(params["loc"], n)
+        sigma = (_flat_data(params["scale"], n) if "scale" in params
+                 else jnp.asarray(scale, loc.dtype))
+        return jnp.sum(distrax.Normal(loc, sigma).log_prob(_flat_data(x, n)), axis=-1)
 
     return Likelihood("gaussian", param_shapes, constrain, log_prob, lambda p: p["loc"])
 
 
 def likelihood_by_name(name: str, **kwargs) -> Likelihood:
-    """Returns the likelihood registered under ``name`` (``bernoulli`` or ``gaussian``)."""
-    factories = {"bernoulli": bernoulli, "gaussian": gaussian}
+    """Returns the likelihood registered under ``name``: ``bernoulli``,
+    ``gaussian`` (fixed scale), ``gaussian_learned`` (per-pixel learned scale)
+    or ``logistic_mixture`` (discretized, :mod:`jvae.logistic`)."""
+    from jvae.logistic import discretized_logistic_mixture  # builds on this module
+
+    def gaussian_learned(**kw):
+        return gaussian(learn_scale=True, **kw)
+    factories = {"bernoulli": bernoulli, "gaussian": gaussian,
+                 "gaussian_learned": gaussian_learned,
+                 "logistic_mixture": discretized_logistic_mixture}
     if name not in factories:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(factories)}")
     return factories[name](**kwargs)

@@ -27,7 +27,8 @@ class VAE(NamedTuple):
 
     Attributes:
       init: ``(key, x, cond=None) -> params`` with ``params`` a dict holding
-        ``"encoder"`` and ``"decoder"`` subtrees.
+        ``"encoder"`` and ``"decoder"`` subtrees (and ``"posterior"`` for a
+        family with shared parameters, see ``Posterior.init_shared``).
       encode: ``(params, x, cond=None) -> posterior parameters``.
       decode: ``(params, z, cond=None) -> likelihood parameters``.
       posterior: the :class:`~jvae.posteriors.Posterior` family.
@@ -97,14 +98,26 @@ def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
         if missing:
             raise ValueError(f"encoder output {sorted(post)} lacks the {posterior.name} "
                              f"posterior's parameters {sorted(missing)}")
+        shared = None
+        if posterior.init_shared is not None:
+            shared = posterior.init_shared(jax.random.fold_in(key, 1), latent_shape)
+            post = {**post, "shared": shared}
         z = posterior.mean(post)
         if z.shape[1:] != latent_shape:
             raise ValueError(f"encoder emits latents of shape {z.shape[1:]}, "
                              f"expected latent_shape {latent_shape}")
-        return {"encoder": enc, "decoder": dec_init(k_dec, z, cond)}
+        params = {"encoder": enc, "decoder": dec_init(k_dec, z, cond)}
+        if shared is not None:
+            params["posterior"] = shared
+        return params
 
     def encode(params, x, cond=None):
-        return enc_apply(params["encoder"], x, cond)
+        post = enc_apply(params["encoder"], x, cond)
+        if posterior.init_shared is not None:
+            # The family's shared parameters (flow weights, a codebook) travel
+            # with the per-example ones so its pure functions see both.
+            post = {**post, "shared": params["posterior"]}
+        return post
 
     def decode(params, z, cond=None):
         return dec_apply(params["decoder"], z, cond)

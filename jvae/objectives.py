@@ -60,7 +60,10 @@ def elbo(vae: VAE, *, beta: float = 1.0, num_samples: int = 1,
     ``ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))`` (Kingma & Welling,
     2014, arXiv:1312.6114); the loss is ``recon + beta * kl`` (Higgins et al.,
     2017) with ``recon = -E_q[log p(x|z)]`` estimated from ``num_samples``
-    reparameterized draws and the KL in closed form.
+    reparameterized draws and the KL in closed form (for families without one,
+    such as flows, the Monte Carlo estimate ``log q(z|x) - log p(z)`` on the
+    same draws). It is :func:`jvae.terms.compose` of
+    :func:`jvae.terms.elbo_terms`; extend that dict to add terms.
 
     Args:
       vae: the model.
@@ -73,18 +76,8 @@ def elbo(vae: VAE, *, beta: float = 1.0, num_samples: int = 1,
     Returns:
       An :class:`Objective` with terms ``loss, neg_elbo, recon, kl``.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-
-    def terms(params, batch, key, loss_state):
-        x = batch["image"]
-        cond = None if cond_key is None else batch[cond_key]
-        post = vae.encode(params, x, cond)
-        z = vae.posterior.sample(key, post, num_samples)
-        lik = decode_samples(vae, params, z, cond)
-        recon = -jnp.mean(vae.likelihood.log_prob(lik, x), axis=0)
-        kl = vae.posterior.kl(post)
-        out = {"loss": recon + beta * kl, "neg_elbo": recon + kl, "recon": recon, "kl": kl}
-        return out, loss_state
-
-    return Objective(lambda: (), terms)
+    # The ELBO is the composition recon + beta * kl of jvae.terms (imported
+    # here: jvae.terms builds on this module).
+    from jvae.terms import compose, elbo_terms, neg_elbo_metric
+    return compose(vae, elbo_terms(beta=beta), num_samples=num_samples, cond_key=cond_key,
+                   derived=neg_elbo_metric)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 PyTree = Any
@@ -69,5 +70,11 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Places a pytree on every device of the mesh."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """Places a copy of a pytree on every device of the mesh.
+
+    Always copies: the train step donates its input state, which must not
+    delete the caller's arrays. (``device_put`` alone may reuse the source
+    buffer for the shard on the source's device, even with ``may_alias=False``.)
+    """
+    fresh = jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+    return jax.device_put(fresh, replicated_sharding(mesh))

@@ -37,9 +37,14 @@ from jvae.images import save_image_grid
 from jvae.likelihoods import likelihood_by_name
 from jvae.model import VAE, make_vae
 from jvae.nets import make_nets
-from jvae.objectives import Objective, elbo
-from jvae.parallel import batch_sharding, data_mesh, replicate
-from jvae.posteriors import posterior_by_name
+from jvae.sequence import make_rnn_nets
+from jvae.spec_nets import make_spec_nets
+from jvae import zoo
+from jvae.objectives import Objective
+from jvae.epoch import (binarize_key, chunk_length, device_loop_is_fast, epoch_order,
+                        make_train_epoch, put_dataset)
+from jvae.parallel import batch_sharding, data_mesh, replicate, replicated_sharding
+from jvae.precision import mixed_precision
 from jvae.train_state import (TrainState, create_train_state, make_eval_step, make_optimizer,
                               make_train_step)
 
@@ -49,21 +54,47 @@ __all__ = ["build_vae", "build_objective", "load_data", "evaluate", "train_and_e
 
 def build_vae(cfg: Config, data_shape: tuple[int, ...]) -> VAE:
     """The model a config describes, for data of per-example shape ``data_shape``."""
-    if cfg.posterior == "dirichlet":
-        posterior = posterior_by_name("dirichlet", prior_concentration=cfg.dirichlet_prior)
+    posterior = zoo.posterior_from_config(cfg)
+    likelihood = likelihood_by_name(cfg.likelihood, **_likelihood_kwargs(cfg))
+    latent_shape = zoo.latent_shape_from_config(cfg)
+    if cfg.net in ("spec", "rnn"):
+        encoder, decoder, latent_shape = _config_nets(cfg, posterior, likelihood, latent_shape,
+                                                      tuple(data_shape))
     else:
-        posterior = posterior_by_name(cfg.posterior)
-    likelihood = likelihood_by_name(cfg.likelihood)
-    latent_shape = (cfg.latent_dim,)
-    encoder, decoder = make_nets(cfg.net, posterior=posterior, likelihood=likelihood,
-                                 latent_shape=latent_shape, data_shape=data_shape,
-                                 activation=cfg.activation, hidden=cfg.hidden)
-    return make_vae(encoder, decoder, posterior, likelihood, latent_shape)
+        encoder, decoder = make_nets(cfg.net, posterior=posterior, likelihood=likelihood,
+                                     latent_shape=latent_shape, data_shape=data_shape,
+                                     activation=cfg.activation, hidden=cfg.hidden)
+    return mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape),
+                           cfg.compute_dtype)
+
+
+def _config_nets(cfg: Config, posterior, likelihood, latent_shape, data_shape):
+    """Spec or recurrent nets; a spec's latent shape may come from its encoder."""
+    try:
+        if cfg.net == "spec":
+            return make_spec_nets(cfg.encoder_spec, cfg.decoder_spec, posterior=posterior,
+                                  likelihood=likelihood, data_shape=data_shape,
+                                  latent_shape=latent_shape)
+        encoder, decoder = make_rnn_nets(posterior=posterior, likelihood=likelihood,
+                                         latent_shape=latent_shape, data_shape=data_shape,
+                                         cell=cfg.rnn_cell, hidden=cfg.rnn_hidden,
+                                         mode=cfg.decoder_mode)
+        return encoder, decoder, latent_shape
+    except ValueError as e:  # SpecError included: bad shapes are config mistakes.
+        raise ConfigError(str(e)) from None
+
+
+def _likelihood_kwargs(cfg: Config) -> dict[str, Any]:
+    if cfg.likelihood == "gaussian":
+        return {"scale": cfg.gaussian_scale}
+    if cfg.likelihood == "logistic_mixture":
+        return {"num_components": cfg.logistic_components}
+    return {}
 
 
 def build_objective(cfg: Config, vae: VAE) -> Objective:
-    """The training objective a config describes."""
-    return elbo(vae, beta=cfg.beta, num_samples=cfg.num_samples)
+    """The training objective a config describes (its ``model`` family, see :mod:`jvae.zoo`)."""
+    return zoo.objective_from_config(cfg, vae)
 
 
 def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -81,6 +112,9 @@ def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
         if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
             images = static_binarize(images, seed=cfg.seed * 2 + i)
         splits.append({"image": images, "label": raw["label"]})
+    if cfg.model == "cvae":  # conditioned on one-hot labels, batch entry zoo.COND_KEY
+        num_classes = int(max(s["label"].max() for s in splits)) + 1
+        splits = [zoo.add_condition(s, num_classes) for s in splits]
     return splits[0], splits[1]
 
 
@@ -120,6 +154,8 @@ def _check_resumable(workdir: Path, cfg: Config) -> None:
     except json.JSONDecodeError:
         raise ConfigError(f"{path} is corrupt; move it away to resume with the current flags") from None
     current = config_to_dict(cfg)
+    # A setting added after the run was saved took its default in that run.
+    saved = {**config_to_dict(Config()), **saved}
     diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
              if k not in RESUMABLE_CHANGES and saved.get(k) != v]
     if diffs:
@@ -158,18 +194,22 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
     if cfg.batch_size > len(train["image"]):
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train['image'])} "
                           "training examples")
+    # Built before anything is written, so a spec that does not fit the data
+    # fails without leaving a workdir behind.
+    data_shape = train["image"].shape[1:]
+    vae = build_vae(cfg, data_shape)
     _check_resumable(workdir, cfg)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images").mkdir(exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
 
-    data_shape = train["image"].shape[1:]
-    vae = build_vae(cfg, data_shape)
     objective = build_objective(cfg, vae)
     optimizer = make_optimizer(cfg.lr)
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
     example = {k: v[:cfg.batch_size] for k, v in train.items()}
-    state = replicate(create_train_state(vae, objective, optimizer, init_key, example), mesh)
+    cond_key = zoo.cond_key_from_config(cfg)
+    state = replicate(create_train_state(vae, objective, optimizer, init_key, example,
+                                         cond_key=cond_key), mesh)
 
     metrics_path = workdir / "metrics.jsonl"
     start_epoch, wall_total, last_row = 0, 0.0, {}
@@ -188,35 +228,42 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
                       "nothing to do", flush=True)
             return last_row
 
-        batch_spec = {k: jax.ShapeDtypeStruct((cfg.batch_size, *v.shape[1:]), v.dtype,
-                                              sharding=batch_sharding(mesh))
-                      for k, v in {**example, "mask": np.ones(1, np.float32)}.items()}
+        steps_per_epoch = num_batches(len(train["image"]), cfg.batch_size, True)
+        on_device = cfg.data_placement == "device" or (
+            cfg.data_placement == "auto" and device_loop_is_fast(
+                objective, optimizer, state, {k: v[:cfg.batch_size] for k, v in train.items()}))
+        # Chunks of an epoch let a progress bar move; without one, one call per epoch.
+        chunk = (chunk_length(steps_per_epoch) if not quiet and sys.stderr.isatty()
+                 else steps_per_epoch)
+        train_data = put_dataset(train, mesh) if on_device else None
         t0 = time.perf_counter()
         # Compiled ahead of time: one compile per run, and a shape change
         # would raise instead of silently recompiling.
-        train_step = make_train_step(objective, optimizer, mesh=mesh).lower(
-            state, batch_spec).compile()
+        if on_device:
+            train_step = _compile_device_epoch(cfg, objective, optimizer, mesh, state,
+                                               train_data, chunk)
+        else:
+            batch_spec = {k: jax.ShapeDtypeStruct((cfg.batch_size, *v.shape[1:]), v.dtype,
+                                                  sharding=batch_sharding(mesh))
+                          for k, v in {**example, "mask": np.ones(1, np.float32)}.items()}
+            train_step = make_train_step(objective, optimizer, mesh=mesh).lower(
+                state, batch_spec).compile()
         compile_s = time.perf_counter() - t0
         eval_step = make_eval_step(objective, mesh=mesh)
-        sampler = make_sampler(vae, cfg.num_images)
+        sample_cond = _sample_condition(test, cond_key)
+        sampler = make_sampler(vae, cfg.num_images if sample_cond is None else len(sample_cond))
         reconstruct = make_reconstructor(vae)
-        steps_per_epoch = num_batches(len(train["image"]), cfg.batch_size, True)
 
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        unit="step", disable=quiet or None, leave=False, file=sys.stderr)
-            train_sums = None
-            for i, batch in enumerate(batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                              dynamic_binarize=cfg.binarize == "dynamic",
-                                              mesh=mesh)):
-                state, metrics = train_step(state, batch)
-                train_sums = metrics if train_sums is None else jax.tree.map(
-                    jnp.add, train_sums, metrics)
-                bar.update(1)
-                if not bar.disable and (i % 20 == 19 or i == steps_per_epoch - 1):
-                    rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", img_s=f"{rate:,.0f}")
+            if on_device:
+                state, train_sums = _device_epoch(cfg, train_step, state, train_data, mesh,
+                                                  epoch, steps_per_epoch, chunk, bar, t0)
+            else:
+                state, train_sums = _host_epoch(cfg, train_step, state, train, mesh, epoch,
+                                                steps_per_epoch, bar, t0)
             jax.block_until_ready(state)
             train_s = time.perf_counter() - t0
             bar.close()
@@ -226,33 +273,94 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
                               state.loss_state)
             train_means = {f"train_{k}": float(v) / steps_per_epoch
                            for k, v in jax.device_get(train_sums).items()}
+            # An autoencoder has no KL, hence no neg_elbo: those fields are null.
             row = {"epoch": epoch + 1, "step": int(state.step), "split": "test",
-                   "neg_elbo": scores["neg_elbo"], "recon": scores["recon"], "kl": scores["kl"],
+                   "neg_elbo": scores.get("neg_elbo"), "recon": scores["recon"],
+                   "kl": scores.get("kl"),
                    "images_per_sec": steps_per_epoch * cfg.batch_size / train_s,
                    "wall_s": wall_total, "epoch_s": train_s, "compile_s": compile_s,
+                   "data_placement": "device" if on_device else "host",
                    **{k: v for k, v in scores.items() if k not in ("neg_elbo", "recon", "kl")},
                    **train_means}
-            if not math.isfinite(row["neg_elbo"]):
-                raise FloatingPointError(f"test -ELBO is {row['neg_elbo']} at epoch {epoch + 1}; "
+            if not math.isfinite(scores["loss"]):
+                raise FloatingPointError(f"test loss is {scores['loss']} at epoch {epoch + 1}; "
                                          "lower --lr or check the data range")
             ckpt.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": wall_total,
                                          "last_row": row, "config": config_to_dict(cfg)})
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
-                         test, sample_key, cfg.num_images)
+                         test, sample_key, cfg.num_images, cond_key, sample_cond)
             last_row = row
             if not quiet:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  test -ELBO {row['neg_elbo']:.2f} nats  "
-                      f"recon {row['recon']:.2f}  KL {row['kl']:.2f}  "
-                      f"{row['images_per_sec']:,.0f} img/s", flush=True)
+                bound = (f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None
+                         else "")
+                kl = f"KL {row['kl']:.2f}  " if row["kl"] is not None else ""
+                print(f"epoch {epoch + 1}/{cfg.epochs}  test {bound}recon {row['recon']:.2f}  "
+                      f"{kl}{row['images_per_sec']:,.0f} img/s", flush=True)
     return last_row
 
 
-def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, key, n) -> None:
-    samples = np.asarray(sampler(params, key))
+def _compile_device_epoch(cfg: Config, objective, optimizer, mesh, state, train_data,
+                          chunk: int):
+    """AOT-compiles :func:`~jvae.epoch.make_train_epoch` for chunks of ``chunk`` steps."""
+    rep = replicated_sharding(mesh)
+    order = jax.ShapeDtypeStruct((chunk, cfg.batch_size), jnp.int32, sharding=rep)
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
+    start = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+    run = make_train_epoch(objective, optimizer, mesh=mesh,
+                           dynamic_binarize=cfg.binarize == "dynamic")
+    return run.lower(state, train_data, order, key, start).compile()
+
+
+def _device_epoch(cfg: Config, run, state, train_data, mesh, epoch: int, steps: int,
+                  chunk: int, bar, t0):
+    """One epoch on device: ``steps / chunk`` dispatches (one without a progress bar)."""
+    rep = replicated_sharding(mesh)
+    order = epoch_order(len(train_data["image"]), cfg.batch_size, seed=cfg.seed, epoch=epoch)
+    key = jax.device_put(binarize_key(cfg.seed, epoch), rep)
+    total = None
+    for start in range(0, steps, chunk):
+        stop = start + chunk
+        state, sums = run(state, train_data, jax.device_put(order[start:stop], rep), key,
+                          np.int32(start))
+        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        if not bar.disable:  # reading the loss waits for the chunk: the bar tells the truth
+            loss = float(sums["loss"]) / (stop - start)
+            bar.update(stop - start)
+            rate = stop * cfg.batch_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss:.2f}", img_s=f"{rate:,.0f}")
+    return state, total
+
+
+def _host_epoch(cfg: Config, train_step, state, train, mesh, epoch: int, steps: int, bar, t0):
+    """One epoch of host batches, one dispatch per step."""
+    total = None
+    for i, batch in enumerate(batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                      dynamic_binarize=cfg.binarize == "dynamic", mesh=mesh)):
+        state, metrics = train_step(state, batch)
+        total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+        bar.update(1)
+        if not bar.disable and (i % 20 == 19 or i == steps - 1):
+            rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", img_s=f"{rate:,.0f}")
+    return state, total
+
+
+def _sample_condition(test, cond_key: str | None) -> np.ndarray | None:
+    """For a conditional model: one row of 8 samples per class (one-hot rows)."""
+    if cond_key is None:
+        return None
+    num_classes = test[cond_key].shape[-1]
+    return np.repeat(np.eye(num_classes, dtype=np.float32), 8, axis=0)
+
+
+def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, key, n,
+                 cond_key: str | None = None, sample_cond: np.ndarray | None = None) -> None:
+    samples = np.asarray(sampler(params, key, sample_cond))
     x = test["image"][: n // 2]
-    recon = np.asarray(reconstruct(params, jnp.asarray(x)))
+    cond = None if cond_key is None else jnp.asarray(test[cond_key][: n // 2])
+    recon = np.asarray(reconstruct(params, jnp.asarray(x), cond))
     # Originals and reconstructions in alternating rows of 8.
     pairs = np.concatenate([np.stack([x[i:i + 8], recon[i:i + 8]]) for i in range(0, len(x), 8)
                             ]).reshape(-1, *x.shape[1:]) if len(x) % 8 == 0 else np.concatenate(

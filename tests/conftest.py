@@ -13,6 +13,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,3 +29,15 @@ def mnist_dir() -> Path:
 
 def pytest_configure(config):
     sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_dir(mnist_dir, tmp_path_factory) -> Path:
+    """Raw (uncompressed) IDX files holding the first 512 train and 256 test images."""
+    from jvae.data import load_mnist_idx, write_idx
+    out = tmp_path_factory.mktemp("tiny_mnist")
+    for split, stem, n in (("train", "train", 512), ("test", "t10k", 256)):
+        d = load_mnist_idx(mnist_dir, split)
+        write_idx(out / f"{stem}-images-idx3-ubyte", d["image"][:n, :, :, 0])
+        write_idx(out / f"{stem}-labels-idx1-ubyte", d["label"][:n].astype(np.uint8))
+    return out

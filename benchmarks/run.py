@@ -1,0 +1,378 @@
+"""jvae training throughput, side by side with a hand-written floor and PyTorch.
+
+Run from the repository root::
+
+    python -m benchmarks.run --quick      # < 2 min on a 2-core CPU
+    python -m benchmarks.run              # the full table of benchmarks/README.md
+
+It detects the backend (CPU, GPU or TPU; device kind and count) and prints one
+JSON object per line:
+
+* ``kind: env``: backend, devices, versions, load average, and the float32
+  matmul peak measured in this run (GFLOP/s of a large ``jnp.dot``);
+* ``kind: case``: one implementation x model x posterior x batch size x
+  device count: median images/s over the timed epochs (after a warm-up
+  epoch), images per CPU-second of the process (all threads; a load-robust
+  measure of work per image on a shared host), step ms, compile s, FLOPs per step from the compiled program's cost
+  analysis (analytic for the PyTorch MLP), achieved GFLOP/s and its fraction
+  of the measured peak, peak host memory of the process, peak device memory
+  (where the backend reports it), planned device bytes of the compiled
+  program, and the number of XLA compilations during the timed epochs (jvae
+  asserts 0);
+* ``kind: ratio``: jvae over PyTorch, over the minimal hand-written JAX loops,
+  and the Dirichlet posteriors over the Normal one, per batch size and device
+  count, in images/s (``ratio``, with the per-round ratios of epochs run back
+  to back) and in images per CPU-second (``cpu_ratio``);
+* ``kind: max_batch``: the largest batch that fits per :mod:`jvae.memory`.
+
+Implementations of one group (same batch size and device count) run
+interleaved, one epoch each in turn (A B C A B C ...), so drift in the
+machine's load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import monitoring
+
+from benchmarks import minimal, torch_reference
+from jvae.config import make_config
+from jvae.data import DataError, batches, load_dataset, to_float
+from jvae.epoch import (binarize_key, device_loop_is_fast, epoch_order, make_train_epoch,
+                        put_dataset)
+from jvae.memory import compiled_bytes, estimate_max_batch_size
+from jvae.parallel import batch_sharding, data_mesh, replicate, replicated_sharding
+from jvae.train import build_objective, build_vae
+from jvae.train_state import create_train_state, make_optimizer, make_train_step
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+# name -> Config overrides of the model.
+MODELS = {
+    "mlp-normal": {"net": "mlp", "posterior": "normal"},
+    "mlp-dirichlet-exact": {"net": "mlp", "posterior": "dirichlet"},
+    "mlp-dirichlet-approx": {"net": "mlp", "posterior": "dirichlet", "dirichlet_reparam": "approx"},
+    "conv-normal": {"net": "conv", "posterior": "normal"},
+}
+
+_compiles = [0]
+
+
+def _count_compile(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _compiles[0] += 1
+
+
+monitoring.register_event_duration_secs_listener(_count_compile)
+
+
+def emit(row: dict, out) -> None:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out is not None:
+        out.write(line + "\n")
+        out.flush()
+
+
+def matmul_peak_gflops(dtype=jnp.float32, sizes=None, reps: int = 5) -> float:
+    """Best median GFLOP/s of ``jnp.dot`` on square matrices, on the default device."""
+    if sizes is None:
+        sizes = (1024, 2048) if jax.default_backend() == "cpu" else (4096, 8192)
+    dot = jax.jit(jnp.dot)
+    best = 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+        b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+        dot(a, b).block_until_ready()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            dot(a, b).block_until_ready()
+            times.append(time.perf_counter() - t)
+        best = max(best, 2 * n ** 3 / statistics.median(times) / 1e9)
+    return best
+
+
+def _peak_device_mb() -> float | None:
+    stats = jax.local_devices()[0].memory_stats()
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return stats["peak_bytes_in_use"] / 2**20
+
+
+def _peak_host_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Runner:
+    """One implementation of one case: ``run_epoch() -> {images, seconds, loss}``."""
+
+    def __init__(self, impl: str, info: dict, run_epoch: Callable[[], dict]):
+        self.impl, self.info, self.run_epoch = impl, info, run_epoch
+        self.rates: list[float] = []
+        self.seconds: list[float] = []
+        self.cpu_rates: list[float] = []
+        self.compiles = 0
+        self.loss = float("nan")
+
+
+def jvae_runner(model: str, images: np.ndarray, batch_size: int, devices: int,
+                compute_dtype: str, placement: str = "auto") -> Runner:
+    """jvae's training path for the config, AOT-compiled, as ``python -m jvae.train`` runs it.
+
+    ``placement="auto"`` picks what the CLI picks: the on-device epoch loop,
+    or one dispatch per host batch for convolutions on XLA:CPU.
+    """
+    cfg = make_config(MODELS[model], {"batch_size": batch_size, "num_devices": devices,
+                                      "compute_dtype": compute_dtype})
+    mesh = data_mesh(devices)
+    rep = replicated_sharding(mesh)
+    vae = build_vae(cfg, images.shape[1:])
+    objective = build_objective(cfg, vae)
+    optimizer = make_optimizer(cfg.lr)
+    example = {"image": images[:batch_size]}
+    state = replicate(create_train_state(vae, objective, optimizer, jax.random.key(0), example),
+                      mesh)
+    on_device = placement == "device" or (placement == "auto" and device_loop_is_fast(
+        objective, optimizer, state, example))
+    n = len(images)
+    steps = n // batch_size
+    spec = lambda shape, dtype, s=rep: jax.ShapeDtypeStruct(shape, dtype, sharding=s)  # noqa: E731
+    t0 = time.perf_counter()
+    if on_device:
+        data = put_dataset({"image": images}, mesh)
+        run = make_train_epoch(objective, optimizer, mesh=mesh).lower(
+            state, data, spec((steps, batch_size), jnp.int32),
+            spec((), jax.random.key(0).dtype), spec((), jnp.int32)).compile()
+    else:
+        batch = {"image": spec((batch_size, *images.shape[1:]), jnp.float32, batch_sharding(mesh)),
+                 "mask": spec((batch_size,), jnp.float32, batch_sharding(mesh))}
+        run = make_train_step(objective, optimizer, mesh=mesh).lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    cost = run.cost_analysis() or {}
+    if isinstance(cost, list):
+        cost = cost[0] if cost else {}
+    # XLA's cost analysis counts a loop body once: either way the figure is one step's.
+    flops = cost.get("flops")
+    holder = {"state": state, "epoch": 0}
+
+    def run_epoch() -> dict:
+        e = holder["epoch"]
+        t = time.perf_counter()
+        if on_device:
+            order = jax.device_put(epoch_order(n, batch_size, seed=0, epoch=e), rep)
+            key = jax.device_put(binarize_key(0, e), rep)
+            holder["state"], sums = run(holder["state"], data, order, key, np.int32(0))
+        else:
+            sums = None
+            for b in batches({"image": images}, batch_size, seed=0, epoch=e, mesh=mesh):
+                holder["state"], m = run(holder["state"], b)
+                sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+        loss = float(sums["loss"]) / steps  # waits for the epoch
+        holder["epoch"] += 1
+        return {"images": steps * batch_size, "seconds": time.perf_counter() - t, "loss": loss}
+
+    post = MODELS[model]
+    info = {"model": post["net"], "posterior": post["posterior"],
+            "reparam": post.get("dirichlet_reparam", "exact") if post["posterior"] == "dirichlet"
+            else None, "loop": "device_scan" if on_device else "host_step_dispatch",
+            "compile_s": round(compile_s, 3),
+            "flops_per_step": flops, "flops_source": "xla_cost_analysis" if flops else None,
+            "planned_device_mb": round(compiled_bytes(run) / 2**20, 2),
+            "compute_dtype": compute_dtype}
+    return Runner("jvae", info, run_epoch)
+
+
+def _flat_info(batch_size: int) -> dict:
+    return {"model": "mlp", "posterior": "normal", "reparam": None, "loop": None,
+            "flops_per_step": torch_reference.flops_per_example() * batch_size,
+            "flops_source": "analytic_matmuls", "compute_dtype": "float32"}
+
+
+def minimal_runners(images: np.ndarray, batch_size: int) -> list[Runner]:
+    flat = images.reshape(len(images), -1)
+    out = []
+    for impl, make in (("minimal_epoch", minimal.make_epoch_runner),
+                       ("minimal_step", minimal.make_step_runner)):
+        run = make(batch_size)
+        out.append(Runner(impl, _flat_info(batch_size), lambda run=run: run(flat)))
+    return out
+
+
+def torch_runner(images: np.ndarray, batch_size: int) -> Runner:
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    runner = torch_reference.make_runner(batch_size)
+    import torch
+    info = {**_flat_info(batch_size), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+    return Runner("pytorch", info, lambda: runner.run_epoch(flat))
+
+
+def run_group(runners: list[Runner], rounds: int, warmup: int, pause: float) -> None:
+    """Interleaves the runners' epochs: warm-up rounds, then timed rounds."""
+    for r in range(warmup + rounds):
+        for runner in runners:
+            before, cpu = _compiles[0], time.process_time()
+            stats = runner.run_epoch()
+            cpu = time.process_time() - cpu
+            if r == 0:
+                runner.first_s = stats["seconds"]
+            if r >= warmup:
+                runner.compiles += _compiles[0] - before
+                runner.rates.append(stats["images"] / stats["seconds"])
+                runner.seconds.append(stats["seconds"])
+                runner.cpu_rates.append(stats["images"] / max(cpu, 1e-9))
+                runner.steps = stats["images"] // runner.batch_size
+            runner.loss = stats["loss"]
+            time.sleep(pause)  # lets one library's spinning worker threads go idle
+
+
+def case_row(runner: Runner, batch_size: int, devices: int, examples: int, peak: float) -> dict:
+    rate = statistics.median(runner.rates)
+    step_s = statistics.median(runner.seconds) / runner.steps
+    flops = runner.info.get("flops_per_step")
+    achieved = flops / step_s / 1e9 if flops else None
+    info = dict(runner.info)
+    if "compile_s" not in info:  # jit on first call: the first epoch's excess over the others
+        info["compile_s"] = round(max(runner.first_s - statistics.median(runner.seconds), 0), 3)
+    return {"kind": "case", "impl": runner.impl, **info,
+            "batch_size": batch_size, "devices": devices, "examples_per_epoch": examples,
+            "timed_epochs": len(runner.rates), "images_per_sec": round(rate, 1),
+            "images_per_sec_each": [round(x) for x in runner.rates],
+            "images_per_cpu_sec": round(statistics.median(runner.cpu_rates), 1),
+            "step_ms": round(step_s * 1e3, 4),
+            "achieved_gflops": round(achieved, 2) if achieved else None,
+            "peak_fraction": round(achieved / peak, 4) if achieved else None,
+            "peak_host_mb": round(_peak_host_mb(), 1), "peak_device_mb": _peak_device_mb(),
+            "recompiles": runner.compiles, "final_loss": round(runner.loss, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small epochs, batch 128 only (< 2 min)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of "
+                   + ", ".join(MODELS))
+    p.add_argument("--batch-sizes", default=None, help="default 128,1024 (quick: 128)")
+    p.add_argument("--rounds", type=int, default=None, help="timed epochs (default 5, quick 3)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="examples per MLP epoch (default: all 20k, quick 8192)")
+    p.add_argument("--conv-examples", type=int, default=None,
+                   help="examples per conv epoch (default 4096, quick 1024)")
+    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--placement", default="auto", choices=("auto", "device", "host"),
+                   help="jvae's data placement (auto: what python -m jvae.train picks)")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-max-batch", action="store_true")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    p.add_argument("--out", default=None, help="also append the rows to this file")
+    args = p.parse_args(argv)
+
+    quick = args.quick
+    models = [m for m in args.models.split(",") if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        p.error(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}")
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("128" if quick else "128,1024")).split(",")]
+    rounds = args.rounds or (3 if quick else 5)
+    out = open(args.out, "a") if args.out else None
+
+    try:
+        images = to_float(load_dataset("mnist", "train", data_dir=args.data_dir)["image"])
+        source = f"mnist train ({args.data_dir})"
+    except DataError as e:
+        print(f"note: {e}; timing on uniform random images of MNIST's shape", file=sys.stderr)
+        images = np.random.default_rng(0).random((20_000, 28, 28, 1), dtype=np.float32)
+        source = "synthetic"
+    mlp_n = min(len(images), args.examples or (8192 if quick else len(images)))
+    conv_n = min(len(images), args.conv_examples or (1024 if quick else 4096))
+
+    devs = jax.local_devices()
+    device_counts = sorted({1, len(devs)})
+    peak = matmul_peak_gflops()
+    torch_ok = torch_reference.available() and not args.no_torch
+    emit({"kind": "env", "backend": jax.default_backend(), "device_kind": devs[0].device_kind,
+          "device_count": len(devs), "jax": jax.__version__, "python": platform.python_version(),
+          "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
+          "matmul_peak_gflops_f32": round(peak, 1), "data": source, "quick": quick,
+          "torch": __import__("torch").__version__ if torch_ok else None}, out)
+
+    for devices in device_counts:
+        for bs in batch_sizes:
+            groups = {"mlp": [m for m in models if m.startswith("mlp")],
+                      "conv": [m for m in models if m.startswith("conv")]}
+            for family, names in groups.items():
+                n = mlp_n if family == "mlp" else conv_n
+                if not names or n < bs or bs % devices:
+                    continue
+                x = images[:n]
+                runners = [jvae_runner(m, x, bs, devices, args.compute_dtype, args.placement)
+                           for m in names]
+                if family == "mlp" and devices == 1 and "mlp-normal" in names:
+                    runners += minimal_runners(x, bs)
+                    if torch_ok:
+                        runners.append(torch_runner(x, bs))
+                for r in runners:
+                    r.batch_size = bs
+                run_group(runners, rounds, warmup=1, pause=0.1)
+                rows = {}
+                for r, name in zip(runners, names + [r.impl for r in runners[len(names):]]):
+                    rows[name] = case_row(r, bs, devices, n, peak)
+                    emit(rows[name], out)
+                    if r.impl == "jvae":
+                        assert r.compiles == 0, f"jvae recompiled {r.compiles}x between epochs"
+                _emit_ratios(rows, bs, devices, out)
+
+    if not args.no_max_batch:
+        for model in ("mlp-normal",) if quick else ("mlp-normal", "conv-normal"):
+            cfg = make_config(MODELS[model], {"num_devices": len(devs)})
+            fit = estimate_max_batch_size(cfg, (28, 28, 1), 60_000)
+            emit({"kind": "max_batch", "model": model, "devices": len(devs),
+                  "resident_examples": 60_000, "fixed_mb": round(fit.intercept / 2**20, 2),
+                  "per_example_kb": round(fit.slope / 2**10, 3),
+                  "budget_mb_per_device": round(fit.budget / 2**20, 1),
+                  "max_batch_size": fit.max_batch_size,
+                  "limited_by": "dataset" if fit.max_batch_size >= 60_000 else "memory"}, out)
+    emit({"kind": "end", "loadavg": os.getloadavg()}, out)
+    if out:
+        out.close()
+    return 0
+
+
+def _emit_ratios(rows: dict, bs: int, devices: int, out) -> None:
+    def rate(name):
+        return rows[name]["images_per_sec"] if name in rows else None
+
+    pairs = [("mlp-normal", "pytorch"), ("mlp-normal", "minimal_epoch"),
+             ("mlp-normal", "minimal_step"), ("mlp-dirichlet-approx", "mlp-normal"),
+             ("mlp-dirichlet-exact", "mlp-normal"), ("mlp-dirichlet-approx", "mlp-dirichlet-exact")]
+    for a, b in pairs:
+        if rate(a) and rate(b):
+            emit({"kind": "ratio", "numerator": a, "denominator": b, "batch_size": bs,
+                  "devices": devices, "ratio": round(rate(a) / rate(b), 3),
+                  "cpu_ratio": round(rows[a]["images_per_cpu_sec"]
+                                     / rows[b]["images_per_cpu_sec"], 3),
+                  # per-round ratios: each pair of epochs ran back to back
+                  "ratio_each": [round(x / y, 3) for x, y in zip(
+                      rows[a]["images_per_sec_each"], rows[b]["images_per_sec_each"])]}, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Evaluate a trained run on its test split: ``python -m jvae.evaluate --workdir DIR``.
+
+Restores the run's ``config.json`` and newest checkpoint and reports, as JSON:
+
+* ``neg_elbo``, ``recon``, ``kl`` and the objective's other terms (means over
+  the whole test split, nats per example);
+* ``nll_bound``: minus the importance-weighted bound with ``k`` samples
+  (Burda et al., 2015, arXiv:1509.00519),
+
+      log p(x) >= log (1/k) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x),
+
+  evaluated in chunks of samples with a running log-sum-exp, so k = 5000 needs
+  the memory of one chunk; optionally on the first ``--num-test-images`` test
+  images (``n_test_images`` in the output says how many);
+* ``active_units``: latent dimensions whose posterior mean varies across the
+  test set, ``Cov_x(E_q[z_u|x]) > 0.01`` (Burda et al., 2015, Section 5.2);
+* for a ``cvae``, the bound is on the conditional ``log p(x|y)``; for a
+  ``vq`` model, codebook usage; for the discretized logistic likelihood, bits/dim.
+
+An autoencoder has no likelihood bound; only its reconstruction error is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jvae import zoo
+from jvae.checkpoint import Checkpointer
+from jvae.config import Config, ConfigError, make_config
+from jvae.data import DataError, batches
+from jvae.logistic import bits_per_dim
+from jvae.model import VAE
+from jvae.objectives import decode_samples
+from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
+from jvae.posteriors import sample_and_log_prob
+from jvae.train import build_objective, build_vae, evaluate, load_data
+from jvae.train_state import create_train_state, make_eval_step, make_optimizer
+from jvae.vq import code_indices, codebook_usage
+
+Array = jax.Array
+
+__all__ = ["iwae_log_likelihood", "make_iwae_evaluator", "iwae_over_split", "active_units",
+           "restore_run", "evaluate_run", "main"]
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def iwae_log_likelihood(vae: VAE, params: Any, x: Array, key: Array, num_samples: int, *,
+                        chunk_size: int = 250, cond: Array | None = None) -> dict[str, Array]:
+    """The k-sample importance-weighted bound on ``log p(x)`` per example.
+
+    Samples are drawn ``chunk_size`` at a time (a ``lax.scan`` over chunks,
+    then one remainder chunk), keeping a running maximum ``m`` and sum
+    ``s = sum exp(log w - m)``, so memory does not grow with ``k``. Sample
+    ``i`` is drawn with its own key (``split(key, k)[i]``), so the estimate
+    does not depend on the chunk size.
+
+    Args:
+      vae: the model.
+      params: its parameters.
+      x: a batch ``(B, *data_shape)``.
+      key: PRNG key.
+      num_samples: ``k``; with ``k = 1`` the bound is the single-sample ELBO estimate.
+      chunk_size: samples per decoder call.
+      cond: conditioning input (the bound is then on ``log p(x|cond)``).
+
+    Returns:
+      ``{"log_likelihood": (B,) log (1/k) sum_k w_k, "elbo": (B,) mean_k log w_k}``.
+    """
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(f"need num_samples >= 1 and chunk_size >= 1, got {num_samples}, "
+                         f"{chunk_size}")
+    post = vae.encode(params, x, cond)
+    chunk_size = min(chunk_size, num_samples)
+    full, rest = divmod(num_samples, chunk_size)
+
+    def log_weights(keys):
+        z, log_q = jax.vmap(lambda k: sample_and_log_prob(vae.posterior, k, post, 1))(keys)
+        z, log_q = z[:, 0], log_q[:, 0]
+        log_px = vae.likelihood.log_prob(decode_samples(vae, params, z, cond), x)
+        return log_px + vae.posterior.prior_log_prob(z, vae.latent_shape) - log_q
+
+    def accumulate(carry, lw):
+        m, s, total = carry
+        m_new = jnp.maximum(m, lw.max(0))
+        # exp(m - m_new) is 0 while nothing finite has been seen (m = -inf).
+        s = jnp.where(jnp.isfinite(m), s * jnp.exp(m - m_new), 0.0) + jnp.exp(
+            lw - m_new).sum(0)
+        return m_new, s, total + lw.sum(0)
+
+    batch = x.shape[0]
+    carry = (jnp.full((batch,), -jnp.inf), jnp.zeros((batch,)), jnp.zeros((batch,)))
+    keys = jax.random.split(key, num_samples)
+    carry, _ = jax.lax.scan(lambda c, k: (accumulate(c, log_weights(k)), None), carry,
+                            keys[:full * chunk_size].reshape(full, chunk_size))
+    if rest:
+        carry = accumulate(carry, log_weights(keys[full * chunk_size:]))
+    m, s, total = carry
+    return {"log_likelihood": m + jnp.log(s) - math.log(num_samples),
+            "elbo": total / num_samples}
+
+
+def make_iwae_evaluator(vae: VAE, num_samples: int, *, chunk_size: int = 250,
+                        cond_key: str | None = None, mesh=None) -> Callable[..., dict]:
+    """Jitted ``(params, batch, key) -> masked sums`` of the bound and ELBO estimate.
+
+    The batch is sharded over the mesh's ``"data"`` axis; the result holds sums
+    of ``log_likelihood`` and ``elbo`` over the real rows and their ``count``.
+    """
+    mesh = mesh or data_mesh()
+
+    def run(params, batch, key):
+        cond = None if cond_key is None else batch[cond_key]
+        out = iwae_log_likelihood(vae, params, batch["image"], key, num_samples,
+                                  chunk_size=chunk_size, cond=cond)
+        mask = batch.get("mask", jnp.ones(batch["image"].shape[0], jnp.float32))
+        sums = {k: jnp.sum(v * mask) for k, v in out.items()}
+        sums["count"] = jnp.sum(mask)
+        return sums
+
+    return jax.jit(run, in_shardings=(replicated_sharding(mesh), batch_sharding(mesh),
+                                      replicated_sharding(mesh)),
+                   out_shardings=replicated_sharding(mesh))
+
+
+def iwae_over_split(evaluator, params, data: dict[str, np.ndarray], batch_size: int,
+                    key: Array, mesh) -> dict[str, float]:
+    """Means of :func:`make_iwae_evaluator`'s outputs over every example of ``data``."""
+    totals = None
+    for i, batch in enumerate(batches(data, batch_size, shuffle=False, drop_remainder=False,
+                                      mesh=mesh)):
+        sums = evaluator(params, batch, jax.random.fold_in(key, i))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals.pop("count"))
+    return {k: float(v) / count for k, v in totals.items()}
+
+
+def active_units(codes: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Number of latent dimensions whose variance across examples exceeds ``threshold``.
+
+    Args:
+      codes: posterior means ``(N, *latent_shape)``.
+      threshold: the activity threshold (0.01 in Burda et al.).
+    """
+    codes = np.asarray(codes, np.float64).reshape(len(codes), -1)
+    return int(np.sum(codes.var(axis=0) > threshold))
+
+
+def restore_run(workdir: str | Path, *, data_dir: str | None = None) -> tuple:
+    """Rebuilds a run's model, objective and data and restores its newest checkpoint.
+
+    Args:
+      workdir: a ``python -m jvae.train`` working directory.
+      data_dir: overrides the saved ``data_dir`` (e.g. the data moved).
+
+    Returns:
+      ``(cfg, vae, objective, state, meta, train, test)``.
+
+    Raises:
+      ConfigError: no ``config.json`` or no checkpoint in ``workdir``.
+    """
+    workdir = Path(workdir)
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --workdir must be a jvae.train run directory")
+    saved = json.loads(path.read_text())
+    if data_dir is not None:
+        saved["data_dir"] = data_dir
+    cfg: Config = make_config(saved)
+    train, test = load_data(cfg)
+    vae = build_vae(cfg, train["image"].shape[1:])
+    objective = build_objective(cfg, vae)
+    example = {k: v[:cfg.batch_size] for k, v in train.items()}
+    template = create_train_state(vae, objective, make_optimizer(cfg.lr), jax.random.key(cfg.seed),
+                                  example, cond_key=zoo.cond_key_from_config(cfg))
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+        if ckpt.latest_step() is None:
+            raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
+        state, meta = ckpt.restore(template)
+    return cfg, vae, objective, state, meta, train, test
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str | None = None,
+                 num_test_images: int | None = None, batch_size: int = 100,
+                 chunk_size: int = 250, seed: int = 0) -> dict[str, Any]:
+    """Evaluates a run's newest checkpoint on its test split.
+
+    Args:
+      workdir: the run directory.
+      iw_samples: ``k`` of the importance-weighted bound.
+      data_dir: overrides the saved data directory.
+      num_test_images: evaluate the bound on the first this-many test images
+        (None: all). The ELBO terms always use the whole split.
+      batch_size: images per bound evaluation (rounded up to the device count).
+      chunk_size: posterior samples per decoder call.
+      seed: seed of the evaluation's samples.
+
+    Returns:
+      The JSON-serializable report.
+    """
+    t_start = time.perf_counter()
+    cfg, vae, objective, state, meta, _, test = restore_run(workdir, data_dir=data_dir)
+    mesh = data_mesh(cfg.num_devices or None)
+    cond_key = zoo.cond_key_from_config(cfg)
+    key_elbo, key_iw = jax.random.split(jax.random.key(seed))
+    n_all = len(test["image"])
+    report: dict[str, Any] = {
+        "workdir": str(workdir), "model": cfg.model, "posterior": vae.posterior.name,
+        "likelihood": cfg.likelihood, "epoch": int(meta.get("epoch", 0)),
+        "step": int(state.step), "split": "test", "n_eval_images": n_all,
+        "conditional": cond_key is not None}
+
+    eval_bs = _round_up(min(cfg.eval_batch_size, n_all), mesh.size)
+    scores = evaluate(make_eval_step(objective, mesh=mesh), state.params, test, eval_bs, key_elbo,
+                      mesh, state.loss_state)
+    report.update({k: v for k, v in scores.items() if k != "loss"})
+
+    # Deterministic codes over the split: active units, VQ usage.
+    encode = jax.jit(lambda p, x, c: vae.encode(p, x, c))
+    codes, indices = [], []
+    for i in range(0, n_all, eval_bs):
+        x = jnp.asarray(test["image"][i:i + eval_bs])
+        c = None if cond_key is None else jnp.asarray(test[cond_key][i:i + eval_bs])
+        post = encode(state.params, x, c)
+        codes.append(np.asarray(vae.posterior.mean(post)))
+        if vae.posterior.name == "vq":
+            indices.append(np.asarray(code_indices(post["z_e"], post["shared"]["codebook"])))
+    report["active_units"] = active_units(np.concatenate(codes))
+    report["latent_size"] = int(np.prod(vae.latent_shape))
+    if indices:
+        report["codebook"] = codebook_usage(jnp.asarray(np.concatenate(indices)), cfg.vq_codes)
+
+    if vae.posterior.name != "point":
+        n = n_all if num_test_images is None else min(num_test_images, n_all)
+        subset = {k: v[:n] for k, v in test.items()}
+        evaluator = make_iwae_evaluator(vae, iw_samples, chunk_size=chunk_size,
+                                        cond_key=cond_key, mesh=mesh)
+        t0 = time.perf_counter()
+        iw = iwae_over_split(evaluator, state.params, subset, _round_up(min(batch_size, n),
+                                                                        mesh.size),
+                             key_iw, mesh)
+        report.update({"iw_samples": iw_samples, "n_test_images": n,
+                       "nll_bound": -iw["log_likelihood"], "neg_elbo_subset": -iw["elbo"],
+                       "iwae_wall_s": time.perf_counter() - t0})
+    if cfg.likelihood == "logistic_mixture":
+        dims = int(np.prod(test["image"].shape[1:]))
+        report["bits_per_dim_elbo"] = bits_per_dim(report["neg_elbo"], dims)
+        if "nll_bound" in report:
+            report["bits_per_dim_bound"] = bits_per_dim(report["nll_bound"], dims)
+    report["wall_s"] = time.perf_counter() - t_start
+    return report
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _ArgumentParser(prog="python -m jvae.evaluate", description=__doc__.split("\n\n")[0],
+                        allow_abbrev=False)
+    p.add_argument("--workdir", required=True, help="a jvae.train run directory")
+    p.add_argument("--iw-samples", type=int, default=5000, help="k of the IWAE bound (5000)")
+    p.add_argument("--data-dir", default=None, help="override the run's saved data directory")
+    p.add_argument("--num-test-images", type=int, default=None,
+                   help="bound on the first N test images only (default: all)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per bound batch (100)")
+    p.add_argument("--chunk-size", type=int, default=250,
+                   help="posterior samples per decoder call (250)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's samples")
+    p.add_argument("--output", default=None,
+                   help="JSON file to write (default WORKDIR/eval_k<K>.json)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: prints the report as one JSON object and writes it to a file."""
+    args = _parser().parse_args(argv)
+    for name in ("iw_samples", "batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            print(f"python -m jvae.evaluate: error: --{name.replace('_', '-')} must be positive",
+                  file=sys.stderr)
+            return 2
+    if args.num_test_images is not None and args.num_test_images < 1:
+        print("python -m jvae.evaluate: error: --num-test-images must be positive",
+              file=sys.stderr)
+        return 2
+    try:
+        report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
+                              num_test_images=args.num_test_images, batch_size=args.batch_size,
+                              chunk_size=args.chunk_size, seed=args.seed)
+    except (ConfigError, DataError) as e:
+        print(f"python -m jvae.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(report)
+    out = Path(args.output) if args.output else Path(args.workdir) / f"eval_k{args.iw_samples}.json"
+    out.write_text(text + "\n")
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The largest batch that fits, from the compiler's memory plan (no trial OOMs).
+
+XLA plans every buffer of a compiled program ahead of time, and
+``Compiled.memory_analysis()`` reports the plan: arguments, outputs, the part
+of the outputs aliased to donated arguments, and temporaries. For a train step
+the plan is affine in the batch size ``B`` (activations and their gradients
+grow with ``B``; parameters, optimizer state and a resident dataset do not),
+so two compilations give ``bytes(B) = a + b * B``, and the largest batch is
+``floor((budget - a) / b)``, rounded down to a multiple of the device count.
+Nothing is executed, so nothing runs out of memory.
+
+The budget is the device's ``bytes_limit`` on GPU and TPU (what the allocator
+may hand out) and, on CPU, the host's available memory (``MemAvailable`` in
+``/proc/meminfo``) shared by the host's devices, times ``fraction`` (headroom
+for what the plan does not count: the runtime, the eval step, fragmentation).
+
+CLI: ``python -m jvae.memory`` takes the same model flags as ``python -m
+jvae.train`` (``--net conv --posterior dirichlet ...``) and prints one JSON
+object with the estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["MemoryFit", "compiled_bytes", "device_memory_budget", "fit_memory",
+           "estimate_max_batch_size", "train_program_planner", "main"]
+
+
+class MemoryFit(NamedTuple):
+    """``bytes(B) = intercept + slope * B`` per device, and what it implies.
+
+    Attributes:
+      intercept: bytes that do not grow with the batch (state, resident data).
+      slope: bytes per example of global batch.
+      sizes: the batch sizes compiled to fit the line.
+      measured: the planned bytes at those sizes.
+      budget: bytes available per device.
+      max_batch_size: the largest multiple of ``multiple`` whose planned bytes
+        fit the budget, at most ``limit`` (0 if not even the fixed part fits).
+    """
+
+    intercept: float
+    slope: float
+    sizes: tuple[int, ...]
+    measured: tuple[int, ...]
+    budget: int
+    max_batch_size: int
+
+    def predict(self, batch_size: int) -> float:
+        """Planned bytes per device at ``batch_size``."""
+        return self.intercept + self.slope * batch_size
+
+
+def compiled_bytes(compiled) -> int:
+    """Peak bytes per device of a compiled program's memory plan.
+
+    ``arguments + outputs - aliased + temporaries``: donated arguments alias
+    their outputs and are counted once. Where the backend reports its own
+    ``peak_memory_in_bytes`` (GPU, TPU) that figure is used instead.
+    """
+    m = compiled.memory_analysis()
+    if m is None:
+        raise RuntimeError("this backend reports no memory analysis for compiled programs")
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+             + m.temp_size_in_bytes)
+    return int(max(total, getattr(m, "peak_memory_in_bytes", 0) or 0))
+
+
+def _host_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_memory_budget(device: jax.Device | None = None, *, fraction: float = 0.9) -> int:
+    """Bytes one device may use: ``fraction`` of its allocator limit.
+
+    Args:
+      device: the device (the first local one when None).
+      fraction: share of the limit to plan for.
+
+    Returns:
+      On GPU/TPU ``fraction * memory_stats()["bytes_limit"]``; on CPU, where
+      devices are slices of one host, ``fraction * MemAvailable / local CPU
+      device count``.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    device = device or jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        limit = int(stats["bytes_limit"])
+    else:
+        limit = _host_available_bytes() // len(jax.local_devices(backend=device.platform))
+    return int(limit * fraction)
+
+
+def fit_memory(planned: Callable[[int], int], sizes: Sequence[int], budget: int, *,
+               multiple: int = 1, limit: int | None = None, refine: int = 2) -> MemoryFit:
+    """Fits ``bytes(B) = a + b * B`` through two planned sizes and solves for the budget.
+
+    The plan is affine only once activations dominate it: at small batches
+    XLA's buffer reuse hides them behind fixed-size temporaries, so fit at
+    sizes large enough to matter (the defaults use 256 and 1024). The solution
+    is then planned itself and, if the line was optimistic, the line through
+    the two largest plans is solved again (``refine`` times at most), so the
+    returned size has been checked against a real memory plan.
+
+    Args:
+      planned: ``batch_size -> bytes`` per device (e.g. ``compiled_bytes`` of
+        a program compiled for that batch size).
+      sizes: two distinct batch sizes to plan.
+      budget: bytes available per device.
+      multiple: the batch size must be a multiple of this (the device count).
+      limit: an upper bound on the answer (a batch cannot exceed the dataset).
+      refine: plans of the solution to check it.
+
+    Returns:
+      A :class:`MemoryFit`.
+    """
+    if len(sizes) != 2 or sizes[0] == sizes[1]:
+        raise ValueError(f"need two distinct batch sizes to fit a line, got {tuple(sizes)}")
+    points = {int(s): int(planned(int(s))) for s in sorted(sizes)}
+
+    def line(p):
+        (b0, m0), (b1, m1) = sorted(p.items())[-2:]
+        slope = (m1 - m0) / (b1 - b0)
+        if slope <= 0:
+            raise RuntimeError(f"planned memory does not grow with the batch ({m0} and {m1} "
+                               f"bytes at batch sizes {b0} and {b1}); cannot extrapolate")
+        return m0 - slope * b0, slope
+
+    def solve(intercept, slope):
+        best = int((budget - intercept) // slope)
+        if limit is not None:
+            best = min(best, limit)
+        return max(0, best - best % multiple)
+
+    intercept, slope = line(points)
+    best = solve(intercept, slope)
+    for _ in range(refine):
+        if best <= 0 or best in points:
+            break
+        points[best] = int(planned(best))
+        if points[best] <= budget:
+            break
+        intercept, slope = line(points)
+        best = solve(intercept, slope)
+    if best in points and points[best] > budget:
+        # Refinements ran out while still overshooting: the largest planned size that fits.
+        best = max((b for b, m in points.items() if m <= budget and b % multiple == 0),
+                   default=0)
+    base = tuple(sorted(int(s) for s in sizes))
+    return MemoryFit(float(intercept), float(slope), base, tuple(points[b] for b in base),
+                     int(budget), int(best))
+
+
+def train_program_planner(cfg, data_shape: tuple[int, ...], num_examples: int
+                          ) -> tuple[Callable[[int], int], int]:
+    """``batch_size -> planned bytes`` of the train program ``cfg`` describes.
+
+    The program is the one ``python -m jvae.train`` compiles: with
+    ``data_placement`` ``device`` (or ``auto`` where that resolves to it, see
+    :func:`~jvae.epoch.device_loop_is_fast`), :func:`~jvae.epoch.make_train_epoch`'s
+    with ``num_examples`` examples of shape ``data_shape`` resident on device;
+    else :func:`~jvae.train_state.make_train_step`'s, fed host batches. Only
+    shapes are used: no data is read and nothing is executed.
+
+    Returns:
+      ``(planned, device_count)``.
+    """
+    from jvae import zoo
+    from jvae.epoch import device_loop_is_fast, make_train_epoch
+    from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
+    from jvae.train import build_objective, build_vae
+    from jvae.train_state import create_train_state, make_optimizer, make_train_step
+
+    mesh = data_mesh(cfg.num_devices or None)
+    vae = build_vae(cfg, tuple(data_shape))
+    objective = build_objective(cfg, vae)
+    optimizer = make_optimizer(cfg.lr)
+    rep, shard = replicated_sharding(mesh), batch_sharding(mesh)
+    cond_key = zoo.cond_key_from_config(cfg)
+    # Per-example shapes of the training arrays (a cvae's one-hot labels: 10 classes).
+    fields = {"image": tuple(data_shape), **({cond_key: (10,)} if cond_key else {})}
+
+    def spec(n, sharding):
+        return {k: jax.ShapeDtypeStruct((n, *shape), jnp.float32, sharding=sharding)
+                for k, shape in fields.items()}
+
+    def state_spec(batch_size):
+        state = jax.eval_shape(lambda ex: create_train_state(
+            vae, objective, optimizer, jax.random.key(0), ex, cond_key=cond_key),
+            spec(batch_size, None))
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), state)
+
+    example = {k: jnp.zeros((mesh.size, *shape), jnp.float32) for k, shape in fields.items()}
+    on_device = cfg.data_placement == "device" or (
+        cfg.data_placement == "auto" and device_loop_is_fast(
+            objective, optimizer, create_train_state(vae, objective, optimizer,
+                                                     jax.random.key(0), example,
+                                                     cond_key=cond_key), example))
+
+    def planned(batch_size: int) -> int:
+        state = state_spec(batch_size)
+        if not on_device:
+            batch = {**spec(batch_size, shard),
+                     "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard)}
+            return compiled_bytes(make_train_step(objective, optimizer, mesh=mesh).lower(
+                state, batch).compile())
+        steps = max(num_examples // batch_size, 1)
+        order = jax.ShapeDtypeStruct((steps, batch_size), jnp.int32, sharding=rep)
+        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
+        start = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+        run = make_train_epoch(objective, optimizer, mesh=mesh,
+                               dynamic_binarize=cfg.binarize == "dynamic")
+        return compiled_bytes(run.lower(state, spec(num_examples, rep), order, key,
+                                        start).compile())
+
+    return planned, mesh.size
+
+
+def estimate_max_batch_size(cfg, data_shape: tuple[int, ...] = (28, 28, 1),
+                            num_examples: int = 60_000, *, sizes: Sequence[int] = (256, 1024),
+                            fraction: float = 0.9, budget: int | None = None) -> MemoryFit:
+    """The largest training batch for ``cfg`` on the current devices.
+
+    Args:
+      cfg: a :class:`~jvae.config.Config` (model, posterior, devices...).
+      data_shape: per-example data shape.
+      num_examples: training examples resident on device.
+      sizes: the two batch sizes compiled to fit the line (multiples of the
+        device count).
+      fraction: share of each device's memory to plan for.
+      budget: bytes per device to plan for instead (e.g. another device's size).
+
+    Returns:
+      A :class:`MemoryFit` whose ``max_batch_size`` is the answer.
+    """
+    planned, n_devices = train_program_planner(cfg, data_shape, num_examples)
+    sizes = [s - s % n_devices or n_devices for s in sizes]
+    if budget is None:
+        budget = device_memory_budget(fraction=fraction)
+    return fit_memory(planned, sizes, budget, multiple=n_devices, limit=num_examples)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: prints the max batch size estimate for the model flags given."""
+    from jvae.config import ConfigError
+    from jvae.train import _parser, parse_args
+
+    extra = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    extra.add_argument("--num-examples", type=int, default=60_000)
+    extra.add_argument("--data-shape", default="28,28,1")
+    extra.add_argument("--fraction", type=float, default=0.9)
+    extra.add_argument("--sizes", default="256,1024")
+    extra.add_argument("--budget-mb", type=float, default=None)
+    if argv is None:
+        argv = sys.argv[1:]
+    if "-h" in argv or "--help" in argv:
+        print("usage: python -m jvae.memory [--num-examples N] [--data-shape H,W,C] "
+              "[--fraction F] [--budget-mb MB] [--sizes B1,B2] "
+              "[model flags of python -m jvae.train]\n\n"
+              + __doc__.split("\n\n")[0])
+        _parser().print_help()
+        return 0
+    ours, rest = extra.parse_known_args(argv)
+    try:
+        cfg, _ = parse_args(rest)
+        shape = tuple(int(d) for d in ours.data_shape.split(","))
+        sizes = tuple(int(s) for s in ours.sizes.split(","))
+        budget = None if ours.budget_mb is None else int(ours.budget_mb * 2**20)
+        fit = estimate_max_batch_size(cfg, shape, ours.num_examples, sizes=sizes,
+                                      fraction=ours.fraction, budget=budget)
+    except (ConfigError, ValueError) as e:
+        print(f"python -m jvae.memory: error: {e}", file=sys.stderr)
+        return 2
+    dev = jax.local_devices()[0]
+    print(json.dumps({
+        "backend": jax.default_backend(), "device_kind": dev.device_kind,
+        "devices": len(jax.local_devices()) if not cfg.num_devices else cfg.num_devices,
+        "net": cfg.net, "posterior": cfg.posterior, "hidden": list(cfg.hidden),
+        "latent_dim": cfg.latent_dim, "num_examples": ours.num_examples,
+        "fixed_mb": round(fit.intercept / 2**20, 2),
+        "per_example_kb": round(fit.slope / 2**10, 3),
+        "budget_mb_per_device": round(fit.budget / 2**20, 1),
+        "fit_sizes": list(fit.sizes), "planned_mb": [round(m / 2**20, 2) for m in fit.measured],
+        "max_batch_size": fit.max_batch_size,
+        "limited_by": "dataset" if fit.max_batch_size >= ours.num_examples else "memory"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
