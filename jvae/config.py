@@ -316,10 +316,16 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+# Other names users know settings by (the KL weight is "kld_weight" in many
+# PyTorch VAE code bases).
+ALIASES = {"kld_weight": "beta"}
+
+
 def make_config(*layers: dict[str, Any]) -> Config:
     """Builds a :class:`Config` from dicts of overrides, later ones winning.
 
-    Keys may use dashes or underscores (``batch-size`` or ``batch_size``).
+    Keys may use dashes or underscores (``batch-size`` or ``batch_size``), and
+    the names in :data:`ALIASES` (``kld_weight`` is ``beta``).
 
     Raises:
       ConfigError: an unknown key or an invalid value.
@@ -328,6 +334,7 @@ def make_config(*layers: dict[str, Any]) -> Config:
     for layer in layers:
         for key, value in layer.items():
             name = key.replace("-", "_")
+            name = ALIASES.get(name, name)
             if name not in _FIELDS:
                 raise ConfigError(f"unknown setting {key!r}; known settings: "
                                   f"{', '.join(sorted(_FIELDS))}")

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jvae.checkpoint import Checkpointer
-from jvae.config import (RESUMABLE_CHANGES, Config, ConfigError, config_to_dict,
+from jvae.config import (ALIASES, RESUMABLE_CHANGES, Config, ConfigError, config_to_dict,
                          load_config_file, make_config)
 from jvae.data import DataError, batches, load_dataset, num_batches, static_binarize, to_float
 from jvae.generate import make_reconstructor, make_sampler
@@ -388,6 +388,9 @@ def _parser() -> argparse.ArgumentParser:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         p.add_argument(flag, dest=f.name, metavar=f.name.upper(),
                        help=f"(default {shown})")
+    for alias, name in ALIASES.items():
+        p.add_argument("--" + alias.replace("_", "-"), dest=name, metavar=name.upper(),
+                       help=f"same as --{name.replace('_', '-')}")
     return p
 
 

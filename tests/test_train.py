@@ -156,3 +156,11 @@ def test_unknown_flag_exits_2_without_traceback():
     r = _cli("--no-such-flag", "3")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "unrecognized arguments" in r.stderr
+
+
+def test_kld_weight_is_an_alias_of_beta(tmp_path):
+    from jvae.train import parse_args
+    assert parse_args(["--kld-weight", "0.5"])[0].beta == 0.5
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text('{"kld_weight": 2}')
+    assert parse_args(["--config", str(cfg_file)])[0].beta == 2.0
