@@ -37,7 +37,7 @@ import numpy as np
 from jvae import zoo
 from jvae.checkpoint import Checkpointer
 from jvae.config import Config, ConfigError, make_config
-from jvae.data import DataError, batches
+from jvae.data import DataError
 from jvae.logistic import bits_per_dim
 from jvae.model import VAE
 from jvae.objectives import decode_samples
@@ -136,14 +136,10 @@ def make_iwae_evaluator(vae: VAE, num_samples: int, *, chunk_size: int = 250,
 def iwae_over_split(evaluator, params, data: dict[str, np.ndarray], batch_size: int,
                     key: Array, mesh) -> dict[str, float]:
     """Means of :func:`make_iwae_evaluator`'s outputs over every example of ``data``."""
-    totals = None
-    for i, batch in enumerate(batches(data, batch_size, shuffle=False, drop_remainder=False,
-                                      mesh=mesh)):
-        sums = evaluator(params, batch, jax.random.fold_in(key, i))
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = float(totals.pop("count"))
-    return {k: float(v) / count for k, v in totals.items()}
+    # Same padded, masked pass over the split as the ELBO evaluation; the
+    # evaluator just takes no objective state.
+    return evaluate(lambda p, batch, k, _: evaluator(p, batch, k), params, data, batch_size,
+                    key, mesh)
 
 
 def active_units(codes: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:

@@ -45,8 +45,7 @@ from jvae.epoch import (binarize_key, chunk_length, device_loop_is_fast, epoch_o
                         make_train_epoch, put_dataset)
 from jvae.parallel import batch_sharding, data_mesh, replicate, replicated_sharding
 from jvae.precision import mixed_precision
-from jvae.train_state import (TrainState, create_train_state, make_eval_step, make_optimizer,
-                              make_train_step)
+from jvae.train_state import create_train_state, make_eval_step, make_optimizer, make_train_step
 
 __all__ = ["build_vae", "build_objective", "load_data", "evaluate", "train_and_evaluate",
            "parse_args", "main"]
@@ -118,6 +117,11 @@ def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     return splits[0], splits[1]
 
 
+def _accumulate(total, new):
+    """Adds a dict of device scalars to a running total (None at the start), on device."""
+    return new if total is None else jax.tree.map(jnp.add, total, new)
+
+
 def evaluate(eval_step, params, data: dict[str, np.ndarray], batch_size: int, key: jax.Array,
              mesh, loss_state: Any = ()) -> dict[str, float]:
     """Means of the objective's terms over a whole split (every example once).
@@ -138,7 +142,7 @@ def evaluate(eval_step, params, data: dict[str, np.ndarray], batch_size: int, ke
     for i, batch in enumerate(batches(data, batch_size, shuffle=False, drop_remainder=False,
                                       mesh=mesh)):
         sums = eval_step(params, batch, jax.random.fold_in(key, i), loss_state)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        totals = _accumulate(totals, sums)
     totals = jax.device_get(totals)
     count = float(totals.pop("count"))
     return {k: float(v) / count for k, v in totals.items()}
@@ -231,7 +235,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
         steps_per_epoch = num_batches(len(train["image"]), cfg.batch_size, True)
         on_device = cfg.data_placement == "device" or (
             cfg.data_placement == "auto" and device_loop_is_fast(
-                objective, optimizer, state, {k: v[:cfg.batch_size] for k, v in train.items()}))
+                objective, optimizer, state, example))
         # Chunks of an epoch let a progress bar move; without one, one call per epoch.
         chunk = (chunk_length(steps_per_epoch) if not quiet and sys.stderr.isatty()
                  else steps_per_epoch)
@@ -324,7 +328,7 @@ def _device_epoch(cfg: Config, run, state, train_data, mesh, epoch: int, steps: 
         stop = start + chunk
         state, sums = run(state, train_data, jax.device_put(order[start:stop], rep), key,
                           np.int32(start))
-        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        total = _accumulate(total, sums)
         if not bar.disable:  # reading the loss waits for the chunk: the bar tells the truth
             loss = float(sums["loss"]) / (stop - start)
             bar.update(stop - start)
@@ -339,7 +343,7 @@ def _host_epoch(cfg: Config, train_step, state, train, mesh, epoch: int, steps: 
     for i, batch in enumerate(batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
                                       dynamic_binarize=cfg.binarize == "dynamic", mesh=mesh)):
         state, metrics = train_step(state, batch)
-        total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+        total = _accumulate(total, metrics)
         bar.update(1)
         if not bar.disable and (i % 20 == 19 or i == steps - 1):
             rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
