@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+# The shared data sit beside the checkout; JVAE_MNIST_DIR points elsewhere (e.g. a worktree).
+MNIST_DIR = Path(os.environ.get("JVAE_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,432 @@
+"""Command-line modes that use a trained run: encode, reconstruct, sample,
+interpolate and traverse.
+
+Each mode is a pair: ``add_<mode>_arguments(parser)`` declares its flags and
+``<mode>(args)`` runs it on a parsed namespace. Every mode restores the run's
+``config.json`` and newest checkpoint and works through the jitted functions
+of :mod:`jvae.inference`. Bad input raises :class:`~jvae.inference.InferenceError`,
+:class:`~jvae.config.ConfigError` or :class:`~jvae.data.DataError`, which the
+command line prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jvae.config import Config, ConfigError
+from jvae.data import DataError, load_dataset, to_float
+from jvae.images import save_image_grid
+from jvae.inference import (Inference, InferenceError, decode_all, encode_all, interpolate_latents,
+                            list_images, load_images, make_inference, reconstruct_all, sample_all,
+                            traverse_latents)
+
+__all__ = ["Run", "load_run", "MODES", "encode", "reconstruct", "sample", "interpolate",
+           "traverse"]
+
+
+class Run(NamedTuple):
+    """A restored run, ready for inference.
+
+    Attributes:
+      cfg: its settings.
+      params: the newest checkpoint's parameters.
+      inference: jitted functions of its model (:func:`~jvae.inference.make_inference`).
+      train: its training split (float images, labels, one-hot ``cond`` for a cvae).
+      test: its test split.
+      cond_key: the batch entry a conditional model reads, else None.
+      num_classes: classes of a conditional model (0 otherwise).
+    """
+
+    cfg: Config
+    params: Any
+    inference: Inference
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    cond_key: str | None
+    num_classes: int
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.test["image"].shape[1:])
+
+
+def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256) -> Run:
+    """Restores a run's config and newest checkpoint (see ``restore_run``)."""
+    from jvae import zoo
+    from jvae.evaluate import restore_run
+
+    cfg, vae, _, state, _, train, test = restore_run(workdir, data_dir=data_dir)
+    cond_key = zoo.cond_key_from_config(cfg)
+    num_classes = 0 if cond_key is None else int(test[cond_key].shape[-1])
+    return Run(cfg, state.params, make_inference(vae, batch_size), train, test, cond_key,
+               num_classes)
+
+
+# --- conditioning and inputs -------------------------------------------------------------------
+
+def _one_hot(run: Run, labels: np.ndarray | None) -> np.ndarray | None:
+    if run.cond_key is None:
+        return None
+    return np.eye(run.num_classes, dtype=np.float32)[np.asarray(labels)]
+
+
+def _check_label(run: Run, label: int | None, *, needed: bool, why: str = "") -> None:
+    """Validates ``--label`` against the run: only for a conditional model, in range."""
+    if label is None:
+        if needed and run.cond_key is not None:
+            raise InferenceError(f"this run is a conditional model (model={run.cfg.model}); "
+                                 f"add --label K (0-{run.num_classes - 1}){why}")
+        return
+    if run.cond_key is None:
+        raise InferenceError(f"--label applies to a conditional model (model cvae); this run "
+                             f"is model={run.cfg.model}")
+    if not 0 <= label < run.num_classes:
+        raise InferenceError(f"--label {label} is out of range: this run has "
+                             f"{run.num_classes} classes (0-{run.num_classes - 1})")
+
+
+def _dataset_split(run: Run, name: str, split: str,
+                   data_dir: str | None) -> dict[str, np.ndarray]:
+    """The run's own split (as it trained on it), or another dataset of the same shape."""
+    if name == run.cfg.dataset and data_dir is None:
+        return run.train if split == "train" else run.test
+    raw = load_dataset(name, split, data_dir=data_dir, tfds_data_dir=run.cfg.tfds_data_dir)
+    out = {"image": to_float(raw["image"]), "label": np.asarray(raw["label"])}
+    if out["image"].shape[1:] != run.data_shape:
+        raise InferenceError(f"dataset {name} has images of shape {out['image'].shape[1:]}, the "
+                             f"run was trained on {run.data_shape}")
+    if run.cond_key is not None:
+        if out["label"].max() >= run.num_classes:
+            raise InferenceError(f"dataset {name} has labels up to {out['label'].max()}, the "
+                                 f"run knows {run.num_classes} classes")
+        out[run.cond_key] = _one_hot(run, out["label"])
+    return out
+
+
+def _point(run: Run, spec: str, label: int | None, flag: str) -> tuple[np.ndarray, int | None]:
+    """An image given as a file path or a test-set index, with its class."""
+    path = Path(spec)
+    if not path.is_file() and re.fullmatch(r"-?\d+", spec):
+        index, n = int(spec), len(run.test["image"])
+        if not 0 <= index < n:
+            raise InferenceError(f"{flag} {spec}: test index out of range (0-{n - 1})")
+        found = int(run.test["label"][index])
+        return run.test["image"][index], found if label is None else label
+    if not path.is_file():
+        raise InferenceError(f"{flag} {spec} is neither an image file nor a test-set index")
+    _check_label(run, label, needed=True, why=f" for the image {spec}")
+    return load_images([path], run.data_shape)[0], label
+
+
+def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise InferenceError(f"{flag} {path} must end in {' or '.join(suffixes)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True,
+                   help="run directory written by train (str; required)")
+    p.add_argument("--data-dir", default=None,
+                   help="overrides the run's saved data directory (str; default: the saved one)")
+    p.add_argument("--batch-size", type=_positive, default=256,
+                   help="images per jitted call; the last batch is padded (int; default 256)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _label_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--label", type=int, default=None,
+                   help=f"class to condition a cvae on{what} (int; default none)")
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+def add_encode_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="folder of images to encode, searched recursively (str)")
+    src.add_argument("--dataset", help="dataset to encode instead, e.g. the run's own mnist (str)")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="split of --dataset (choice; default test)")
+    p.add_argument("--output", required=True,
+                   help="file to write: .npz (mean, scale, files or labels) or .npy "
+                        "(one array (2, N, *latent): means, then scales) (str; required)")
+    _label_flag(p, " for every --input image (a conditional encoder needs it)")
+
+
+def encode(args: argparse.Namespace) -> dict[str, Any]:
+    """Posterior means and scales of a folder of images or a dataset split, to a file."""
+    out = _output(args.output, (".npz", ".npy"))
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    extra: dict[str, np.ndarray] = {}
+    if args.input is not None:
+        files = list_images(args.input)
+        _check_label(run, args.label, needed=True, why=" for the --input images")
+        images = load_images(files, run.data_shape)
+        cond = _one_hot(run, np.full(len(files), args.label or 0))
+        extra["files"] = np.array([f.relative_to(args.input).as_posix() for f in files])
+    else:
+        if args.label is not None:
+            raise InferenceError("--label applies to --input images; a --dataset brings its labels")
+        data = _dataset_split(run, args.dataset, args.split, args.data_dir)
+        images, cond = data["image"], None if run.cond_key is None else data[run.cond_key]
+        extra["labels"] = np.asarray(data["label"])
+    codes = encode_all(run.inference, run.params, images, cond)
+    if out.suffix.lower() == ".npz":
+        np.savez(out, mean=codes["mean"], scale=codes["scale"], **extra)
+    else:
+        np.save(out, np.stack([codes["mean"], codes["scale"]]))
+    return {"output": str(out), "count": len(images),
+            "latent_shape": list(run.inference.vae.latent_shape)}
+
+
+def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--input", required=True,
+                   help="folder of images, searched recursively (str; required)")
+    p.add_argument("--output", required=True,
+                   help="folder for one PNG per input, original left, reconstruction right, "
+                        "mirroring the input's subfolders (str; required)")
+    _label_flag(p, " for every input image (a conditional model needs it)")
+
+
+def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
+    """One PNG per input image: the image beside its reconstruction."""
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    files = list_images(args.input)
+    _check_label(run, args.label, needed=True, why=" for the --input images")
+    images = load_images(files, run.data_shape)
+    recon = reconstruct_all(run.inference, run.params, images,
+                            _one_hot(run, np.full(len(files), args.label or 0)))
+    out_dir = Path(args.output)
+    for path, x, r in zip(files, images, recon):
+        target = (out_dir / path.relative_to(args.input)).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _save_png(np.concatenate([x, r], axis=1), target)
+    return {"output": str(out_dir), "count": len(files)}
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    """Writes one ``(H, W, C)`` image in [0, 1] at its own resolution."""
+    arr = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--num", type=_positive, default=64,
+                   help="number of samples (int; default 64)")
+    _label_flag(p, " (a cvae without it draws one row per class)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (int; default 0)")
+    p.add_argument("--output", required=True, help="PNG grid to write (str; required)")
+    p.add_argument("--npy", action="store_true",
+                   help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
+                        "(flag; default off)")
+
+
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """A grid of decoded prior samples, optionally of one class."""
+    out = _output(args.output, (".png",))
+    if not args.temperature > 0:
+        raise InferenceError(f"--temperature must be positive, got {args.temperature}")
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_label(run, args.label, needed=False)
+    vae = run.inference.vae
+    if args.temperature != 1.0 and vae.posterior.name in ("dirichlet", "vq"):
+        raise InferenceError(f"--temperature scales a Normal prior; the {vae.posterior.name} "
+                             "prior has none (leave it at 1)")
+    ncol = 8
+    if run.cond_key is None:
+        labels = None
+    elif args.label is not None:
+        labels = np.full(args.num, args.label)
+    else:  # one row per class
+        ncol = -(-args.num // run.num_classes)
+        labels = np.repeat(np.arange(run.num_classes), ncol)[:args.num]
+    cond = _one_hot(run, labels)
+    z, images = sample_all(run.inference, run.params, jax.random.key(args.seed), args.num, cond,
+                           args.temperature)
+    save_image_grid(images, out, ncol=ncol)
+    result = {"output": str(out), "count": args.num}
+    if args.npy:
+        np.save(out.with_suffix(".npy"), images)
+        np.save(out.with_name(out.stem + "_z.npy"), z)
+        result["npy"] = str(out.with_suffix(".npy"))
+    if labels is not None:
+        result["labels"] = labels.tolist()
+    return result
+
+
+def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--from", dest="start", required=True,
+                   help="first image: a file path or a test-set index (str; required)")
+    p.add_argument("--to", dest="end", required=True,
+                   help="last image: a file path or a test-set index (str; required)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="images in the strip, both ends included (int; default 10)")
+    p.add_argument("--slerp", action="store_true",
+                   help="spherical instead of linear interpolation of the codes (flag; "
+                        "default off)")
+    _label_flag(p, " for image files (a test index brings its own)")
+    p.add_argument("--output", required=True, help="PNG strip to write (str; required)")
+    p.add_argument("--npy", action="store_true",
+                   help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
+                        "(flag; default off)")
+
+
+def interpolate(args: argparse.Namespace) -> dict[str, Any]:
+    """A strip of decodes along the path between two images' posterior means.
+
+    The ends are the two reconstructions (decodes of the posterior means); a
+    conditional model's one-hot label is interpolated linearly alongside.
+    """
+    out = _output(args.output, (".png",))
+    if args.steps < 2:
+        raise InferenceError(f"--steps must be at least 2, got {args.steps}")
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_label(run, args.label, needed=False)
+    (xa, ya), (xb, yb) = (_point(run, args.start, args.label, "--from"),
+                          _point(run, args.end, args.label, "--to"))
+    ends_cond = _one_hot(run, np.array([ya or 0, yb or 0]))
+    codes = encode_all(run.inference, run.params, np.stack([xa, xb]), ends_cond)["mean"]
+    z = np.asarray(interpolate_latents(codes[0], codes[1], args.steps, slerp=args.slerp))
+    cond = None
+    if ends_cond is not None:
+        cond = np.asarray(interpolate_latents(ends_cond[0], ends_cond[1], args.steps))
+    images = decode_all(run.inference, run.params, z, cond)
+    save_image_grid(images, out, ncol=args.steps)
+    if args.npy:
+        np.save(out.with_suffix(".npy"), images)
+        np.save(out.with_name(out.stem + "_z.npy"), z)
+    return {"output": str(out), "steps": args.steps, "slerp": args.slerp}
+
+
+def parse_dims(text: str) -> list[int]:
+    """``"0-9"``, ``"0,3,5"`` or ``"0-3,7"`` -> a list of dimensions."""
+    dims: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise InferenceError(f"--dims {text!r}: expected ranges like 0-9 or lists like 0,3,5")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise InferenceError(f"--dims {text!r}: range {part} runs backwards")
+        dims.extend(range(lo, hi + 1))
+    return dims
+
+
+def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--dims", default="0-9",
+                   help="flattened latent dimensions, one row each: ranges or lists such as "
+                        "0-9 or 0,3,5 (str; default 0-9)")
+    p.add_argument("--range", dest="radius", type=float, default=3.0,
+                   help="each row moves its dimension from -RANGE to +RANGE around the centre "
+                        "(float; default 3.0)")
+    p.add_argument("--steps", type=int, default=9, help="images per row (int; default 9)")
+    p.add_argument("--from", dest="start", default=None,
+                   help="centre on this image's posterior mean: a file path or a test-set "
+                        "index (str; default: the zero code)")
+    _label_flag(p, " (a test index brings its own)")
+    p.add_argument("--output", required=True, help="PNG grid to write (str; required)")
+
+
+def traverse(args: argparse.Namespace) -> dict[str, Any]:
+    """A grid of decodes, one row per latent dimension moved around a centre code."""
+    out = _output(args.output, (".png",))
+    if args.steps < 2:
+        raise InferenceError(f"--steps must be at least 2, got {args.steps}")
+    if not args.radius > 0:
+        raise InferenceError(f"--range must be positive, got {args.radius}")
+    dims = parse_dims(args.dims)
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_label(run, args.label, needed=args.start is None,
+                 why=" to decode the zero code as that class")
+    vae = run.inference.vae
+    label = args.label
+    if args.start is None:
+        centre = np.zeros(vae.latent_shape, np.float32)
+    else:
+        x, label = _point(run, args.start, args.label, "--from")
+        centre = encode_all(run.inference, run.params, x[None],
+                            _one_hot(run, np.array([label or 0])))["mean"][0]
+    z = np.asarray(traverse_latents(centre, dims, args.radius, args.steps))
+    z = z.reshape(-1, *vae.latent_shape)
+    images = decode_all(run.inference, run.params, z,
+                        _one_hot(run, np.full(len(z), label or 0)))
+    save_image_grid(images, out, ncol=args.steps)
+    return {"output": str(out), "dims": dims, "steps": args.steps}
+
+
+class Mode(NamedTuple):
+    """A command-line mode: its flags, its function, and a one-line summary."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict[str, Any]]
+    help: str
+
+
+MODES = {
+    "encode": Mode(add_encode_arguments, encode,
+                   "posterior means and scales of a folder of images or a dataset, to .npz/.npy"),
+    "reconstruct": Mode(add_reconstruct_arguments, reconstruct,
+                        "one PNG per input image: the original beside its reconstruction"),
+    "sample": Mode(add_sample_arguments, sample,
+                   "a PNG grid of prior samples, of one class for a cvae with --label"),
+    "interpolate": Mode(add_interpolate_arguments, interpolate,
+                        "a PNG strip decoding the path between two images' codes"),
+    "traverse": Mode(add_traverse_arguments, traverse,
+                     "a PNG grid, one row per latent dimension moved from -range to +range"),
+}
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Reports errors as one line and exit code 2, with no usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m jvae.modes <mode> ...``: runs a mode, prints its result as JSON."""
+    parser = _ArgumentParser(prog="python -m jvae.modes", description=__doc__.split("\n\n")[0],
+                             allow_abbrev=False)
+    sub = parser.add_subparsers(dest="mode", required=True, parser_class=_ArgumentParser)
+    for name, mode in MODES.items():
+        mode.add_arguments(sub.add_parser(name, help=mode.help, description=mode.help,
+                                          allow_abbrev=False))
+    args = parser.parse_args(argv)
+    try:
+        result = MODES[args.mode].run(args)
+    except (InferenceError, ConfigError, DataError) as e:
+        print(f"jvae {args.mode}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
