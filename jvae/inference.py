@@ -22,10 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jvae.model import VAE
-from jvae.posteriors import Posterior, sample_prior
-
-Array = jax.Array
+from jvae.base import VAE, Array, JvaeError, Posterior
+from jvae.posteriors import sample_prior
 
 __all__ = ["InferenceError", "Inference", "make_inference", "posterior_scale", "encode_all",
            "decode_all", "reconstruct_all", "sample_all", "interpolate_latents", "traverse_latents",
@@ -36,7 +34,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 _SCALE_SAMPLES = 64
 
 
-class InferenceError(ValueError):
+class InferenceError(JvaeError, ValueError):
     """Input an inference mode cannot use; the message names it and the fix."""
 
 
@@ -130,7 +128,8 @@ def _batched(fn: Callable[..., dict[str, Array] | Array], batch_size: int, input
             x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
             c = None if c is None else np.concatenate([c, np.repeat(c[:1], pad, 0)])
         y = jax.device_get(fn(jnp.asarray(x), None if c is None else jnp.asarray(c)))
-        out.append(jax.tree.map(lambda a, k=len(x) - pad: np.asarray(a)[:k], y))
+        keep = len(x) - pad
+        out.append(jax.tree.map(lambda a: np.asarray(a)[:keep], y))  # noqa: B023 (used here)
     return jax.tree.map(lambda *parts: np.concatenate(parts), *out)
 
 

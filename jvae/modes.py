@@ -14,33 +14,44 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 from PIL import Image
 
-from jvae.config import Config, ConfigError
-from jvae.data import DataError, load_dataset, to_float
+from jvae import flags
+from jvae.config import Config
+from jvae.data import load_dataset, to_float
 from jvae.images import save_image_grid
-from jvae.inference import (Inference, InferenceError, decode_all, encode_all, interpolate_latents,
-                            list_images, load_images, make_inference, reconstruct_all, sample_all,
-                            traverse_latents)
+from jvae.inference import (
+    Inference,
+    InferenceError,
+    decode_all,
+    encode_all,
+    interpolate_latents,
+    list_images,
+    load_images,
+    make_inference,
+    reconstruct_all,
+    sample_all,
+    traverse_latents,
+)
+from jvae.runs import restore_run
 
-__all__ = ["Run", "load_run", "MODES", "encode", "reconstruct", "sample", "interpolate",
-           "traverse"]
+__all__ = ["Loaded", "load_run", "ENCODE", "RECONSTRUCT", "SAMPLE", "INTERPOLATE", "TRAVERSE",
+           "MODES"]
 
 
-class Run(NamedTuple):
+class Loaded(NamedTuple):
     """A restored run, ready for inference.
 
     Attributes:
       cfg: its settings.
       params: the newest checkpoint's parameters.
       inference: jitted functions of its model (:func:`~jvae.inference.make_inference`).
-      train: its training split (float images, labels, one-hot ``cond`` for a cvae).
+      train: its training split (float images, labels, one-hot labels for a cvae).
       test: its test split.
       cond_key: the batch entry a conditional model reads, else None.
       num_classes: classes of a conditional model (0 otherwise).
@@ -59,27 +70,24 @@ class Run(NamedTuple):
         return tuple(self.test["image"].shape[1:])
 
 
-def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256) -> Run:
-    """Restores a run's config and newest checkpoint (see ``restore_run``)."""
-    from jvae import zoo
-    from jvae.evaluate import restore_run
-
-    cfg, vae, _, state, _, train, test = restore_run(workdir, data_dir=data_dir)
-    cond_key = zoo.cond_key_from_config(cfg)
-    num_classes = 0 if cond_key is None else int(test[cond_key].shape[-1])
-    return Run(cfg, state.params, make_inference(vae, batch_size), train, test, cond_key,
-               num_classes)
+def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256) -> Loaded:
+    """Restores a run's config and newest checkpoint (:func:`~jvae.runs.restore_run`)."""
+    run = restore_run(workdir, data_dir=data_dir)
+    exp = run.experiment
+    num_classes = 0 if exp.cond_key is None else int(exp.data_spec.num_classes)
+    return Loaded(run.cfg, run.state.params, make_inference(exp.vae, batch_size), run.train,
+                  run.test, exp.cond_key, num_classes)
 
 
 # --- conditioning and inputs -------------------------------------------------------------------
 
-def _one_hot(run: Run, labels: np.ndarray | None) -> np.ndarray | None:
+def _one_hot(run: Loaded, labels: np.ndarray | None) -> np.ndarray | None:
     if run.cond_key is None:
         return None
     return np.eye(run.num_classes, dtype=np.float32)[np.asarray(labels)]
 
 
-def _check_label(run: Run, label: int | None, *, needed: bool, why: str = "") -> None:
+def _check_label(run: Loaded, label: int | None, *, needed: bool, why: str = "") -> None:
     """Validates ``--label`` against the run: only for a conditional model, in range."""
     if label is None:
         if needed and run.cond_key is not None:
@@ -94,7 +102,7 @@ def _check_label(run: Run, label: int | None, *, needed: bool, why: str = "") ->
                              f"{run.num_classes} classes (0-{run.num_classes - 1})")
 
 
-def _dataset_split(run: Run, name: str, split: str,
+def _dataset_split(run: Loaded, name: str, split: str,
                    data_dir: str | None) -> dict[str, np.ndarray]:
     """The run's own split (as it trained on it), or another dataset of the same shape."""
     if name == run.cfg.dataset and data_dir is None:
@@ -112,7 +120,7 @@ def _dataset_split(run: Run, name: str, split: str,
     return out
 
 
-def _point(run: Run, spec: str, label: int | None, flag: str) -> tuple[np.ndarray, int | None]:
+def _point(run: Loaded, spec: str, label: int | None, flag: str) -> tuple[np.ndarray, int | None]:
     """An image given as a file path or a test-set index, with its class."""
     path = Path(spec)
     if not path.is_file() and re.fullmatch(r"-?\d+", spec):
@@ -136,12 +144,11 @@ def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Pat
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", required=True,
-                   help="run directory written by train (str; required)")
-    p.add_argument("--data-dir", default=None,
+    flags.add_workdir_flag(p, required=True)
+    p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="overrides the run's saved data directory (str; default: the saved one)")
-    p.add_argument("--batch-size", type=_positive, default=256,
-                   help="images per jitted call; the last batch is padded (int; default 256)")
+    p.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+                   help="images per jitted call; the last batch is padded (int; default: 256)")
 
 
 def _positive(text: str) -> int:
@@ -155,8 +162,8 @@ def _positive(text: str) -> int:
 
 
 def _label_flag(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--label", type=int, default=None,
-                   help=f"class to condition a cvae on{what} (int; default none)")
+    p.add_argument("--label", type=int, default=None, metavar="K",
+                   help=f"class to condition a cvae on{what} (int; default: none)")
 
 
 # --- modes -------------------------------------------------------------------------------------
@@ -167,8 +174,8 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input", help="folder of images to encode, searched recursively (str)")
     src.add_argument("--dataset", help="dataset to encode instead, e.g. the run's own mnist (str)")
     p.add_argument("--split", choices=("train", "test"), default="test",
-                   help="split of --dataset (choice; default test)")
-    p.add_argument("--output", required=True,
+                   help="split of --dataset (choice; default: test)")
+    p.add_argument("--output", required=True, metavar="PATH",
                    help="file to write: .npz (mean, scale, files or labels) or .npy "
                         "(one array (2, N, *latent): means, then scales) (str; required)")
     _label_flag(p, " for every --input image (a conditional encoder needs it)")
@@ -204,7 +211,7 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--input", required=True,
                    help="folder of images, searched recursively (str; required)")
-    p.add_argument("--output", required=True,
+    p.add_argument("--output", required=True, metavar="PATH",
                    help="folder for one PNG per input, original left, reconstruction right, "
                         "mirroring the input's subfolders (str; required)")
     _label_flag(p, " for every input image (a conditional model needs it)")
@@ -234,16 +241,16 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--num", type=_positive, default=64,
-                   help="number of samples (int; default 64)")
+    p.add_argument("--num", type=_positive, default=64, metavar="N",
+                   help="number of samples (int; default: 64)")
     _label_flag(p, " (a cvae without it draws one row per class)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (int; default 0)")
-    p.add_argument("--output", required=True, help="PNG grid to write (str; required)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; default: 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (int; default: 0)")
+    p.add_argument("--output", required=True, metavar="PATH", help="PNG grid to write (str; required)")
     p.add_argument("--npy", action="store_true",
                    help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
-                        "(flag; default off)")
+                        "(flag; default: off)")
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -285,16 +292,16 @@ def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
                    help="first image: a file path or a test-set index (str; required)")
     p.add_argument("--to", dest="end", required=True,
                    help="last image: a file path or a test-set index (str; required)")
-    p.add_argument("--steps", type=int, default=10,
-                   help="images in the strip, both ends included (int; default 10)")
+    p.add_argument("--steps", type=int, default=10, metavar="N",
+                   help="images in the strip, both ends included (int; default: 10)")
     p.add_argument("--slerp", action="store_true",
                    help="spherical instead of linear interpolation of the codes (flag; "
                         "default off)")
     _label_flag(p, " for image files (a test index brings its own)")
-    p.add_argument("--output", required=True, help="PNG strip to write (str; required)")
+    p.add_argument("--output", required=True, metavar="PATH", help="PNG strip to write (str; required)")
     p.add_argument("--npy", action="store_true",
                    help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
-                        "(flag; default off)")
+                        "(flag; default: off)")
 
 
 def interpolate(args: argparse.Namespace) -> dict[str, Any]:
@@ -324,34 +331,20 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
     return {"output": str(out), "steps": args.steps, "slerp": args.slerp}
 
 
-def parse_dims(text: str) -> list[int]:
-    """``"0-9"``, ``"0,3,5"`` or ``"0-3,7"`` -> a list of dimensions."""
-    dims: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise InferenceError(f"--dims {text!r}: expected ranges like 0-9 or lists like 0,3,5")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise InferenceError(f"--dims {text!r}: range {part} runs backwards")
-        dims.extend(range(lo, hi + 1))
-    return dims
-
-
 def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--dims", default="0-9",
+    p.add_argument("--dims", default=None,
                    help="flattened latent dimensions, one row each: ranges or lists such as "
-                        "0-9 or 0,3,5 (str; default 0-9)")
-    p.add_argument("--range", dest="radius", type=float, default=3.0,
+                        "0-9 or 0,3,5 (str; default: 0-9, or every dimension of a smaller code)")
+    p.add_argument("--range", dest="radius", type=float, default=3.0, metavar="R",
                    help="each row moves its dimension from -RANGE to +RANGE around the centre "
-                        "(float; default 3.0)")
-    p.add_argument("--steps", type=int, default=9, help="images per row (int; default 9)")
+                        "(float; default: 3.0)")
+    p.add_argument("--steps", type=int, default=9, metavar="N", help="images per row (int; default: 9)")
     p.add_argument("--from", dest="start", default=None,
                    help="centre on this image's posterior mean: a file path or a test-set "
                         "index (str; default: the zero code)")
     _label_flag(p, " (a test index brings its own)")
-    p.add_argument("--output", required=True, help="PNG grid to write (str; required)")
+    p.add_argument("--output", required=True, metavar="PATH", help="PNG grid to write (str; required)")
 
 
 def traverse(args: argparse.Namespace) -> dict[str, Any]:
@@ -361,12 +354,14 @@ def traverse(args: argparse.Namespace) -> dict[str, Any]:
         raise InferenceError(f"--steps must be at least 2, got {args.steps}")
     if not args.radius > 0:
         raise InferenceError(f"--range must be positive, got {args.radius}")
-    dims = parse_dims(args.dims)
+    dims = None if args.dims is None else list(flags.int_range(args.dims))
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
     _check_label(run, args.label, needed=args.start is None,
                  why=" to decode the zero code as that class")
     vae = run.inference.vae
     label = args.label
+    if dims is None:
+        dims = list(range(min(10, int(np.prod(vae.latent_shape)))))
     if args.start is None:
         centre = np.zeros(vae.latent_shape, np.float32)
     else:
@@ -381,52 +376,25 @@ def traverse(args: argparse.Namespace) -> dict[str, Any]:
     return {"output": str(out), "dims": dims, "steps": args.steps}
 
 
-class Mode(NamedTuple):
-    """A command-line mode: its flags, its function, and a one-line summary."""
+def _printing(fn: Callable[[argparse.Namespace], dict[str, Any]]
+              ) -> Callable[[argparse.Namespace], int]:
+    """A mode function that prints its result as one JSON line."""
 
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], dict[str, Any]]
-    help: str
-
-
-MODES = {
-    "encode": Mode(add_encode_arguments, encode,
-                   "posterior means and scales of a folder of images or a dataset, to .npz/.npy"),
-    "reconstruct": Mode(add_reconstruct_arguments, reconstruct,
-                        "one PNG per input image: the original beside its reconstruction"),
-    "sample": Mode(add_sample_arguments, sample,
-                   "a PNG grid of prior samples, of one class for a cvae with --label"),
-    "interpolate": Mode(add_interpolate_arguments, interpolate,
-                        "a PNG strip decoding the path between two images' codes"),
-    "traverse": Mode(add_traverse_arguments, traverse,
-                     "a PNG grid, one row per latent dimension moved from -range to +range"),
-}
+    def run(args: argparse.Namespace) -> int:
+        print(json.dumps(fn(args)), flush=True)
+        return 0
+    return run
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """Reports errors as one line and exit code 2, with no usage dump."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m jvae.modes <mode> ...``: runs a mode, prints its result as JSON."""
-    parser = _ArgumentParser(prog="python -m jvae.modes", description=__doc__.split("\n\n")[0],
-                             allow_abbrev=False)
-    sub = parser.add_subparsers(dest="mode", required=True, parser_class=_ArgumentParser)
-    for name, mode in MODES.items():
-        mode.add_arguments(sub.add_parser(name, help=mode.help, description=mode.help,
-                                          allow_abbrev=False))
-    args = parser.parse_args(argv)
-    try:
-        result = MODES[args.mode].run(args)
-    except (InferenceError, ConfigError, DataError) as e:
-        print(f"jvae {args.mode}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+ENCODE = flags.Mode("encode", "Posterior means and scales of a folder of images or a dataset "
+                    "split, to .npz or .npy.", add_encode_arguments, _printing(encode))
+RECONSTRUCT = flags.Mode("reconstruct", "One PNG per input image: the original beside its "
+                         "reconstruction.", add_reconstruct_arguments, _printing(reconstruct))
+SAMPLE = flags.Mode("sample", "A PNG grid of prior samples; with --label, of one class "
+                    "(conditional models).", add_sample_arguments, _printing(sample))
+INTERPOLATE = flags.Mode("interpolate", "A PNG strip decoding the path between two images' "
+                         "codes (linear or --slerp).", add_interpolate_arguments,
+                         _printing(interpolate))
+TRAVERSE = flags.Mode("traverse", "A PNG grid, one row per latent dimension moved from -range "
+                      "to +range around a code.", add_traverse_arguments, _printing(traverse))
+MODES = (ENCODE, RECONSTRUCT, SAMPLE, INTERPOLATE, TRAVERSE)

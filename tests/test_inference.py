@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jvae.cli import main
 from jvae.config import make_config
-from jvae.inference import (encode_all, interpolate_latents, load_images, reconstruct_all,
-                            sample_all, traverse_latents)
-from jvae.modes import load_run, main, parse_dims
+from jvae.flags import int_range
+from jvae.inference import encode_all, interpolate_latents, load_images, reconstruct_all, sample_all, traverse_latents
+from jvae.modes import load_run
 from jvae.train import train_and_evaluate
 
 
@@ -168,7 +169,7 @@ def test_traverse_moves_one_dimension_per_row(runs, tmp_path, capsys):
     np.testing.assert_allclose(grid[0, :, 2], 2.0 + jnp.linspace(-3, 3, 5))
     np.testing.assert_allclose(grid[1, :, 0], 0.5 + jnp.linspace(-3, 3, 5))
     np.testing.assert_array_equal(grid[0][:, [0, 1, 3]], np.tile(centre[[0, 1, 3]], (5, 1)))
-    assert parse_dims("0-2,5") == [0, 1, 2, 5]
+    assert int_range("0-2,5") == (0, 1, 2, 5)
     out = tmp_path / "t.png"
     code, cap = _run(["traverse", "--workdir", str(runs["vae"]), "--dims", "0-3", "--range", "2",
                       "--steps", "7", "--from", "3", "--output", str(out)], capsys)
