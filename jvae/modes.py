@@ -143,12 +143,24 @@ def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Pat
     return out
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    flags.add_workdir_flag(p, required=True)
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="overrides the run's saved data directory (str; default: the saved one)")
-    p.add_argument("--batch-size", type=_positive, default=256, metavar="N",
-                   help="images per jitted call; the last batch is padded (int; default: 256)")
+class _Groups(NamedTuple):
+    data: Any   # what goes in: images, test indices, labels
+    mode: Any   # the mode's own knobs
+    run: Any    # the run directory, outputs, batching
+
+
+def _common(p: argparse.ArgumentParser, name: str) -> _Groups:
+    """The flag groups of an inference mode, with the flags every mode has."""
+    g = _Groups(p.add_argument_group("data settings"), p.add_argument_group(f"{name} settings"),
+                p.add_argument_group("run settings"))
+    flags.add_workdir_flag(g.run, required=True)
+    g.data.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="overrides the run's saved data directory (str; default: the "
+                             "saved one)")
+    g.run.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+                       help="images per jitted call; the last batch is padded (int; "
+                            "default: 256)")
+    return g
 
 
 def _positive(text: str) -> int:
@@ -161,7 +173,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _label_flag(p: argparse.ArgumentParser, what: str) -> None:
+def _label_flag(p, what: str) -> None:
     p.add_argument("--label", type=int, default=None, metavar="K",
                    help=f"class to condition a cvae on{what} (int; default: none)")
 
@@ -169,16 +181,16 @@ def _label_flag(p: argparse.ArgumentParser, what: str) -> None:
 # --- modes -------------------------------------------------------------------------------------
 
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="folder of images to encode, searched recursively (str)")
-    src.add_argument("--dataset", help="dataset to encode instead, e.g. the run's own mnist (str)")
-    p.add_argument("--split", choices=("train", "test"), default="test",
+    g = _common(p, "encode")
+    src = g.data.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="DIR", help="folder of images to encode, searched recursively (str)")
+    src.add_argument("--dataset", metavar="NAME", help="dataset to encode instead, e.g. the run's own mnist (str)")
+    g.data.add_argument("--split", choices=("train", "test"), default="test",
                    help="split of --dataset (choice; default: test)")
-    p.add_argument("--output", required=True, metavar="PATH",
+    g.run.add_argument("--output", required=True, metavar="PATH",
                    help="file to write: .npz (mean, scale, files or labels) or .npy "
                         "(one array (2, N, *latent): means, then scales) (str; required)")
-    _label_flag(p, " for every --input image (a conditional encoder needs it)")
+    _label_flag(g.data, " for every --input image (a conditional encoder needs it)")
 
 
 def encode(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,13 +220,13 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--input", required=True,
+    g = _common(p, "reconstruct")
+    g.data.add_argument("--input", required=True, metavar="DIR",
                    help="folder of images, searched recursively (str; required)")
-    p.add_argument("--output", required=True, metavar="PATH",
+    g.run.add_argument("--output", required=True, metavar="PATH",
                    help="folder for one PNG per input, original left, reconstruction right, "
                         "mirroring the input's subfolders (str; required)")
-    _label_flag(p, " for every input image (a conditional model needs it)")
+    _label_flag(g.data, " for every input image (a conditional model needs it)")
 
 
 def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
@@ -240,15 +252,17 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--num", type=_positive, default=64, metavar="N",
+    g = _common(p, "sample")
+    g.mode.add_argument("--num", type=_positive, default=64, metavar="N",
                    help="number of samples (int; default: 64)")
-    _label_flag(p, " (a cvae without it draws one row per class)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+    _label_flag(g.data, " (a cvae without it draws one row per class)")
+    g.mode.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; default: 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (int; default: 0)")
-    p.add_argument("--output", required=True, metavar="PATH", help="PNG grid to write (str; required)")
-    p.add_argument("--npy", action="store_true",
+    g.run.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="seed of the prior draws (int; default: 0)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="PNG grid to write (str; required)")
+    g.run.add_argument("--npy", action="store_true",
                    help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
                         "(flag; default: off)")
 
@@ -287,19 +301,20 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--from", dest="start", required=True,
+    g = _common(p, "interpolate")
+    g.data.add_argument("--from", dest="start", required=True, metavar="IMAGE",
                    help="first image: a file path or a test-set index (str; required)")
-    p.add_argument("--to", dest="end", required=True,
+    g.data.add_argument("--to", dest="end", required=True, metavar="IMAGE",
                    help="last image: a file path or a test-set index (str; required)")
-    p.add_argument("--steps", type=int, default=10, metavar="N",
+    g.mode.add_argument("--steps", type=int, default=10, metavar="N",
                    help="images in the strip, both ends included (int; default: 10)")
-    p.add_argument("--slerp", action="store_true",
+    g.mode.add_argument("--slerp", action="store_true",
                    help="spherical instead of linear interpolation of the codes (flag; "
                         "default off)")
-    _label_flag(p, " for image files (a test index brings its own)")
-    p.add_argument("--output", required=True, metavar="PATH", help="PNG strip to write (str; required)")
-    p.add_argument("--npy", action="store_true",
+    _label_flag(g.data, " for image files (a test index brings its own)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="PNG strip to write (str; required)")
+    g.run.add_argument("--npy", action="store_true",
                    help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
                         "(flag; default: off)")
 
@@ -332,19 +347,21 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--dims", default=None,
+    g = _common(p, "traverse")
+    g.mode.add_argument("--dims", default=None,
                    help="flattened latent dimensions, one row each: ranges or lists such as "
                         "0-9 or 0,3,5 (str; default: 0-9, or every dimension of a smaller code)")
-    p.add_argument("--range", dest="radius", type=float, default=3.0, metavar="R",
+    g.mode.add_argument("--range", dest="radius", type=float, default=3.0, metavar="R",
                    help="each row moves its dimension from -RANGE to +RANGE around the centre "
                         "(float; default: 3.0)")
-    p.add_argument("--steps", type=int, default=9, metavar="N", help="images per row (int; default: 9)")
-    p.add_argument("--from", dest="start", default=None,
+    g.mode.add_argument("--steps", type=int, default=9, metavar="N",
+                        help="images per row (int; default: 9)")
+    g.data.add_argument("--from", dest="start", default=None, metavar="IMAGE",
                    help="centre on this image's posterior mean: a file path or a test-set "
                         "index (str; default: the zero code)")
-    _label_flag(p, " (a test index brings its own)")
-    p.add_argument("--output", required=True, metavar="PATH", help="PNG grid to write (str; required)")
+    _label_flag(g.data, " (a test index brings its own)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="PNG grid to write (str; required)")
 
 
 def traverse(args: argparse.Namespace) -> dict[str, Any]:

@@ -46,6 +46,11 @@ def image_dir(loaded, tmp_path_factory):
     return folder
 
 
+def _size(path):
+    with Image.open(path) as img:
+        return img.size
+
+
 def _run(argv, capsys):
     """Runs a mode in-process: ``(exit code, captured out/err)``; flag errors exit via argparse."""
     try:
@@ -103,7 +108,8 @@ def test_reconstruct_writes_one_side_by_side_png_per_input(runs, loaded, image_d
     assert code == 0, cap.err
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert pngs == ["0.png", "1.png", "2.png", "3.png", "4.png", "sub/5.png"]
-    pair = np.asarray(Image.open(out / "2.png"), np.float32) / 255
+    with Image.open(out / "2.png") as img:
+        pair = np.asarray(img, np.float32) / 255
     assert pair.shape == (28, 56)
     run = loaded["vae"]
     recon = reconstruct_all(run.inference, run.params, run.test["image"][2:3])[0, :, :, 0]
@@ -129,7 +135,7 @@ def test_sample_follows_num_and_label(runs, loaded, tmp_path, capsys):
     code, cap = _run(["sample", "--workdir", str(runs["cvae"]), "--num", "20", "--output",
                       str(tmp_path / "rows.png")], capsys)
     assert code == 0 and json.loads(cap.out)["labels"] == np.repeat(np.arange(10), 2).tolist()
-    assert Image.open(tmp_path / "rows.png").size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
+    assert _size(tmp_path / "rows.png") == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
 
 
 @pytest.mark.parametrize("slerp", [False, True])
@@ -141,7 +147,7 @@ def test_interpolation_ends_are_the_two_reconstructions(runs, loaded, tmp_path, 
     assert code == 0, cap.err
     strip = np.load(tmp_path / "strip.npy")
     assert strip.shape == (6, 28, 28, 1)
-    assert Image.open(out).size == (2 * (6 * 30 + 2), 2 * 32)
+    assert _size(out) == (2 * (6 * 30 + 2), 2 * 32)
     run = loaded["vae"]
     ends = reconstruct_all(run.inference, run.params, run.test["image"][[7, 11]])
     np.testing.assert_allclose(strip[[0, -1]], ends, atol=1e-5)
@@ -174,7 +180,7 @@ def test_traverse_moves_one_dimension_per_row(runs, tmp_path, capsys):
     code, cap = _run(["traverse", "--workdir", str(runs["vae"]), "--dims", "0-3", "--range", "2",
                       "--steps", "7", "--from", "3", "--output", str(out)], capsys)
     assert code == 0, cap.err
-    assert Image.open(out).size == (2 * (7 * 30 + 2), 2 * (4 * 30 + 2))
+    assert _size(out) == (2 * (7 * 30 + 2), 2 * (4 * 30 + 2))
 
 
 def test_modes_reject_bad_input_in_one_line(runs, image_dir, tmp_path, capsys):
