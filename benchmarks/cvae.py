@@ -21,14 +21,20 @@ weight 2). Rows are appended to ``--out``; variants already there are skipped::
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/cvae.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import time
 
 import jax
 import numpy as np
 
+from benchmarks.run import DEFAULT_DATA_DIR
+from benchmarks.zoo import append_missing
 from jvae.config import make_config
 from jvae.evaluate import evaluate_run
 from jvae.inference import make_inference
@@ -40,10 +46,10 @@ RECIPE = {"dataset": "mnist", "model": "cvae", "batch_size": 128, "hidden": (400
 VARIANTS = {
     "elbo": {"cvae_prior_weight": 0.0},
     "hybrid_0.05": {"cvae_prior_weight": 0.05},
+    "hybrid_0.1": {"cvae_prior_weight": 0.1},
     "hybrid_0.2": {"cvae_prior_weight": 0.2},
     "beta2": {"cvae_prior_weight": 0.0, "beta": 2.0},
 }
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
 
 def label_effect(workdir: Path, num: int = 500, seed: int = 0) -> float:
@@ -89,21 +95,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    out = Path(args.out)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["variant"] for line in out.read_text().splitlines()
-                if line.strip()}
-    for name in args.variants.split(","):
-        if name not in VARIANTS:
-            raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-        if name in done:
-            continue
-        row = run_variant(name, VARIANTS[name], args)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-
+    append_missing(Path(args.out), "variant", VARIANTS, args.variants,
+                   lambda name, overrides: run_variant(name, overrides, args))
 
 if __name__ == "__main__":
     main()

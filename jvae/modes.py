@@ -135,6 +135,15 @@ def _point(run: Loaded, spec: str, label: int | None, flag: str) -> tuple[np.nda
     return load_images([path], run.data_shape)[0], label
 
 
+def _folder(run: Loaded, folder: str, label: int | None
+            ) -> tuple[list[Path], np.ndarray, np.ndarray | None]:
+    """The images of ``--input`` with the one-hot ``--label`` a conditional model needs."""
+    files = list_images(folder)
+    _check_label(run, label, needed=True, why=" for the --input images")
+    images = load_images(files, run.data_shape)
+    return files, images, _one_hot(run, np.full(len(files), label or 0))
+
+
 def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
     out = Path(path)
     if out.suffix.lower() not in suffixes:
@@ -183,13 +192,15 @@ def _label_flag(p, what: str) -> None:
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "encode")
     src = g.data.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", metavar="DIR", help="folder of images to encode, searched recursively (str)")
-    src.add_argument("--dataset", metavar="NAME", help="dataset to encode instead, e.g. the run's own mnist (str)")
+    src.add_argument("--input", metavar="DIR",
+                     help="folder of images to encode, searched recursively (str)")
+    src.add_argument("--dataset", metavar="NAME",
+                     help="dataset to encode instead, e.g. the run's own mnist (str)")
     g.data.add_argument("--split", choices=("train", "test"), default="test",
-                   help="split of --dataset (choice; default: test)")
+                        help="split of --dataset (choice; default: test)")
     g.run.add_argument("--output", required=True, metavar="PATH",
-                   help="file to write: .npz (mean, scale, files or labels) or .npy "
-                        "(one array (2, N, *latent): means, then scales) (str; required)")
+                       help="file to write: .npz (mean, scale, files or labels) or .npy "
+                            "(one array (2, N, *latent): means, then scales) (str; required)")
     _label_flag(g.data, " for every --input image (a conditional encoder needs it)")
 
 
@@ -199,10 +210,7 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
     extra: dict[str, np.ndarray] = {}
     if args.input is not None:
-        files = list_images(args.input)
-        _check_label(run, args.label, needed=True, why=" for the --input images")
-        images = load_images(files, run.data_shape)
-        cond = _one_hot(run, np.full(len(files), args.label or 0))
+        files, images, cond = _folder(run, args.input, args.label)
         extra["files"] = np.array([f.relative_to(args.input).as_posix() for f in files])
     else:
         if args.label is not None:
@@ -222,21 +230,18 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "reconstruct")
     g.data.add_argument("--input", required=True, metavar="DIR",
-                   help="folder of images, searched recursively (str; required)")
+                        help="folder of images, searched recursively (str; required)")
     g.run.add_argument("--output", required=True, metavar="PATH",
-                   help="folder for one PNG per input, original left, reconstruction right, "
-                        "mirroring the input's subfolders (str; required)")
+                       help="folder for one PNG per input, original left, reconstruction right, "
+                            "mirroring the input's subfolders (str; required)")
     _label_flag(g.data, " for every input image (a conditional model needs it)")
 
 
 def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
     """One PNG per input image: the image beside its reconstruction."""
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
-    files = list_images(args.input)
-    _check_label(run, args.label, needed=True, why=" for the --input images")
-    images = load_images(files, run.data_shape)
-    recon = reconstruct_all(run.inference, run.params, images,
-                            _one_hot(run, np.full(len(files), args.label or 0)))
+    files, images, cond = _folder(run, args.input, args.label)
+    recon = reconstruct_all(run.inference, run.params, images, cond)
     out_dir = Path(args.output)
     for path, x, r in zip(files, images, recon):
         target = (out_dir / path.relative_to(args.input)).with_suffix(".png")
@@ -254,17 +259,18 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "sample")
     g.mode.add_argument("--num", type=_positive, default=64, metavar="N",
-                   help="number of samples (int; default: 64)")
+                        help="number of samples (int; default: 64)")
     _label_flag(g.data, " (a cvae without it draws one row per class)")
     g.mode.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; default: 1.0)")
+                        help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; "
+                             "default: 1.0)")
     g.run.add_argument("--seed", type=int, default=0, metavar="N",
                        help="seed of the prior draws (int; default: 0)")
     g.run.add_argument("--output", required=True, metavar="PATH",
                        help="PNG grid to write (str; required)")
     g.run.add_argument("--npy", action="store_true",
-                   help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
-                        "(flag; default: off)")
+                       help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
+                            "(flag; default: off)")
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -303,20 +309,20 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
 def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "interpolate")
     g.data.add_argument("--from", dest="start", required=True, metavar="IMAGE",
-                   help="first image: a file path or a test-set index (str; required)")
+                        help="first image: a file path or a test-set index (str; required)")
     g.data.add_argument("--to", dest="end", required=True, metavar="IMAGE",
-                   help="last image: a file path or a test-set index (str; required)")
+                        help="last image: a file path or a test-set index (str; required)")
     g.mode.add_argument("--steps", type=int, default=10, metavar="N",
-                   help="images in the strip, both ends included (int; default: 10)")
+                        help="images in the strip, both ends included (int; default: 10)")
     g.mode.add_argument("--slerp", action="store_true",
-                   help="spherical instead of linear interpolation of the codes (flag; "
-                        "default off)")
+                        help="spherical instead of linear interpolation of the codes (flag; "
+                             "default: off)")
     _label_flag(g.data, " for image files (a test index brings its own)")
     g.run.add_argument("--output", required=True, metavar="PATH",
                        help="PNG strip to write (str; required)")
     g.run.add_argument("--npy", action="store_true",
-                   help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
-                        "(flag; default: off)")
+                       help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
+                            "(flag; default: off)")
 
 
 def interpolate(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,16 +355,17 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
 def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "traverse")
     g.mode.add_argument("--dims", default=None,
-                   help="flattened latent dimensions, one row each: ranges or lists such as "
-                        "0-9 or 0,3,5 (str; default: 0-9, or every dimension of a smaller code)")
+                        help="flattened latent dimensions, one row each: ranges or lists such as "
+                             "0-9 or 0,3,5 (str; default: 0-9, or every dimension of a "
+                             "smaller code)")
     g.mode.add_argument("--range", dest="radius", type=float, default=3.0, metavar="R",
-                   help="each row moves its dimension from -RANGE to +RANGE around the centre "
-                        "(float; default: 3.0)")
+                        help="each row moves its dimension from -RANGE to +RANGE around the centre "
+                             "(float; default: 3.0)")
     g.mode.add_argument("--steps", type=int, default=9, metavar="N",
                         help="images per row (int; default: 9)")
     g.data.add_argument("--from", dest="start", default=None, metavar="IMAGE",
-                   help="centre on this image's posterior mean: a file path or a test-set "
-                        "index (str; default: the zero code)")
+                        help="centre on this image's posterior mean: a file path or a test-set "
+                             "index (str; default: the zero code)")
     _label_flag(g.data, " (a test index brings its own)")
     g.run.add_argument("--output", required=True, metavar="PATH",
                        help="PNG grid to write (str; required)")
