@@ -337,7 +337,8 @@ def _run(args) -> int:
 
 
 MODE = flags.Mode("evaluate", "Evaluate a run's newest checkpoint on its test split: -ELBO, "
-                  "the k-sample IWAE bound, active units.", _add_arguments, _run)
+                  "the k-sample IWAE bound, active units, a cvae's conditional accuracy.",
+                  _add_arguments, _run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
