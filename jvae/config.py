@@ -26,6 +26,7 @@ from jvae.data import BINARIZE_MODES
 from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
 from jvae.program import PLACEMENTS
+from jvae.zoo import CVAE_PRIOR_WEIGHT
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
            "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
@@ -153,7 +154,7 @@ class Config:
         0, "Steps over which the KL weight ramps linearly from 0 to --beta (0: none).",
         "objective", check="non_negative")
     cvae_prior_weight: float = _setting(
-        0.2, "Weight of a cvae's prior-reconstruction term -log p(x | z ~ p(z), y), which "
+        CVAE_PRIOR_WEIGHT, "Weight of a cvae's prior-reconstruction term -log p(x | z ~ p(z), y), which "
         "makes decodes of prior draws follow the label (Sohn et al.'s hybrid objective; "
         "0: the plain ELBO).", "objective", check="non_negative")
     ssim_weight: float = _setting(
