@@ -115,7 +115,7 @@ def test_evaluate_cli_cvae_and_ae(tiny_mnist_dir, tmp_path, capsys):
     cvae_dir = tmp_path / "cvae"
     train_and_evaluate(make_config(common, {"model": "cvae"}), cvae_dir, quiet=True)
     # Samples: one row of 8 per class (10 classes), 28-pixel tiles, 2-pixel padding, x2.
-    with Image.open(cvae_dir / "images" / "samples_epoch001.png") as grid:  # closed at once: the size stays readable
+    with Image.open(cvae_dir / "images" / "samples_epoch001.png") as grid:
         grid.load()
     assert grid.size == (2 * (8 * 30 + 2), 2 * (10 * 30 + 2))
     assert main(["--workdir", str(cvae_dir), "--iw-samples", "16", "--num-test-images", "40",
