@@ -15,6 +15,7 @@ Running again with the same ``--workdir`` resumes from the newest checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,6 +34,7 @@ from jvae.config import (ALIASES, RESUMABLE_CHANGES, Config, ConfigError, config
                          load_config_file, make_config)
 from jvae.data import DataError, batches, load_dataset, num_batches, static_binarize, to_float
 from jvae.generate import make_reconstructor, make_sampler
+from jvae.hooks import RunInfo, call_hooks
 from jvae.images import save_image_grid
 from jvae.likelihoods import likelihood_by_name
 from jvae.model import VAE, make_vae
@@ -177,13 +179,17 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
         path.write_text("".join(r + "\n" for r in keep))
 
 
-def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
+                       hooks: Sequence[Any] = ()) -> dict[str, Any]:
     """Trains, evaluates after every epoch, writes metrics, images and checkpoints.
 
     Args:
       cfg: the run's settings.
       workdir: output directory; an existing run there is resumed.
       quiet: no progress bar or per-epoch lines.
+      hooks: objects called at the start, after each chunk of steps, after
+        each epoch and at the end (:mod:`jvae.hooks`), e.g. a
+        :class:`~jvae.dashboard.Dashboard`.
 
     Returns:
       The last evaluation row (as written to ``metrics.jsonl``).
@@ -217,7 +223,8 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
 
     metrics_path = workdir / "metrics.jsonl"
     start_epoch, wall_total, last_row = 0, 0.0, {}
-    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt, \
+            _ending(hooks):
         if ckpt.latest_step() is not None:
             state, meta = ckpt.restore(state, mesh=mesh)
             start_epoch, wall_total = int(meta["epoch"]), float(meta.get("wall_s", 0.0))
@@ -236,8 +243,9 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
         on_device = cfg.data_placement == "device" or (
             cfg.data_placement == "auto" and device_loop_is_fast(
                 objective, optimizer, state, example))
-        # Chunks of an epoch let a progress bar move; without one, one call per epoch.
-        chunk = (chunk_length(steps_per_epoch) if not quiet and sys.stderr.isatty()
+        # Chunks of an epoch let a progress bar or a hook move; without
+        # either, one call per epoch.
+        chunk = (chunk_length(steps_per_epoch) if hooks or (not quiet and sys.stderr.isatty())
                  else steps_per_epoch)
         train_data = put_dataset(train, mesh) if on_device else None
         t0 = time.perf_counter()
@@ -257,17 +265,20 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
         sample_cond = _sample_condition(test, cond_key)
         sampler = make_sampler(vae, cfg.num_images if sample_cond is None else len(sample_cond))
         reconstruct = make_reconstructor(vae)
-
+        call_hooks(hooks, "on_start", RunInfo(
+            cfg=cfg, workdir=workdir, vae=vae, test=test, cond_key=cond_key,
+            num_devices=mesh.size, steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
+            step=int(state.step), params=state.params))
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        unit="step", disable=quiet or None, leave=False, file=sys.stderr)
             if on_device:
                 state, train_sums = _device_epoch(cfg, train_step, state, train_data, mesh,
-                                                  epoch, steps_per_epoch, chunk, bar, t0)
+                                                  epoch, steps_per_epoch, chunk, bar, t0, hooks)
             else:
                 state, train_sums = _host_epoch(cfg, train_step, state, train, mesh, epoch,
-                                                steps_per_epoch, bar, t0)
+                                                steps_per_epoch, bar, t0, hooks)
             jax.block_until_ready(state)
             train_s = time.perf_counter() - t0
             bar.close()
@@ -296,6 +307,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
             _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
                          test, sample_key, cfg.num_images, cond_key, sample_cond)
             last_row = row
+            call_hooks(hooks, "on_epoch", row, state.params)
             if not quiet:
                 bound = (f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None
                          else "")
@@ -303,6 +315,15 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
                 print(f"epoch {epoch + 1}/{cfg.epochs}  test {bound}recon {row['recon']:.2f}  "
                       f"{kl}{row['images_per_sec']:,.0f} img/s", flush=True)
     return last_row
+
+
+@contextlib.contextmanager
+def _ending(hooks: Sequence[Any]):
+    """Calls the hooks' ``on_end`` however training stops (an error and Ctrl-C included)."""
+    try:
+        yield
+    finally:
+        call_hooks(hooks, "on_end")
 
 
 def _compile_device_epoch(cfg: Config, objective, optimizer, mesh, state, train_data,
@@ -318,7 +339,7 @@ def _compile_device_epoch(cfg: Config, objective, optimizer, mesh, state, train_
 
 
 def _device_epoch(cfg: Config, run, state, train_data, mesh, epoch: int, steps: int,
-                  chunk: int, bar, t0):
+                  chunk: int, bar, t0, hooks: Sequence[Any] = ()):
     """One epoch on device: ``steps / chunk`` dispatches (one without a progress bar)."""
     rep = replicated_sharding(mesh)
     order = epoch_order(len(train_data["image"]), cfg.batch_size, seed=cfg.seed, epoch=epoch)
@@ -329,6 +350,9 @@ def _device_epoch(cfg: Config, run, state, train_data, mesh, epoch: int, steps: 
         state, sums = run(state, train_data, jax.device_put(order[start:stop], rep), key,
                           np.int32(start))
         total = _accumulate(total, sums)
+        if hooks:
+            call_hooks(hooks, "on_chunk", epoch * steps + stop,
+                       {k: float(v) / (stop - start) for k, v in jax.device_get(sums).items()})
         if not bar.disable:  # reading the loss waits for the chunk: the bar tells the truth
             loss = float(sums["loss"]) / (stop - start)
             bar.update(stop - start)
@@ -337,7 +361,8 @@ def _device_epoch(cfg: Config, run, state, train_data, mesh, epoch: int, steps: 
     return state, total
 
 
-def _host_epoch(cfg: Config, train_step, state, train, mesh, epoch: int, steps: int, bar, t0):
+def _host_epoch(cfg: Config, train_step, state, train, mesh, epoch: int, steps: int, bar, t0,
+                hooks: Sequence[Any] = ()):
     """One epoch of host batches, one dispatch per step."""
     total = None
     for i, batch in enumerate(batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
@@ -345,6 +370,9 @@ def _host_epoch(cfg: Config, train_step, state, train, mesh, epoch: int, steps: 
         state, metrics = train_step(state, batch)
         total = _accumulate(total, metrics)
         bar.update(1)
+        if hooks and (i % 20 == 19 or i == steps - 1):
+            call_hooks(hooks, "on_chunk", epoch * steps + i + 1,
+                       {k: float(v) for k, v in jax.device_get(metrics).items()})
         if not bar.disable and (i % 20 == 19 or i == steps - 1):
             rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", img_s=f"{rate:,.0f}")
@@ -395,23 +423,57 @@ def _parser() -> argparse.ArgumentParser:
     for alias, name in ALIASES.items():
         p.add_argument("--" + alias.replace("_", "-"), dest=name, metavar=name.upper(),
                        help=f"same as --{name.replace('_', '-')}")
+    watch = p.add_argument_group("watching the run")
+    watch.add_argument("--dashboard", action=argparse.BooleanOptionalAction,
+                       help="serve the live training page (default on)")
+    watch.add_argument("--dashboard-port", type=int, metavar="PORT",
+                       help="port of the live page; 0 picks a free one (default 2998)")
+    watch.add_argument("--dashboard-host", metavar="HOST",
+                       help="address the live page binds (default 127.0.0.1, this machine only)")
+    watch.add_argument("--tensorboard", action=argparse.BooleanOptionalAction,
+                       help="write TensorBoard event files to WORKDIR/tb (default on)")
     return p
+
+
+# Flags about watching a run rather than defining it: kept out of the Config
+# (and of config.json), so they never block resuming a run.
+_WATCH_DEFAULTS = {"dashboard": True, "dashboard_port": 2998, "dashboard_host": "127.0.0.1",
+                   "tensorboard": True}
+
+
+def _parse(argv: Sequence[str] | None) -> tuple[Config, str, dict[str, Any]]:
+    args = vars(_parser().parse_args(argv))
+    watch = {k: args.pop(k, v) for k, v in _WATCH_DEFAULTS.items()}
+    flag_workdir = args.pop("workdir", None)
+    file_values = load_config_file(args.pop("config")) if "config" in args else {}
+    file_workdir = file_values.pop("workdir", None)
+    return make_config(file_values, args), flag_workdir or file_workdir or "runs/mnist", watch
+
+
+def watch_hooks(dashboard: bool = True, dashboard_port: int = 2998,
+                dashboard_host: str = "127.0.0.1", tensorboard: bool = True) -> list[Any]:
+    """The hooks the command line attaches: the live page and TensorBoard logs."""
+    hooks: list[Any] = []
+    if dashboard:
+        from jvae.dashboard import Dashboard
+        hooks.append(Dashboard(dashboard_host, dashboard_port))
+    if tensorboard:
+        from jvae.tensorboard import TensorBoardLogger
+        hooks.append(TensorBoardLogger())
+    return hooks
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, str]:
     """Parses flags into ``(config, workdir)``; raises ConfigError on bad values."""
-    args = vars(_parser().parse_args(argv))
-    flag_workdir = args.pop("workdir", None)
-    file_values = load_config_file(args.pop("config")) if "config" in args else {}
-    file_workdir = file_values.pop("workdir", None)
-    return make_config(file_values, args), flag_workdir or file_workdir or "runs/mnist"
+    cfg, workdir, _ = _parse(argv)
+    return cfg, workdir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
     try:
-        cfg, workdir = parse_args(argv)
-        train_and_evaluate(cfg, workdir)
+        cfg, workdir, watch = _parse(argv)
+        train_and_evaluate(cfg, workdir, hooks=watch_hooks(**watch))
     except (ConfigError, DataError) as e:
         print(f"python -m jvae.train: error: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,15 @@ def pytest_configure(config):
     sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True)
+def _no_watchers_from_the_cli(monkeypatch):
+    """The command line serves a live page and writes TensorBoard logs by
+    default; tests that run it get neither (their own tests turn them on)."""
+    import jvae.train
+    monkeypatch.setitem(jvae.train._WATCH_DEFAULTS, "dashboard", False)
+    monkeypatch.setitem(jvae.train._WATCH_DEFAULTS, "tensorboard", False)
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist_dir(mnist_dir, tmp_path_factory) -> Path:
     """Raw (uncompressed) IDX files holding the first 512 train and 256 test images."""

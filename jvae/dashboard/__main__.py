@@ -1,0 +1,5 @@
+import sys
+
+from jvae.dashboard.replay import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""TensorBoard event files for a run, written with ``tensorboardX`` (no TensorFlow).
+
+:class:`TensorBoardLogger` is a training hook (:mod:`jvae.hooks`). Into
+``WORKDIR/tb`` it writes every training chunk's metrics (``train/...``) and
+every evaluation row (``test/...``) as scalars, the run's sample and
+reconstruction grids as images, the config as text, and at the end of each
+epoch a projector embedding of the test set's posterior means with their
+labels as metadata and a sprite of the images. ``tensorboard --logdir
+WORKDIR/tb`` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from jvae.config import config_to_dict
+from jvae.dashboard.explorer import latent_map, make_explorer
+from jvae.hooks import RunInfo
+
+__all__ = ["TensorBoardLogger", "EMBEDDING_TAG"]
+
+EMBEDDING_TAG = "test_posterior_means"
+
+
+class TensorBoardLogger:
+    """Writes a run's scalars, images and latent embeddings for TensorBoard.
+
+    Args:
+      logdir: the event file folder (default ``WORKDIR/tb``).
+      embedding_points: test images in each projector embedding.
+    """
+
+    def __init__(self, logdir: str | Path | None = None, embedding_points: int = 500):
+        self.logdir = None if logdir is None else Path(logdir)
+        self.embedding_points = embedding_points
+        self.writer = None
+
+    def on_start(self, info: RunInfo) -> None:
+        from tensorboardX import SummaryWriter
+        self.logdir = self.logdir or Path(info.workdir) / "tb"
+        self.workdir = Path(info.workdir)
+        self.writer = SummaryWriter(str(self.logdir))
+        num_classes = None if info.cond_key is None else int(info.test[info.cond_key].shape[-1])
+        self.explorer = make_explorer(info.vae, num_classes)
+        n = min(self.embedding_points, len(info.test["image"]))
+        self.images = info.test["image"][:n]
+        self.cond = None if info.cond_key is None else info.test[info.cond_key][:n]
+        self.labels = [int(v) for v in np.asarray(info.test["label"][:n])]
+        self.writer.add_text("config", "```\n" + json.dumps(config_to_dict(info.cfg), indent=1)
+                             + "\n```", info.step)
+
+    def on_chunk(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"train/{k}", v, step)
+
+    def on_epoch(self, row: dict[str, Any], params: Any) -> None:
+        step, epoch = int(row["step"]), int(row["epoch"])
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch",
+                                                                                  "step"):
+                group = "epoch" if k.startswith("train_") else "test"
+                self.writer.add_scalar(f"{group}/{k}", v, step)
+        for kind in ("samples", "reconstructions"):
+            path = self.workdir / "images" / f"{kind}_epoch{epoch:03d}.png"
+            if path.is_file():
+                img = np.asarray(Image.open(path).convert("RGB"))
+                self.writer.add_image(kind, img, step, dataformats="HWC")
+        if self.images.ndim == 4:  # an embedding's sprite needs images
+            codes = latent_map(self.explorer, params, self.images, self.cond).codes
+            sprite = np.clip(np.transpose(self.images, (0, 3, 1, 2)), 0.0, 1.0)
+            self.writer.add_embedding(codes, metadata=self.labels, label_img=sprite,
+                                      global_step=epoch, tag=EMBEDDING_TAG)
+        self.writer.flush()
+
+    def on_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
