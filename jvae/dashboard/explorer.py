@@ -8,6 +8,7 @@ padded batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -51,8 +52,12 @@ class Explorer(NamedTuple):
     num_classes: int | None
 
 
+@functools.lru_cache(maxsize=8)
 def make_explorer(vae, num_classes: int | None = None) -> Explorer:
     """Builds the page's jitted functions for ``vae``.
+
+    Memoized on the model (a tuple of functions), so the live page and the
+    TensorBoard logger of one run share one set of compiled executables.
 
     Args:
       vae: a :class:`~jvae.model.VAE`.

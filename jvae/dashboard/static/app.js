@@ -210,7 +210,7 @@ function loadMap() {
     $("map-caption").textContent = (m.axes === "pca" ? "first two principal components" :
       "the latent dimensions") + ` of ${m.xy.length} test posterior means, epoch ${m.epoch}`;
     drawMap();
-    if (first) buildSliders();
+    if (first) { buildSliders(); freshSamples(); }
     if (first && !S.z) setZ(m.center.slice());
   });
 }
