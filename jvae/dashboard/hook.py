@@ -90,7 +90,7 @@ class Dashboard:
         self.state.finish()
         if self._worker is not None:
             self._jobs.put(None)
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=5)
         self.server.stop()
         self.server = None
 
