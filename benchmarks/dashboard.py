@@ -4,9 +4,11 @@ latency over HTTP, and the memory its server adds. Prints JSON rows.
     python benchmarks/dashboard.py --data-dir ../shared/data/mnist
 
 Training rows: one process trains the same model for ``--epochs`` epochs
-(fresh workdirs) three ways, interleaved over ``--rounds``: without hooks,
-with the page and nobody watching, and with the page watched (an event stream
-open and a decode every 100 ms, as a user dragging a slider).
+(fresh workdirs) four ways, interleaved over ``--rounds``: without hooks (one
+dispatch per epoch), with a hook that does nothing (20 chunks per epoch, a
+host sync after each: the loop's share of the cost), with the page and nobody
+watching, and with the page watched (an event stream open and a decode every
+100 ms, as a user dragging a slider).
 ``images_per_sec`` is the median over the epochs after each run's first; the
 step's compile time is not in it.
 """
@@ -28,8 +30,7 @@ from jvae.config import make_config
 from jvae.dashboard import Dashboard
 from jvae.train import train_and_evaluate
 
-
-MODES = ("no_page", "page", "page_watched")
+MODES = ("no_hooks", "null_hook", "page", "page_watched")
 
 
 def _rss_mib() -> float:
@@ -49,6 +50,13 @@ def _post(port: int, latent: int, z: np.ndarray) -> int:
     return r.status
 
 
+class _NullHook:
+    """Does nothing: what per-chunk hook calls cost (a host sync per chunk) alone."""
+
+    def on_chunk(self, step, metrics):
+        pass
+
+
 class _Watcher:
     """An open event stream plus a decode every ``period`` seconds."""
 
@@ -65,7 +73,10 @@ class _Watcher:
         conn = http.client.HTTPConnection("127.0.0.1", self.dash.server.port)
         conn.request("GET", "/events")
         r = conn.getresponse()
-        while not self.stop.is_set() and r.readline():
+        try:
+            while not self.stop.is_set() and r.readline():
+                pass
+        except OSError:  # the server stopped with the run
             pass
 
     def _decodes(self):
@@ -93,13 +104,14 @@ def main():
     decodes = 0
     for r in range(args.rounds):  # modes interleaved: a shared machine's load drifts
         for mode in MODES:
-            dash = None if mode == "no_page" else Dashboard("127.0.0.1", 0, quiet=True)
+            dash = Dashboard("127.0.0.1", 0, quiet=True) if mode.startswith("page") else None
             watcher = None
             if mode == "page_watched":
                 watcher = _Watcher(dash, args.latent_dim)
                 watcher.start()
             work = tmp / f"{mode}{r}"
-            train_and_evaluate(cfg, work, quiet=True, hooks=[] if dash is None else [dash])
+            hooks = {"no_hooks": [], "null_hook": [_NullHook()]}.get(mode, [dash])
+            train_and_evaluate(cfg, work, quiet=True, hooks=hooks)
             if watcher:
                 watcher.stop.set()
                 decodes += watcher.decodes
@@ -114,17 +126,15 @@ def main():
               flush=True)
 
     # Decode latency and memory: a page over the trained run, as `serve` makes it.
-    from jvae import zoo
-    from jvae.evaluate import restore_run
-    from jvae.hooks import RunInfo
-    cfg, vae, _, state, meta, _, test = restore_run(tmp / "no_page0")
+    from jvae.runs import hook_info, restore_run
+    run = restore_run(tmp / "no_hooks0")
     jax_rss = _rss_mib()
     dash = Dashboard("127.0.0.1", 0, quiet=True)
-    dash.on_start(RunInfo(cfg=cfg, workdir=tmp / "no_page0", vae=vae, test=test,
-                          cond_key=zoo.cond_key_from_config(cfg), num_devices=1,
-                          steps_per_epoch=1, start_epoch=int(meta["epoch"]),
-                          step=int(state.step), params=state.params))
-    dash.wait_for_snapshot(int(meta["epoch"]))
+    epoch = int(run.meta["epoch"])
+    dash.on_start(hook_info(run.cfg, tmp / "no_hooks0", run.experiment, run.test, devices=1,
+                            placement=None, start_epoch=epoch, step=int(run.state.step),
+                            params=run.state.params, steps_per_epoch=1))
+    dash.wait_for_snapshot(epoch)
     rng = np.random.default_rng(0)
     _post(dash.server.port, args.latent_dim, rng.normal(size=args.latent_dim))  # warm
     rss = _rss_mib()

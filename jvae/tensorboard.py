@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jvae.config import config_to_dict
 from jvae.dashboard.explorer import latent_map, make_explorer
-from jvae.hooks import RunInfo
 
 __all__ = ["TensorBoardLogger", "EMBEDDING_TAG"]
 
@@ -40,19 +38,22 @@ class TensorBoardLogger:
         self.embedding_points = embedding_points
         self.writer = None
 
-    def on_start(self, info: RunInfo) -> None:
+    def on_start(self, info: dict[str, Any]) -> None:
+        """Opens the writer; ``info`` as :func:`~jvae.runs.hook_info` makes it."""
         from tensorboardX import SummaryWriter
-        self.logdir = self.logdir or Path(info.workdir) / "tb"
-        self.workdir = Path(info.workdir)
+        self.workdir = Path(info["workdir"])
+        self.logdir = self.logdir or self.workdir / "tb"
         self.writer = SummaryWriter(str(self.logdir))
-        num_classes = None if info.cond_key is None else int(info.test[info.cond_key].shape[-1])
-        self.explorer = make_explorer(info.vae, num_classes)
-        n = min(self.embedding_points, len(info.test["image"]))
-        self.images = info.test["image"][:n]
-        self.cond = None if info.cond_key is None else info.test[info.cond_key][:n]
-        self.labels = [int(v) for v in np.asarray(info.test["label"][:n])]
-        self.writer.add_text("config", "```\n" + json.dumps(config_to_dict(info.cfg), indent=1)
-                             + "\n```", info.step)
+        experiment, test = info["experiment"], info["test"]
+        cond_key = experiment.cond_key
+        num_classes = None if cond_key is None else int(test[cond_key].shape[-1])
+        self.explorer = make_explorer(experiment.vae, num_classes)
+        n = min(self.embedding_points, len(test["image"]))
+        self.images = test["image"][:n]
+        self.cond = None if cond_key is None else test[cond_key][:n]
+        self.labels = [int(v) for v in np.asarray(test["label"][:n])]
+        self.writer.add_text("config", "```\n" + json.dumps(info["config"], indent=1)
+                             + "\n```", info["step"])
 
     def on_chunk(self, step: int, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():

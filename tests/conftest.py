@@ -32,12 +32,17 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def _no_watchers_from_the_cli(monkeypatch):
-    """The command line serves a live page and writes TensorBoard logs by
-    default; tests that run it get neither (their own tests turn them on)."""
-    import jvae.train
-    monkeypatch.setitem(jvae.train._WATCH_DEFAULTS, "dashboard", False)
-    monkeypatch.setitem(jvae.train._WATCH_DEFAULTS, "tensorboard", False)
+def _no_watchers_from_the_cli(request, monkeypatch):
+    """``jvae train`` serves a live page and writes TensorBoard logs by default;
+    in tests it does neither, unless the test asks for ``cli_watchers``."""
+    if "cli_watchers" not in request.fixturenames:
+        import jvae.train
+        monkeypatch.setattr(jvae.train, "watch_hooks", lambda cfg: [])
+
+
+@pytest.fixture
+def cli_watchers():
+    """Lets ``jvae train`` attach its live page and TensorBoard logger in this test."""
 
 
 @pytest.fixture(scope="session")

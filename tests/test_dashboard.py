@@ -14,9 +14,9 @@ from jvae.config import make_config
 from jvae.dashboard import Dashboard
 from jvae.dashboard.explorer import DECODE_BATCH, ENCODE_BATCH, project_2d, slerp
 from jvae.dashboard.server import MAX_BODY, MAX_IN_FLIGHT
-from jvae.hooks import RunInfo
+from jvae.experiment import DataSpec, build
 from jvae.images import save_image_grid
-from jvae.train import build_vae
+from jvae.runs import hook_info
 
 LATENT = 4
 
@@ -29,14 +29,14 @@ def page(tmp_path_factory):
     rng = np.random.default_rng(0)
     save_image_grid(rng.random((4, 28, 28, 1)), workdir / "images" / "samples_epoch001.png")
     cfg = make_config({"hidden": (16,), "latent_dim": LATENT, "epochs": 3})
-    vae = build_vae(cfg, (28, 28, 1))
+    experiment = build(cfg, DataSpec((28, 28, 1)))
+    vae = experiment.vae
     test = {"image": rng.random((40, 28, 28, 1), dtype=np.float32),
             "label": rng.integers(0, 10, 40)}
     params = vae.init(jax.random.key(0), test["image"][:2])
     dash = Dashboard("127.0.0.1", 0, quiet=True)
-    dash.on_start(RunInfo(cfg=cfg, workdir=workdir, vae=vae, test=test, cond_key=None,
-                          num_devices=1, steps_per_epoch=10, start_epoch=0, step=0,
-                          params=params))
+    dash.on_start(hook_info(cfg, workdir, experiment, test, devices=1, placement="device",
+                            start_epoch=0, step=0, params=params, steps_per_epoch=10))
     dash.on_chunk(5, {"loss": 200.0, "recon": 190.0, "kl": 10.0})
     dash.on_epoch({"epoch": 1, "step": 10, "neg_elbo": 180.0, "recon": 170.0, "kl": 10.0,
                    "loss": 180.0}, params)
@@ -156,7 +156,7 @@ def test_bad_decode_bodies_get_400_with_a_json_error(page, body, headers):
 
 def test_decodes_beyond_the_limit_get_503_and_never_recompile(page):
     decode = page.state.explorer.decode
-    for slot in range(MAX_IN_FLIGHT):  # requests still running hold every slot
+    for _ in range(MAX_IN_FLIGHT):  # requests still running hold every slot
         assert page.server.slots.acquire(blocking=False)
     try:
         status, _, body = _request(page, "POST", "/api/decode", {"z": [0, 0, 0, 0]})

@@ -2,10 +2,13 @@
 headless Chromium watches it, clicks the latent map and drags a slider; the
 event files are read back with TensorBoard's own reader."""
 
+import json
 import os
 import shutil
+import socket
 import threading
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 
@@ -145,3 +148,34 @@ def test_tensorboard_logs_read_back_with_tensorboards_reader(live_run):
         assert len((folder / "metadata.tsv").read_text().split()) == 64
         assert (folder / "sprite.png").is_file()
         assert len((folder / "tensors.tsv").read_text().splitlines()) == 64
+
+
+def test_serve_opens_the_page_of_a_finished_run(live_run):
+    from jvae.dashboard import serve
+    live_run.finish()
+    stop, pages = threading.Event(), []
+
+    def ready(dash):
+        pages.append(json.loads(urlopen(dash.url + "api/state", timeout=30).read()))
+        stop.set()
+    serve(live_run.workdir, "127.0.0.1", 0, poll_s=0.05, stop=stop, ready=ready)
+    state = pages[0]
+    assert [row["epoch"] for row in state["test"]] == [1, 2]
+    assert state["latents"]["epoch"] == 2 and state["image_epochs"] == [1, 2]
+    assert state["info"]["config"]["hidden"] == [32]
+
+
+def test_cli_on_a_busy_port_warns_once_and_trains(tiny_mnist_dir, tmp_path, capsys, cli_watchers):
+    from jvae.train import main
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["--data-dir", str(tiny_mnist_dir), "--workdir", str(tmp_path), "--epochs",
+                     "1", "--batch-size", "64", "--eval-batch-size", "128", "--hidden", "16",
+                     "--latent-dim", "2", "--num-images", "16", "--num-devices", "1",
+                     "--dashboard-port", str(busy.getsockname()[1]), "--no-tensorboard"])
+    out, err = capsys.readouterr()
+    assert code == 0 and (tmp_path / "checkpoints" / "1").is_dir()
+    warnings = [line for line in err.splitlines() if "live page" in line]
+    assert len(warnings) == 1 and "warning" in warnings[0] and "http://" not in out
+    assert not (tmp_path / "tb").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -205,7 +205,3 @@ def sample_images(ex: Explorer, params, seed: int, label: int = 0) -> np.ndarray
     cond = one_hot(label, ex.num_classes, DECODE_BATCH)
     return np.asarray(ex.sample(params, jax.random.key(seed), cond), np.float32)
 
-
-def host_copy(params: Any) -> Any:
-    """A host copy of ``params``: safe to keep after the arrays are donated."""
-    return jax.tree.map(np.array, jax.device_get(params))

@@ -11,11 +11,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from jvae.config import config_to_dict
-from jvae.dashboard.explorer import MAP_POINTS, host_copy, latent_map, make_explorer
+from jvae.dashboard.explorer import MAP_POINTS, latent_map, make_explorer
 from jvae.dashboard.server import DashboardServer, start_server
 from jvae.dashboard.state import RunState, Snapshot
-from jvae.hooks import RunInfo
 
 __all__ = ["Dashboard"]
 
@@ -24,10 +22,10 @@ class Dashboard:
     """Serves the live page of a run; pass it to ``train_and_evaluate(hooks=...)``.
 
     The server starts (and prints its address) when the object is made. Each
-    hook call from the training thread costs a copy of small host values; at the
-    end of an epoch the parameters are copied to the host, and a background
-    thread computes the latent map and publishes the copy for decoding, so no
-    request ever reads arrays a later (donating) step reuses.
+    hook call from the training thread only appends small host values or queues
+    the copy of the parameters the loop hands over; a background thread moves
+    that copy to one device, computes the latent map and publishes it for
+    decoding, so no request ever reads arrays a later (donating) step reuses.
 
     Args:
       host: address to bind (loopback by default; another prints a warning).
@@ -50,29 +48,36 @@ class Dashboard:
         return None if self.server is None else self.server.url
 
     # -- hook methods ----------------------------------------------------------
-    def on_start(self, info: RunInfo) -> None:
+    def on_start(self, info: dict[str, Any]) -> None:
+        """Reads the run card and the model from ``info``: the train loop's keys
+        (``config``, ``workdir``, ``devices``, ``start_epoch``, ``step``) plus
+        ``experiment``, ``test`` (the test split), ``params`` (a private copy),
+        ``steps_per_epoch`` and optionally ``sample_rate`` (audio data)."""
         if self.server is None:
             return
-        cfg, test = info.cfg, info.test
-        num_classes = None if info.cond_key is None else int(test[info.cond_key].shape[-1])
+        experiment, test = info["experiment"], info["test"]
+        vae, cond_key = experiment.vae, experiment.cond_key
+        num_classes = None if cond_key is None else int(test[cond_key].shape[-1])
         n = min(MAP_POINTS, len(test["image"]))
-        self._map_images = (test["image"][:n],
-                            None if info.cond_key is None else test[info.cond_key][:n])
-        card = {"config": config_to_dict(cfg), "workdir": str(info.workdir), "num_devices": info.num_devices,
+        self._map_images = (test["image"][:n], None if cond_key is None else test[cond_key][:n])
+        config = info.get("config", {})
+        card = {"config": config, "workdir": str(info.get("workdir", "")),
+                "num_devices": info.get("devices", 1), "placement": info.get("placement"),
                 "device_kind": self._device.device_kind, "platform": self._device.platform,
-                "batch_size": getattr(cfg, "batch_size", 0),
-                "epochs": getattr(cfg, "epochs", None), "steps_per_epoch": info.steps_per_epoch,
-                "start_epoch": info.start_epoch, "step": info.step,
-                "latent_size": int(np.prod(info.vae.latent_shape)),
+                "batch_size": config.get("batch_size", 0), "epochs": config.get("epochs"),
+                "steps_per_epoch": info.get("steps_per_epoch", 1),
+                "start_epoch": info.get("start_epoch", 0), "step": info.get("step", 0),
+                "latent_size": int(np.prod(vae.latent_shape)),
                 "data_shape": list(test["image"].shape[1:]), "num_classes": num_classes,
-                "sample_rate": info.sample_rate, "posterior": info.vae.posterior.name}
-        self.state.start(card, make_explorer(info.vae, num_classes),
+                "sample_rate": info.get("sample_rate"), "posterior": vae.posterior.name}
+        workdir = info.get("workdir")
+        self.state.start(card, make_explorer(vae, num_classes),
                          np.asarray(test["label"][:n]).astype(int),
-                         Path(info.workdir), info.sample_rate)
+                         None if workdir is None else Path(workdir), info.get("sample_rate"))
         self._worker = threading.Thread(target=self._work, name="jvae-dashboard-maps",
                                         daemon=True)
         self._worker.start()
-        self.publish_params(info.start_epoch, info.step, info.params)
+        self.publish_params(card["start_epoch"], card["step"], info["params"])
 
     def on_chunk(self, step: int, metrics: dict[str, float]) -> None:
         if self.server is not None:
@@ -96,9 +101,10 @@ class Dashboard:
 
     # -- background work -------------------------------------------------------
     def publish_params(self, epoch: int, step: int, params: Any) -> None:
-        """Queues a host copy; an older job not yet started is replaced (only the
-        newest parameters matter to the page)."""
-        job = (epoch, step, host_copy(params))
+        """Queues parameters to decode from: a private copy (the train loop's
+        ``on_epoch`` hands one over); a queued job not yet started is replaced,
+        only the newest parameters matter to the page."""
+        job = (epoch, step, params)
         try:
             self._jobs.get_nowait()
         except queue.Empty:

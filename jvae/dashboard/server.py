@@ -36,8 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from jvae.dashboard.explorer import (DECODE_BATCH, decode_latents, interpolate,
-                                     sample_images)
+from jvae.dashboard.explorer import DECODE_BATCH, decode_latents, interpolate, sample_images
 from jvae.dashboard.state import RunState
 from jvae.images import grid_png
 
@@ -360,8 +359,9 @@ def start_server(state: RunState, host: str = "127.0.0.1", port: int = 2998, *,
     """
     try:
         server = DashboardServer(state, host, port)
-    except OSError as e:
-        print(f"warning: live page not started ({host}:{port}: {e.strerror or e}); "
+    except (OSError, OverflowError) as e:  # in use, no such address, not a port number
+        print(f"warning: live page not started ({host}:{port}: "
+              f"{getattr(e, 'strerror', None) or e}); "
               "training goes on without it (pick another with --dashboard-port, 0 for any)",
               file=sys.stderr, flush=True)
         return None

@@ -1,5 +1,0 @@
-import sys
-
-from jvae.dashboard.replay import main
-
-sys.exit(main())
