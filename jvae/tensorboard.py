@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jvae.dashboard.explorer import latent_map, make_explorer
+from jvae.dashboard.explorer import MAP_POINTS, latent_map, make_explorer
 
 __all__ = ["TensorBoardLogger", "EMBEDDING_TAG"]
 
@@ -30,10 +30,11 @@ class TensorBoardLogger:
 
     Args:
       logdir: the event file folder (default ``WORKDIR/tb``).
-      embedding_points: test images in each projector embedding.
+      embedding_points: test images in each projector embedding (as many as
+        the live page maps, so both share one compiled encoder).
     """
 
-    def __init__(self, logdir: str | Path | None = None, embedding_points: int = 500):
+    def __init__(self, logdir: str | Path | None = None, embedding_points: int = MAP_POINTS):
         self.logdir = None if logdir is None else Path(logdir)
         self.embedding_points = embedding_points
         self.writer = None

@@ -48,7 +48,7 @@ class LiveRun:
         self.dash = Dashboard("127.0.0.1", 0, quiet=True)
         self.gate = Gate()
         self.error = None
-        hooks = [self.dash, TensorBoardLogger(embedding_points=64), self.gate]
+        hooks = [self.dash, TensorBoardLogger(), self.gate]
 
         def run():
             try:
@@ -145,9 +145,9 @@ def test_tensorboard_logs_read_back_with_tensorboards_reader(live_run):
     assert config.count(f"tensor_name: \"{EMBEDDING_TAG}:") == 2  # one per epoch
     for epoch in ("00001", "00002"):
         folder = logdir / epoch / EMBEDDING_TAG
-        assert len((folder / "metadata.tsv").read_text().split()) == 64
+        assert len((folder / "metadata.tsv").read_text().split()) == 256  # the test split
         assert (folder / "sprite.png").is_file()
-        assert len((folder / "tensors.tsv").read_text().splitlines()) == 64
+        assert len((folder / "tensors.tsv").read_text().splitlines()) == 256
 
 
 def test_serve_opens_the_page_of_a_finished_run(live_run):
@@ -165,17 +165,26 @@ def test_serve_opens_the_page_of_a_finished_run(live_run):
     assert state["info"]["config"]["hidden"] == [32]
 
 
-def test_cli_on_a_busy_port_warns_once_and_trains(tiny_mnist_dir, tmp_path, capsys, cli_watchers):
-    from jvae.train import main
-    with socket.socket() as busy:
+def test_train_flags_attach_the_page_and_tensorboard(tmp_path, capsys, cli_watchers):
+    from jvae.flags import config_from_args, make_parser
+    from jvae.train import MODE, watch_hooks
+
+    def hooks(*argv):
+        cfg, _ = config_from_args(make_parser(MODE, "jvae train").parse_args(list(argv)))
+        return watch_hooks(cfg)
+
+    assert hooks("--no-dashboard", "--no-tensorboard") == []
+    config = tmp_path / "run.toml"
+    config.write_text("dashboard = false\n")
+    assert [type(h).__name__ for h in hooks("--config", str(config))] == ["TensorBoardLogger"]
+    page, tb = hooks("--dashboard-port", "0")
+    assert isinstance(page, Dashboard) and isinstance(tb, TensorBoardLogger)
+    assert capsys.readouterr().out == f"live training page: {page.url}\n"
+    with socket.socket() as busy:  # a port in use: one warning, a hook that does nothing
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        code = main(["--data-dir", str(tiny_mnist_dir), "--workdir", str(tmp_path), "--epochs",
-                     "1", "--batch-size", "64", "--eval-batch-size", "128", "--hidden", "16",
-                     "--latent-dim", "2", "--num-images", "16", "--num-devices", "1",
-                     "--dashboard-port", str(busy.getsockname()[1]), "--no-tensorboard"])
+        (quiet_page,) = hooks("--dashboard-port", str(busy.getsockname()[1]), "--no-tensorboard")
     out, err = capsys.readouterr()
-    assert code == 0 and (tmp_path / "checkpoints" / "1").is_dir()
-    warnings = [line for line in err.splitlines() if "live page" in line]
-    assert len(warnings) == 1 and "warning" in warnings[0] and "http://" not in out
-    assert not (tmp_path / "tb").exists()
+    assert quiet_page.server is None and out == "" and len(err.splitlines()) == 1
+    for hook in (page, quiet_page):
+        hook.on_end()

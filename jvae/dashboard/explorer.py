@@ -34,7 +34,8 @@ class Explorer(NamedTuple):
 
     Attributes:
       decode: ``(params, z (DECODE_BATCH, D), cond) -> E[x|z]`` with flat latents.
-      encode: ``(params, x (ENCODE_BATCH, ...), cond) -> (means (B, D), kl (B, D))``;
+      encode: ``(params, x (B, ...), cond) -> (means (B, D), kl (B, D))``, called with
+        ``B = min(ENCODE_BATCH, images mapped)``;
         ``kl`` is per dimension for a factorized Normal posterior, else zeros.
       sample: ``(params, key, cond) -> (DECODE_BATCH, ...)`` decoded prior samples.
       latent_shape: the model's per-example latent shape.
@@ -136,7 +137,11 @@ def project_2d(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     Returns:
       ``(xy, center, components, explained)`` with ``xy = (codes - center) @ components.T``.
     """
-    codes = jnp.asarray(codes, jnp.float32)
+    return tuple(np.asarray(a, np.float32) for a in _project_2d(jnp.asarray(codes, jnp.float32)))
+
+
+@jax.jit
+def _project_2d(codes):
     d = codes.shape[1]
     var = codes.var(axis=0)
     if d <= 2:
@@ -148,17 +153,17 @@ def project_2d(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         _, s, vt = jnp.linalg.svd(codes - center, full_matrices=False)
         components = vt[:2]
         explained = s[:2] ** 2 / jnp.maximum((s ** 2).sum(), 1e-12)
-    xy = (codes - center) @ components.T
-    return tuple(np.asarray(a, np.float32) for a in (xy, center, components, explained))
+    return (codes - center) @ components.T, center, components, explained
 
 
 def latent_map(ex: Explorer, params, images: np.ndarray, cond: np.ndarray | None) -> LatentMap:
     """Encodes ``images`` (any number, in fixed batches) into a :class:`LatentMap`."""
     n = len(images)
+    batch = min(ENCODE_BATCH, n)  # one shape per run: the last batch is padded
     codes, kls = [], []
-    for i in range(0, n, ENCODE_BATCH):
-        x = _pad(images[i:i + ENCODE_BATCH], ENCODE_BATCH)
-        c = None if cond is None else _pad(cond[i:i + ENCODE_BATCH], ENCODE_BATCH)
+    for i in range(0, n, batch):
+        x = _pad(images[i:i + batch], batch)
+        c = None if cond is None else _pad(cond[i:i + batch], batch)
         m, k = jax.device_get(ex.encode(params, x, c))
         codes.append(m)
         kls.append(k)
