@@ -242,3 +242,30 @@ def test_slerp_keeps_the_norm_between_unit_vectors_and_hits_the_ends():
     np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(path[[0, -1]], [a, b], atol=1e-6)
     assert math.isclose(float(np.dot(path[3], a)), float(np.dot(path[3], b)), abs_tol=1e-6)
+
+
+def test_audio_runs_get_a_wav_of_the_decoded_waveform():
+    import io
+    import wave
+
+    from jvae.dashboard.server import render
+    x = np.sin(np.linspace(0, 40, 800, dtype=np.float32))[None, :, None]
+    body, ctype = render(x, sample_rate=8000)
+    assert ctype == "audio/wav"
+    with wave.open(io.BytesIO(body)) as w:
+        assert (w.getframerate(), w.getnframes(), w.getnchannels()) == (8000, 800, 1)
+        pcm = np.frombuffer(w.readframes(800), "<i2") / 32767
+    np.testing.assert_allclose(pcm, x[0, :, 0], atol=1e-4)
+
+
+def test_a_conditional_model_decodes_the_picked_class():
+    from jvae.dashboard.explorer import decode_latents, make_explorer
+    cfg = make_config({"model": "cvae", "hidden": (8,), "latent_dim": 2})
+    experiment = build(cfg, DataSpec((28, 28, 1), 3))
+    vae = experiment.vae
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    params = vae.init(jax.random.key(0), x, np.eye(3, dtype=np.float32)[:2])
+    ex = make_explorer(vae, 3)
+    z = np.array([[0.3, -0.2]], np.float32)
+    a, b = (decode_latents(ex, params, z, label) for label in (0, 2))
+    assert a.shape == (1, 28, 28, 1) and not np.allclose(a, b)
