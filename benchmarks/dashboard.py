@@ -62,6 +62,7 @@ class _Watcher:
 
     def __init__(self, dash: Dashboard, latent: int, period: float = 0.1):
         self.dash, self.latent, self.period = dash, latent, period
+        self.port = dash.server.port
         self.stop = threading.Event()
         self.decodes = 0
 
@@ -70,7 +71,7 @@ class _Watcher:
         threading.Thread(target=self._decodes, daemon=True).start()
 
     def _events(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.dash.server.port)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port)
         conn.request("GET", "/events")
         r = conn.getresponse()
         try:
@@ -82,9 +83,12 @@ class _Watcher:
     def _decodes(self):
         rng = np.random.default_rng(0)
         while not self.stop.is_set():
-            if self.dash.state.snapshot is not None and self.dash.server is not None:
-                if _post(self.dash.server.port, self.latent, rng.normal(size=self.latent)) == 200:
-                    self.decodes += 1
+            if self.dash.state.snapshot is not None:
+                try:
+                    if _post(self.port, self.latent, rng.normal(size=self.latent)) == 200:
+                        self.decodes += 1
+                except OSError:  # the server stopped with the run
+                    return
             time.sleep(self.period)
 
 
