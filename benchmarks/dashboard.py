@@ -99,10 +99,17 @@ def main():
     p.add_argument("--latent-dim", type=int, default=20)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--serve-only", metavar="WORKDIR", default=None,
+                   help="skip training: measure decoding and memory on this finished run in a "
+                        "fresh process (memory freed by earlier training hides what the page "
+                        "adds)")
     args = p.parse_args()
     cfg = make_config({"data_dir": args.data_dir, "epochs": args.epochs,
                        "latent_dim": args.latent_dim, "num_devices": 1})
     tmp = Path(tempfile.mkdtemp(prefix="jvae-dash-bench-"))
+    if args.serve_only:
+        _decode_and_memory(Path(args.serve_only), args)
+        return
 
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     decodes = 0
@@ -129,13 +136,17 @@ def main():
                           "decodes_during_training": decodes if mode == "page_watched" else 0}),
               flush=True)
 
-    # Decode latency and memory: a page over the trained run, as `serve` makes it.
+    _decode_and_memory(tmp / "no_hooks0", args)
+
+
+def _decode_and_memory(workdir: Path, args) -> None:
+    """Decode latency and memory: a page over a trained run, as `serve` makes it."""
     from jvae.runs import hook_info, restore_run
-    run = restore_run(tmp / "no_hooks0")
+    run = restore_run(workdir)
     jax_rss = _rss_mib()
     dash = Dashboard("127.0.0.1", 0, quiet=True)
     epoch = int(run.meta["epoch"])
-    dash.on_start(hook_info(run.cfg, tmp / "no_hooks0", run.experiment, run.test, devices=1,
+    dash.on_start(hook_info(run.cfg, workdir, run.experiment, run.test, devices=1,
                             placement=None, start_epoch=epoch, step=int(run.state.step),
                             params=run.state.params, steps_per_epoch=1))
     dash.wait_for_snapshot(epoch)
