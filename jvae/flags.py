@@ -96,6 +96,11 @@ def add_config_flags(parser: argparse.ArgumentParser,
             continue
         names = ["--" + field.name.replace("_", "-")]
         names += ["--" + a.replace("_", "-") for a, n in ALIASES.items() if n == field.name]
+        if typing.get_type_hints(Config)[field.name] is bool:  # --flag / --no-flag
+            titles[group].add_argument(*names, dest=field.name, default=argparse.SUPPRESS,
+                                       action=argparse.BooleanOptionalAction,
+                                       help=describe(field))
+            continue
         titles[group].add_argument(*names, dest=field.name, default=argparse.SUPPRESS,
                                    metavar=_METAVARS.get(_type_name(field), "TEXT"),
                                    help=describe(field))
