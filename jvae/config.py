@@ -192,6 +192,19 @@ class Config:
         "auto", "Where the training split lives: device (each epoch one on-device loop), "
         "host (one host batch per step, for data larger than device memory) or auto "
         "(device, except convolutional nets on CPU).", "run", choices=PLACEMENTS)
+    dashboard: bool = _setting(
+        True, "Serve the live training page (curves, images, a latent-space explorer) while "
+        "training; --no-dashboard turns it off.", "run")
+    dashboard_port: int = _setting(
+        2998, "Port of the live page; 0 picks a free one. A port in use prints one warning "
+        "and training goes on without the page.", "run", check="non_negative")
+    dashboard_host: str = _setting(
+        "127.0.0.1", "Address the live page binds: loopback (this machine only) unless set "
+        "otherwise, which prints a warning that anyone who can reach the port can watch.",
+        "run")
+    tensorboard: bool = _setting(
+        True, "Write TensorBoard event files (scalars, image grids, latent embeddings) to "
+        "WORKDIR/tb; --no-tensorboard turns it off.", "run")
 
     def __post_init__(self):
         _validate(self)
@@ -203,7 +216,10 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                "keep_checkpoints", "num_images",
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
-                               "data_placement"})
+                               "data_placement",
+                               # How the run is watched, not what it computes.
+                               "dashboard", "dashboard_port", "dashboard_host",
+                               "tensorboard"})
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -230,6 +246,9 @@ def _validate(cfg: Config) -> None:
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")
+    if cfg.dashboard_port > 65535:
+        raise ConfigError(f"dashboard_port must be a port number in 0..65535, got "
+                          f"{cfg.dashboard_port}")
     _validate_model(cfg)
     _validate_net(cfg)
 
@@ -309,8 +328,18 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
 def _scalar(t: type, v: Any) -> Any:
-    if t is bool or isinstance(v, bool):
+    if t is bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in _BOOLS:
+            return _BOOLS[v.lower()]
+        raise TypeError
+    if isinstance(v, bool):
         raise TypeError
     if t is int:
         if isinstance(v, float) and not v.is_integer():

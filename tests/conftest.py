@@ -32,6 +32,20 @@ def pytest_configure(config):
     sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True)
+def _no_watchers_from_the_cli(request, monkeypatch):
+    """``jvae train`` serves a live page and writes TensorBoard logs by default;
+    in tests it does neither, unless the test asks for ``cli_watchers``."""
+    if "cli_watchers" not in request.fixturenames:
+        import jvae.train
+        monkeypatch.setattr(jvae.train, "watch_hooks", lambda cfg: [])
+
+
+@pytest.fixture
+def cli_watchers():
+    """Lets ``jvae train`` attach its live page and TensorBoard logger in this test."""
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist_dir(mnist_dir, tmp_path_factory) -> Path:
     """Raw (uncompressed) IDX files holding the first 512 train and 256 test images."""

@@ -116,7 +116,8 @@ def test_evaluate_cli_cvae_and_ae(tiny_mnist_dir, tmp_path, capsys):
     train_and_evaluate(make_config(common, {"model": "cvae"}), cvae_dir, quiet=True)
     # Samples: one row of 8 per class (10 classes), 28-pixel tiles, 2-pixel padding, x2.
     with Image.open(cvae_dir / "images" / "samples_epoch001.png") as grid:
-        assert grid.size == (2 * (8 * 30 + 2), 2 * (10 * 30 + 2))
+        grid.load()
+    assert grid.size == (2 * (8 * 30 + 2), 2 * (10 * 30 + 2))
     assert main(["--workdir", str(cvae_dir), "--iw-samples", "16", "--num-test-images", "40",
                  "--chunk-size", "5"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jvae"
 APPLICATION = {"jvae.config", "jvae.flags", "jvae.cli", "jvae.__main__", "jvae.train",
                "jvae.evaluate", "jvae.memory", "jvae.runs", "jvae.images", "jvae.inference",
                "jvae.modes",
-               "jvae.serve"}
+               "jvae.serve", "jvae.tensorboard"}
 APPLICATION_PACKAGES = ("jvae.dashboard",)
 
 
