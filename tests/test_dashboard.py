@@ -12,7 +12,7 @@ from PIL import Image
 
 from jvae.config import make_config
 from jvae.dashboard import Dashboard
-from jvae.dashboard.explorer import DECODE_BATCH, project_2d, slerp
+from jvae.dashboard.explorer import DECODE_BATCH, interpolate, project_2d
 from jvae.dashboard.server import MAX_BODY, MAX_IN_FLIGHT
 from jvae.experiment import DataSpec, build
 from jvae.images import save_image_grid
@@ -238,7 +238,7 @@ def test_projection_keeps_two_dims_and_finds_the_principal_plane():
 
 def test_slerp_keeps_the_norm_between_unit_vectors_and_hits_the_ends():
     a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.6, 0.8])
-    path = slerp(a, b, np.linspace(0, 1, 7))
+    path = interpolate(a, b, "slerp", 7)
     np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(path[[0, -1]], [a, b], atol=1e-6)
     assert math.isclose(float(np.dot(path[3], a)), float(np.dot(path[3], b)), abs_tol=1e-6)

@@ -18,10 +18,11 @@ import numpy as np
 
 from jvae.evaluate import ACTIVE_UNIT_THRESHOLD
 from jvae.generate import make_sampler
+from jvae.inference import interpolate_latents
 
 Array = jax.Array
 
-__all__ = ["Explorer", "make_explorer", "LatentMap", "latent_map", "project_2d", "slerp",
+__all__ = ["Explorer", "make_explorer", "LatentMap", "latent_map", "project_2d",
            "interpolate", "DECODE_BATCH", "ENCODE_BATCH", "MAP_POINTS"]
 
 DECODE_BATCH = 10    # one interpolation strip; a single decode is its row 0
@@ -182,27 +183,10 @@ def _pad(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.zeros((n - len(a), *a.shape[1:]), np.float32)])
 
 
-def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Spherical interpolation (Shoemake, 1985; White, 2016, arXiv:1609.04468).
-
-    ``slerp(a, b; t) = sin((1-t) w) / sin w * a + sin(t w) / sin w * b`` with
-    ``w`` the angle between ``a`` and ``b``; linear when they are (anti)parallel.
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    t = np.asarray(t, np.float64)[:, None]
-    cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
-    w = np.arccos(np.clip(cos, -1.0, 1.0))
-    if np.sin(w) < 1e-6:
-        return ((1 - t) * a + t * b).astype(np.float32)
-    return ((np.sin((1 - t) * w) * a + np.sin(t * w) * b) / np.sin(w)).astype(np.float32)
-
-
 def interpolate(a: np.ndarray, b: np.ndarray, mode: str, steps: int = DECODE_BATCH) -> np.ndarray:
-    """``steps`` latents from ``a`` to ``b``, ``mode`` ``linear`` or ``slerp``."""
-    t = np.linspace(0.0, 1.0, steps)
-    if mode == "slerp":
-        return slerp(a, b, t)
-    return ((1 - t)[:, None] * a + t[:, None] * b).astype(np.float32)
+    """``steps`` latents from ``a`` to ``b``, ``mode`` ``linear`` or ``slerp``
+    (:func:`~jvae.inference.interpolate_latents`)."""
+    return np.asarray(interpolate_latents(a, b, steps, slerp=mode == "slerp"), np.float32)
 
 
 def sample_images(ex: Explorer, params, seed: int, label: int = 0) -> np.ndarray:
