@@ -36,6 +36,9 @@ class Config:
       eval_batch_size: evaluation batch size (the last batch is padded and masked).
       latent_dim: number of latent dimensions.
       posterior: ``normal`` or ``dirichlet``.
+      posterior_scale: how the Normal posterior reads the encoder's raw scale:
+        ``softplus`` (``softplus(raw) + 1e-6``) or ``logvar`` (a log-variance,
+        ``exp(clip(raw, -30, 20) / 2)``, as Stable Diffusion's VAE).
       dirichlet_prior: concentration of the symmetric Dirichlet prior.
       net: ``mlp``, ``conv``, ``spec`` (layer specs, see ``encoder_spec``) or
         ``rnn`` (recurrent sequence nets over the data's first axis, see
@@ -105,6 +108,7 @@ class Config:
     eval_batch_size: int = 1000
     latent_dim: int = 20
     posterior: str = "normal"
+    posterior_scale: str = "softplus"
     dirichlet_prior: float = 0.98
     net: str = "mlp"
     encoder_spec: str | None = None
@@ -157,6 +161,7 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
 
 _CHOICES = {
     "posterior": ("normal", "dirichlet"),
+    "posterior_scale": ("softplus", "logvar"),
     "net": ("mlp", "conv", "spec", "rnn"),
     "rnn_cell": ("lstm", "gru"),
     "decoder_mode": ("repeat_latent", "concat_output_latent", "output_as_input"),
@@ -189,6 +194,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
+    if cfg.posterior_scale != "softplus" and (cfg.posterior != "normal"
+                                              or cfg.model not in ("vae", "cvae", "iwae")):
+        raise ConfigError(f"posterior_scale={cfg.posterior_scale} applies to a Normal "
+                          "posterior (--posterior normal, --model vae, cvae or iwae)")
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")

@@ -121,7 +121,7 @@ def posterior_from_config(cfg: Config) -> Posterior:
     if cfg.posterior == "dirichlet":
         return posterior_by_name("dirichlet", prior_concentration=cfg.dirichlet_prior,
                                  reparam=cfg.dirichlet_reparam)
-    base = posterior_by_name(cfg.posterior)
+    base = posterior_by_name(cfg.posterior, scale=cfg.posterior_scale)
     if cfg.flow_layers:
         return flow_posterior(base, num_layers=cfg.flow_layers, coupling=cfg.flow_coupling,
                               hidden=cfg.flow_hidden, num_bins=cfg.flow_bins,

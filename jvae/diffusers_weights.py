@@ -1,0 +1,679 @@
+"""Stable Diffusion's VAE in jvae: import and export ``diffusers`` AutoencoderKL weights.
+
+``diffusers`` saves an ``AutoencoderKL`` as a folder holding ``config.json``
+and ``diffusion_pytorch_model.safetensors``. :func:`import_diffusers` turns
+such a folder into a jvae run directory (``config.json``, ``diffusers.json``
+and an orbax checkpoint at epoch 0), on which every mode works: evaluate,
+encode and reconstruct, and ``train`` to fine-tune. :func:`export_diffusers`
+writes a run's newest checkpoint back in that format.
+
+The jvae model is a spec net (:mod:`jvae.spec`) that computes what
+``AutoencoderKL`` computes (Rombach et al., 2022, arXiv:2112.10752): its layer
+list is generated from the diffusers config (for the SD 1.x/2.x layout it is
+the packaged ``sd_vae``), the posterior reads the encoder's second half of
+channels as a log-variance (``posterior_scale="logvar"``) and the nets work
+on images in ``[-1, 1]`` (the architecture's ``data_range``), while jvae's
+data stay in ``[0, 1]``. Each tensor is mapped by name: PyTorch convolution
+kernels ``(out, in, kh, kw)`` become Flax's ``(kh, kw, in, out)``, linear
+weights ``(out, in)`` become ``(in, out)``, GroupNorm ``weight`` is Flax's
+``scale``. Tensors are read with the ``safetensors`` package's NumPy backend:
+no PyTorch is needed.
+
+The latent scaling factor of the diffusers config (0.18215 for SD 1.x/2.x:
+diffusion models see ``scaling_factor * z``) is recorded in ``diffusers.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from jvae.config import Config, ConfigError, config_to_dict, make_config
+from jvae.spec import default_num_groups, parse_spec
+from jvae.spec_nets import load_architecture, resolve_spec_pair
+
+__all__ = ["SCALING_FACTOR", "SD_CONFIG", "WeightsError", "Layout", "diffusers_layout",
+           "read_tensors", "tensors_to_params", "params_to_tensors", "import_diffusers",
+           "export_diffusers", "restore_params", "main_import", "main_export"]
+
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+CONFIG_FILE = "config.json"
+# The run directory's record of where its weights came from and how to go back.
+SIDECAR_FILE = "diffusers.json"
+SCALING_FACTOR = 0.18215
+
+# The SD 1.x/2.x VAE (e.g. stabilityai/sd-vae-ft-mse), the packaged ``sd_vae``.
+SD_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "norm_num_groups": 32, "sample_size": 256, "scaling_factor": SCALING_FACTOR,
+    "mid_block_add_attention": True, "use_quant_conv": True, "use_post_quant_conv": True,
+}
+# diffusers' defaults for keys an older config.json may lack.
+_DEFAULTS = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
+             "norm_num_groups": 32, "act_fn": "silu", "sample_size": 32,
+             "scaling_factor": SCALING_FACTOR, "mid_block_add_attention": True,
+             "use_quant_conv": True, "use_post_quant_conv": True}
+
+# Settings an imported run starts with; the user's settings override them.
+IMPORT_DEFAULTS = {"likelihood": "gaussian", "gaussian_scale": 0.1}
+# Settings the imported weights fix.
+_FIXED = {"net": "spec", "posterior": "normal", "posterior_scale": "logvar", "decoder_spec": None,
+          "flow_layers": 0}
+
+# Attention tensor names of diffusers before 0.14 (still in many checkpoints).
+_LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+class WeightsError(ValueError):
+    """Weights or a config that cannot be imported or exported; the message says why."""
+
+
+class Tensor(NamedTuple):
+    """One diffusers tensor and where it lives in jvae's parameters.
+
+    Attributes:
+      name: the diffusers state-dict name, e.g. ``encoder.conv_in.weight``.
+      path: keys into jvae's parameter pytree, e.g.
+        ``("encoder", "net", "layers_0", "kernel")``.
+      kind: ``conv`` (``(o, i, kh, kw) <-> (kh, kw, i, o)``), ``linear``
+        (``(o, i) <-> (i, o)``) or ``vector`` (as is).
+    """
+
+    name: str
+    path: tuple[str, ...]
+    kind: str
+
+
+class Layout(NamedTuple):
+    """An AutoencoderKL config as a jvae architecture plus its tensor map.
+
+    Attributes:
+      architecture: a jvae architecture dict (``latent``, ``data_range``,
+        ``encoder``, ``decoder`` spec lists).
+      tensors: every tensor of the diffusers state dict, in its order.
+      config: the diffusers config with defaults filled in.
+    """
+
+    architecture: dict[str, Any]
+    tensors: tuple[Tensor, ...]
+    config: dict[str, Any]
+
+
+class _Net:
+    """Appends spec entries and the tensors of each to one spec net."""
+
+    def __init__(self, part: str, groups: int):
+        self.part, self.groups = part, groups
+        self.spec: list[str] = []
+        self.tensors: list[Tensor] = []
+
+    def _add(self, entry: str, params: Sequence[tuple[str, str, str]]) -> None:
+        base = (self.part, "net", f"layers_{len(self.spec)}")
+        for name, key, kind in params:
+            self.tensors.append(Tensor(name, base + tuple(key.split("/")), kind))
+        self.spec.append(entry)
+
+    def _groups_arg(self, *channels: int) -> str:
+        default = all(default_num_groups(c) == self.groups for c in channels)
+        return "" if default else f"_{self.groups}"
+
+    def conv(self, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1,
+             padding: tuple[int, int] | None = None) -> None:
+        lo, hi = padding or (kernel // 2, kernel // 2)
+        pad = f"{lo}" if lo == hi else f"{lo}_{hi}"
+        self._add(f"C2d_{c_in}_{c_out}_{kernel}_{stride}_{pad}",
+                  [(f"{name}.weight", "kernel", "conv"), (f"{name}.bias", "bias", "vector")])
+
+    def resnet(self, name: str, c_in: int, c_out: int) -> None:
+        params = []
+        for torch_name, key in (("norm1", "norm1"), ("conv1", "conv1"), ("norm2", "norm2"),
+                                ("conv2", "conv2")) + ((("conv_shortcut", "skip"),)
+                                                       if c_in != c_out else ()):
+            norm = torch_name.startswith("norm")
+            params += [(f"{name}.{torch_name}.weight", f"{key}/{'scale' if norm else 'kernel'}",
+                        "vector" if norm else "conv"),
+                       (f"{name}.{torch_name}.bias", f"{key}/bias", "vector")]
+        self._add(f"VAERB_{c_in}_{c_out}{self._groups_arg(c_in, c_out)}", params)
+
+    def attention(self, name: str, channels: int) -> None:
+        params = [(f"{name}.group_norm.weight", "norm/scale", "vector"),
+                  (f"{name}.group_norm.bias", "norm/bias", "vector")]
+        for torch_name, key in (("to_q", "q"), ("to_k", "k"), ("to_v", "v"),
+                                ("to_out.0", "proj_out")):
+            params += [(f"{name}.{torch_name}.weight", f"{key}/kernel", "linear"),
+                       (f"{name}.{torch_name}.bias", f"{key}/bias", "vector")]
+        self._add(f"VAEA_{channels}{self._groups_arg(channels)}", params)
+
+    def norm_silu(self, name: str, channels: int) -> None:
+        self._add(f"GN_{self.groups}_{channels}", [(f"{name}.weight", "scale", "vector"),
+                                                   (f"{name}.bias", "bias", "vector")])
+        self._add("SiLU", [])
+
+    def mid_block(self, name: str, channels: int, attention: bool) -> None:
+        self.resnet(f"{name}.resnets.0", channels, channels)
+        if attention:
+            self.attention(f"{name}.attentions.0", channels)
+        self.resnet(f"{name}.resnets.1", channels, channels)
+
+
+def _checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with defaults filled in, or WeightsError for a layout jvae cannot build."""
+    cfg = {**_DEFAULTS, **config}
+    if cfg.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise WeightsError(f"config.json describes a {cfg['_class_name']}, not an AutoencoderKL")
+    channels = cfg.get("block_out_channels")
+    if not (isinstance(channels, (list, tuple)) and channels
+            and all(type(c) is int and c > 0 for c in channels)):
+        raise WeightsError(f"config.json: block_out_channels must be a list of positive "
+                           f"integers, got {channels!r}")
+    for key, block in (("down_block_types", "DownEncoderBlock2D"),
+                       ("up_block_types", "UpDecoderBlock2D")):
+        types = list(cfg.get(key) or [block] * len(channels))
+        if types != [block] * len(channels):
+            raise WeightsError(f"config.json: {key} {types} is not supported; jvae imports "
+                               f"AutoencoderKL with {len(channels)} x {block}")
+    if cfg["act_fn"] != "silu":
+        raise WeightsError(f"config.json: act_fn {cfg['act_fn']!r} is not supported (silu only)")
+    for key in ("in_channels", "out_channels", "latent_channels", "layers_per_block",
+                "norm_num_groups"):
+        if not (type(cfg[key]) is int and cfg[key] > 0):
+            raise WeightsError(f"config.json: {key} must be a positive integer, got {cfg[key]!r}")
+    if any(c % cfg["norm_num_groups"] for c in channels):
+        raise WeightsError(f"config.json: norm_num_groups={cfg['norm_num_groups']} does not "
+                           f"divide every block_out_channels {list(channels)}")
+    return cfg
+
+
+def diffusers_layout(config: Mapping[str, Any]) -> Layout:
+    """The jvae architecture and tensor map of an AutoencoderKL config.
+
+    Mirrors diffusers' ``Encoder`` and ``Decoder``: ``conv_in``; per block
+    ``layers_per_block`` (decoder: one more) residual blocks, then a
+    downsampling conv padded ``(0, 1)`` on each axis (decoder: nearest
+    upsampling by 2 and a conv) except after the last; a mid block (residual,
+    attention, residual); GroupNorm, SiLU, ``conv_out``; the 1x1
+    ``quant_conv`` / ``post_quant_conv`` around the latent.
+
+    Args:
+      config: the ``config.json`` of an ``AutoencoderKL`` folder, as a dict.
+
+    Returns:
+      A :class:`Layout`.
+
+    Raises:
+      WeightsError: block types, activation or sizes jvae cannot build.
+    """
+    cfg = _checked_config(config)
+    ch, n, lat = list(cfg["block_out_channels"]), cfg["layers_per_block"], cfg["latent_channels"]
+    enc, dec = _Net("encoder", cfg["norm_num_groups"]), _Net("decoder", cfg["norm_num_groups"])
+
+    enc.conv("encoder.conv_in", cfg["in_channels"], ch[0], 3)
+    c = ch[0]
+    for i, out in enumerate(ch):
+        for j in range(n):
+            enc.resnet(f"encoder.down_blocks.{i}.resnets.{j}", c, out)
+            c = out
+        if i < len(ch) - 1:
+            enc.conv(f"encoder.down_blocks.{i}.downsamplers.0.conv", c, c, 3, 2, (0, 1))
+    enc.mid_block("encoder.mid_block", c, cfg["mid_block_add_attention"])
+    enc.norm_silu("encoder.conv_norm_out", c)
+    enc.conv("encoder.conv_out", c, 2 * lat, 3)
+    if cfg["use_quant_conv"]:
+        enc.conv("quant_conv", 2 * lat, 2 * lat, 1)
+
+    if cfg["use_post_quant_conv"]:
+        dec.conv("post_quant_conv", lat, lat, 1)
+    c = ch[-1]
+    dec.conv("decoder.conv_in", lat, c, 3)
+    dec.mid_block("decoder.mid_block", c, cfg["mid_block_add_attention"])
+    for i, out in enumerate(reversed(ch)):
+        for j in range(n + 1):
+            dec.resnet(f"decoder.up_blocks.{i}.resnets.{j}", c, out)
+            c = out
+        if i < len(ch) - 1:
+            dec._add("UpS_2", [])
+            dec.conv(f"decoder.up_blocks.{i}.upsamplers.0.conv", c, c, 3)
+    dec.norm_silu("decoder.conv_norm_out", c)
+    dec.conv("decoder.conv_out", c, cfg["out_channels"], 3)
+
+    factor = 2 ** (len(ch) - 1)
+    architecture = {
+        "description": f"diffusers AutoencoderKL (block_out_channels {ch}, layers_per_block {n}, "
+                       f"latent_channels {lat}, norm_num_groups {cfg['norm_num_groups']}): "
+                       f"latent at 1/{factor} resolution; H and W divisible by {factor}",
+        "latent": "spatial", "data_range": [-1, 1], "encoder": enc.spec, "decoder": dec.spec}
+    # diffusers registers the decoder's mid block after its up blocks, and
+    # quant_conv / post_quant_conv after both nets: its state-dict order.
+    order = {t.name: i for i, t in enumerate(enc.tensors + dec.tensors)}
+    tensors = sorted(enc.tensors + dec.tensors, key=lambda t: (
+        t.name.startswith(("quant_conv", "post_quant_conv")),
+        t.name.startswith("decoder.mid_block"), order[t.name]))
+    return Layout(architecture, tuple(tensors), cfg)
+
+
+def _packaged_name(architecture: Mapping[str, Any]) -> str | None:
+    """``"sd_vae"`` when the architecture is exactly the packaged one, else None."""
+    packaged = load_architecture("sd_vae")
+    same = all([layer.format() for layer in parse_spec(getattr(packaged, part))] ==
+               architecture[part] for part in ("encoder", "decoder"))
+    return "sd_vae" if same and packaged.data_range == (-1.0, 1.0) else None
+
+
+# --- tensors <-> parameters ------------------------------------------------------
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a safetensors file into NumPy arrays (NumPy backend, no PyTorch).
+
+    Raises:
+      WeightsError: a missing or unreadable file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: --from must be a folder saved by diffusers' "
+                           f"save_pretrained, holding {WEIGHTS_FILE} and {CONFIG_FILE}")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a corrupt header
+        raise WeightsError(f"cannot read {path}: {e}") from None
+
+
+def _modern_names(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Renames pre-0.14 attention tensors (``query`` ... ``proj_attn``) to today's."""
+    out = {}
+    for name, value in tensors.items():
+        stem, _, leaf = name.rpartition(".")
+        parent, _, module = stem.rpartition(".")
+        if ".attentions." in name and module in _LEGACY_ATTENTION:
+            name = f"{parent}.{_LEGACY_ATTENTION[module]}.{leaf}"
+        out[name] = value
+    return out
+
+
+def _to_jvae(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == "conv":
+        return value.transpose(2, 3, 1, 0)
+    if kind == "linear":
+        # Old checkpoints store attention projections as 1x1 convolutions.
+        return value.reshape(value.shape[:2]).T
+    return value
+
+
+def _to_diffusers(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == "conv":
+        return value.transpose(3, 2, 0, 1)
+    if kind == "linear":
+        return value.T
+    return value
+
+
+def _expected_shape(kind: str, jvae_shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_to_diffusers(kind, np.empty(jvae_shape, np.bool_)).shape)
+
+
+def tensors_to_params(layout: Layout, tensors: Mapping[str, np.ndarray],
+                      expected: Any = None, source: str = WEIGHTS_FILE) -> dict[str, Any]:
+    """Maps diffusers tensors to a jvae parameter pytree (float32).
+
+    Args:
+      layout: from :func:`diffusers_layout`.
+      tensors: name -> array, as read from the safetensors file.
+      expected: optional pytree of jvae parameter shapes (e.g. from
+        ``jax.eval_shape(vae.init, ...)``) every tensor is checked against.
+      source: the file's name, for messages.
+
+    Returns:
+      ``{"encoder": ..., "decoder": ...}``.
+
+    Raises:
+      WeightsError: naming the first missing tensor, else the first extra one,
+        else the first tensor of the wrong shape.
+    """
+    tensors = _modern_names(tensors)
+    wanted = {t.name for t in layout.tensors}
+    for t in layout.tensors:
+        if t.name not in tensors:
+            raise WeightsError(f"{source} does not match the layout of its {CONFIG_FILE}: "
+                               f"tensor {t.name!r} is missing")
+    for name in tensors:
+        if name not in wanted:
+            raise WeightsError(f"{source} does not match the layout of its {CONFIG_FILE}: "
+                               f"extra tensor {name!r}")
+    params: dict[str, Any] = {}
+    for t in layout.tensors:
+        value = np.asarray(tensors[t.name])
+        if not np.issubdtype(value.dtype, np.floating):
+            raise WeightsError(f"{source}: tensor {t.name!r} has dtype {value.dtype}, not a float")
+        if t.kind == "linear" and value.ndim == 4 and value.shape[2:] == (1, 1):
+            value = value.reshape(value.shape[:2])
+        value = np.ascontiguousarray(_to_jvae(t.kind, value.astype(np.float32)))
+        if expected is not None:
+            want = _lookup(expected, t.path)
+            if want is None or tuple(want.shape) != value.shape:
+                need = None if want is None else _expected_shape(t.kind, tuple(want.shape))
+                raise WeightsError(f"{source}: tensor {t.name!r} has shape "
+                                   f"{tuple(tensors[t.name].shape)}, the layout needs {need}")
+        node = params
+        for key in t.path[:-1]:
+            node = node.setdefault(key, {})
+        node[t.path[-1]] = value
+    return params
+
+
+def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def params_to_tensors(layout: Layout, params: Any) -> dict[str, np.ndarray]:
+    """Maps jvae parameters back to diffusers tensors (float32, contiguous).
+
+    Raises:
+      WeightsError: a parameter of the layout is missing from ``params``.
+    """
+    out = {}
+    for t in layout.tensors:
+        value = _lookup(params, t.path)
+        if value is None:
+            raise WeightsError(f"the run's parameters lack {'/'.join(t.path)} "
+                               f"(diffusers tensor {t.name!r})")
+        out[t.name] = np.ascontiguousarray(_to_diffusers(t.kind, np.asarray(value, np.float32)))
+    return out
+
+
+def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(tree, Mapping):
+        return [p for k in tree for p in _leaf_paths(tree[k], prefix + (k,))]
+    return [prefix]
+
+
+# --- run directories -------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: {what}")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise WeightsError(f"{path} must hold a JSON object")
+    return value
+
+
+def _data_shape(layout: Layout, data_shape: Sequence[int] | None) -> tuple[int, int, int]:
+    factor = 2 ** (len(layout.config["block_out_channels"]) - 1)
+    if data_shape is None:
+        size = int(layout.config["sample_size"])
+        data_shape = (size, size, layout.config["in_channels"])
+    shape = tuple(int(d) for d in data_shape)
+    if len(shape) != 3 or shape[2] != layout.config["in_channels"] or any(
+            d < 1 or d % factor for d in shape[:2]):
+        raise WeightsError(f"data shape {shape} does not fit the weights: need (H, W, "
+                           f"{layout.config['in_channels']}) with H and W divisible by {factor}")
+    return shape  # type: ignore[return-value]
+
+
+def _model(cfg: Config, data_shape: tuple[int, ...]):
+    """The run's model and its parameters' shapes (nothing is initialised)."""
+    from jvae.train import build_vae
+
+    vae = build_vae(cfg, data_shape)
+    x = jax.ShapeDtypeStruct((1, *data_shape), np.float32)
+    return vae, jax.eval_shape(vae.init, jax.random.key(0), x)
+
+
+def _train_state(cfg: Config, vae, data_shape: tuple[int, ...], params: Any):
+    """A train state holding ``params``, made the way ``jvae.train`` makes one."""
+    from jvae import zoo
+    from jvae.train import build_objective
+    from jvae.train_state import create_train_state, make_optimizer
+
+    # train.py's key for create_train_state: the first of three from the seed.
+    init_key = jax.random.split(jax.random.key(cfg.seed), 3)[0]
+    example = {"image": np.zeros((1, *data_shape), np.float32)}
+    return create_train_state(vae, build_objective(cfg, vae), make_optimizer(cfg.lr), init_key,
+                              example, cond_key=zoo.cond_key_from_config(cfg),
+                              params=jax.tree.map(jax.numpy.asarray, params))
+
+
+def _import_config(layout: Layout, settings: Mapping[str, Any] | None) -> Config:
+    settings = {k.replace("-", "_"): v for k, v in (settings or {}).items()}
+    name = _packaged_name(layout.architecture)
+    fixed = {**_FIXED, "encoder_spec": name or json.dumps(layout.architecture)}
+    for key, value in fixed.items():
+        if key in settings and settings[key] != value and key != "encoder_spec":
+            raise ConfigError(f"{key}={settings[key]!r} does not fit imported AutoencoderKL "
+                              f"weights, which need {key}={value!r}")
+    if "encoder_spec" in settings:
+        raise ConfigError("encoder_spec is set by the imported weights; leave it out")
+    cfg = make_config(IMPORT_DEFAULTS, settings, fixed)
+    if cfg.model not in ("vae", "iwae"):
+        raise ConfigError(f"model={cfg.model} does not fit imported AutoencoderKL weights; use "
+                          "vae or iwae")
+    return cfg
+
+
+def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
+                     settings: Mapping[str, Any] | None = None,
+                     data_shape: Sequence[int] | None = None) -> Path:
+    """Converts a diffusers AutoencoderKL folder into a jvae run directory.
+
+    The run holds ``config.json`` (``net=spec``, the generated or packaged
+    architecture, ``posterior_scale=logvar``, a ``gaussian`` likelihood unless
+    ``settings`` say otherwise), ``diffusers.json`` (the diffusers config, the
+    latent ``scaling_factor`` and the data shape) and ``checkpoints/`` with a
+    train state at epoch 0 holding the weights, so ``python -m jvae.evaluate
+    --workdir`` evaluates it and ``python -m jvae.train --workdir WORKDIR
+    --config WORKDIR/config.json`` fine-tunes it. Everything is checked before
+    anything is written.
+
+    Args:
+      src_dir: folder with ``config.json`` and ``diffusion_pytorch_model.safetensors``.
+      workdir: the run directory to create (must not hold a run).
+      settings: :class:`~jvae.config.Config` settings of the run (dataset,
+        data_dir, batch_size, lr, gaussian_scale, beta, ...).
+      data_shape: per-example ``(H, W, C)`` of the data the run will see;
+        default the config's ``sample_size`` square.
+
+    Returns:
+      The run directory.
+
+    Raises:
+      WeightsError: unreadable files, an unsupported config, or tensors that do
+        not match it (the first missing or extra tensor is named).
+      ConfigError: settings that do not fit the weights.
+    """
+    src, workdir = Path(src_dir), Path(workdir)
+    layout = diffusers_layout(_read_json(
+        src / CONFIG_FILE, f"--from must be a folder saved by diffusers' save_pretrained, "
+        f"holding {CONFIG_FILE} and {WEIGHTS_FILE}"))
+    tensors = read_tensors(src / WEIGHTS_FILE)
+    cfg = _import_config(layout, settings)
+    shape = _data_shape(layout, data_shape)
+    if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
+        raise WeightsError(f"{workdir} already holds a run; import into a new --workdir")
+    vae, abstract = _model(cfg, shape)
+    params = tensors_to_params(layout, tensors, abstract, source=str(src / WEIGHTS_FILE))
+    extra = sorted(set(_leaf_paths(abstract)) - {t.path for t in layout.tensors})
+    if extra:
+        raise ConfigError(f"the run's settings add parameters the weights lack "
+                          f"({'/'.join(extra[0])}); use a likelihood with one parameter per "
+                          "pixel (gaussian or bernoulli) and no conditioning")
+    state = _train_state(cfg, vae, shape, params)
+
+    from jvae.checkpoint import Checkpointer
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    record = {"source": str(src.resolve()), "scaling_factor": layout.config["scaling_factor"],
+              "shift_factor": layout.config.get("shift_factor"), "data_shape": list(shape),
+              "diffusers_config": layout.config}
+    (workdir / SIDECAR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints, async_save=False) as ck:
+        ck.save(0, state, {"epoch": 0, "wall_s": 0.0, "last_row": {},
+                           "config": config_to_dict(cfg), "imported_from": record["source"]})
+    return workdir
+
+
+def _run_layout(workdir: Path) -> tuple[Config, Layout, tuple[int, int, int]]:
+    """The run's config, its diffusers layout and data shape; WeightsError if it has none."""
+    try:
+        cfg = make_config(_read_json(workdir / "config.json",
+                                     "--workdir must be a jvae run directory"))
+    except ConfigError as e:
+        raise WeightsError(f"{workdir / 'config.json'}: {e}") from None
+    sidecar = workdir / SIDECAR_FILE
+    record = _read_json(sidecar, "") if sidecar.is_file() else {}
+    layout = diffusers_layout(record.get("diffusers_config", SD_CONFIG))
+    pair = resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec) if cfg.net == "spec" else None
+    same = pair is not None and all(
+        [layer.format() for layer in parse_spec(getattr(pair, part))] ==
+        layout.architecture[part] for part in ("encoder", "decoder"))
+    if not same or pair.encoder_range != (-1.0, 1.0) or pair.decoder_range != (-1.0, 1.0):
+        raise WeightsError(f"the run in {workdir} is not an AutoencoderKL: it needs net=spec with "
+                           "the architecture its weights were imported with (or sd_vae)")
+    if cfg.posterior != "normal" or cfg.posterior_scale != "logvar" or cfg.flow_layers:
+        raise WeightsError(f"the run in {workdir} reads its posterior scale as "
+                           f"{cfg.posterior_scale}; AutoencoderKL needs a normal posterior with "
+                           "posterior_scale=logvar and no flow")
+    return cfg, layout, _data_shape(layout, record.get("data_shape"))
+
+
+def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, Layout]:
+    """The parameters of a run's newest (or given) checkpoint and its diffusers layout.
+
+    Needs no data: the state template is built from the run's settings.
+
+    Raises:
+      WeightsError: not an AutoencoderKL run, or no checkpoint.
+    """
+    from jvae.checkpoint import Checkpointer
+
+    workdir = Path(workdir)
+    cfg, layout, shape = _run_layout(workdir)
+    vae, abstract = _model(cfg, shape)
+    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+    template = _train_state(cfg, vae, shape, zeros)
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        raise WeightsError(f"no checkpoint in {folder}")
+    with Checkpointer(folder, keep=cfg.keep_checkpoints) as ckpt:
+        if ckpt.latest_step() is None:
+            raise WeightsError(f"no checkpoint in {folder}")
+        state, _ = ckpt.restore(template, step=step)
+    return state.params, layout
+
+
+def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     step: int | None = None) -> Path:
+    """Writes a run's checkpoint as a diffusers AutoencoderKL folder.
+
+    ``AutoencoderKL.from_pretrained(out_dir)`` loads the result. Tensors are
+    float32; a run imported from float32 weights and not trained exports
+    bit-identical tensors.
+
+    Args:
+      workdir: a run imported with :func:`import_diffusers` (or trained with
+        ``sd_vae`` and ``posterior_scale=logvar``).
+      out_dir: folder to write ``config.json`` and the safetensors file into.
+      step: checkpoint step; the newest when None.
+
+    Returns:
+      ``out_dir``.
+
+    Raises:
+      WeightsError: the run is no AutoencoderKL or has no checkpoint.
+    """
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    if (out / WEIGHTS_FILE).exists():
+        raise WeightsError(f"{out / WEIGHTS_FILE} exists; export into a new --output folder")
+    params, layout = restore_params(workdir, step)
+    tensors = params_to_tensors(layout, params)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    (out / CONFIG_FILE).write_text(json.dumps(layout.config, indent=2) + "\n")
+    return out
+
+
+# --- command line ----------------------------------------------------------------
+
+
+def _fail(prog: str, message: str) -> int:
+    import sys
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main_import(argv: Sequence[str] | None = None, prog: str = "jvae import-weights") -> int:
+    """``--from DIR --workdir DIR [--config FILE] [run settings]``: import; exit code."""
+    from jvae.train import _parser
+
+    p = _parser()
+    p.prog = prog
+    p.description = "Convert diffusers AutoencoderKL weights into a jvae run directory."
+    p.add_argument("--from", dest="source", required=True,
+                   help="folder with config.json and diffusion_pytorch_model.safetensors")
+    p.add_argument("--data-shape", dest="data_shape_", metavar="H,W,C",
+                   help="per-example shape of the run's data (default: sample_size square)")
+    args = vars(p.parse_args(argv))
+    source, workdir = args.pop("source"), args.pop("workdir", None)
+    shape = args.pop("data_shape_", None)
+    if workdir is None:
+        return _fail(prog, "--workdir is required: the run directory to create")
+    try:
+        settings = {}
+        if "config" in args:
+            from jvae.config import load_config_file
+            settings.update(load_config_file(args.pop("config")))
+        settings.update(args)
+        if shape is not None:
+            try:
+                shape = tuple(int(d) for d in shape.replace(",", " ").split())
+            except ValueError:
+                raise WeightsError(f"--data-shape {shape!r} is not H,W,C") from None
+        import_diffusers(source, workdir, settings=settings, data_shape=shape)
+    except (WeightsError, ConfigError) as e:
+        return _fail(prog, str(e))
+    print(f"imported {source} into {workdir}")
+    return 0
+
+
+def main_export(argv: Sequence[str] | None = None, prog: str = "jvae export-weights") -> int:
+    """``--workdir DIR --format diffusers --output DIR [--step N]``: export; exit code."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    p = Parser(prog=prog, allow_abbrev=False,
+               description="Write a jvae run's checkpoint as diffusers AutoencoderKL weights.")
+    p.add_argument("--workdir", required=True, help="the jvae run directory")
+    p.add_argument("--format", choices=("diffusers",), default="diffusers",
+                   help="output format (diffusers: config.json + safetensors)")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    args = p.parse_args(argv)
+    try:
+        export_diffusers(args.workdir, args.output, step=args.step)
+    except (WeightsError, ConfigError) as e:
+        return _fail(prog, str(e))
+    print(f"exported {args.workdir} to {args.output}")
+    return 0
