@@ -249,13 +249,22 @@ def diffusers_layout(config: Mapping[str, Any]) -> Layout:
                        f"latent_channels {lat}, norm_num_groups {cfg['norm_num_groups']}): "
                        f"latent at 1/{factor} resolution; H and W divisible by {factor}",
         "latent": "spatial", "data_range": [-1, 1], "encoder": enc.spec, "decoder": dec.spec}
-    # diffusers registers the decoder's mid block after its up blocks, and
-    # quant_conv / post_quant_conv after both nets: its state-dict order.
-    order = {t.name: i for i, t in enumerate(enc.tensors + dec.tensors)}
-    tensors = sorted(enc.tensors + dec.tensors, key=lambda t: (
-        t.name.startswith(("quant_conv", "post_quant_conv")),
-        t.name.startswith("decoder.mid_block"), order[t.name]))
-    return Layout(architecture, tuple(tensors), cfg)
+    return Layout(architecture, tuple(sorted(enc.tensors + dec.tensors, key=_state_dict_rank)),
+                  cfg)
+
+
+# diffusers' state-dict order (its modules' registration order): encoder, decoder,
+# quant_conv, post_quant_conv; in each net the mid block follows the down/up
+# blocks and lists its attention before its residual blocks.
+_TOP_ORDER = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+_NET_ORDER = ("conv_in.", "down_blocks.", "up_blocks.", "mid_block.attentions.",
+              "mid_block.resnets.", "conv_norm_out.", "conv_out.")
+
+
+def _state_dict_rank(t: Tensor) -> tuple[int, int]:
+    top = next(i for i, p in enumerate(_TOP_ORDER) if t.name.startswith(p))
+    inner = t.name[len(_TOP_ORDER[top]):]
+    return top, next((i for i, p in enumerate(_NET_ORDER) if inner.startswith(p)), 0)
 
 
 def _packaged_name(architecture: Mapping[str, Any]) -> str | None:
