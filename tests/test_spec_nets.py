@@ -216,11 +216,12 @@ def test_sd_style_vae_jitted_train_step():
     before = state.params
     step = make_train_step(objective, optimizer, mesh=mesh, donate=False)
     losses = []
-    for _ in range(3):
+    # Single-sample ELBOs are noisy step to step; over five steps the trend shows.
+    for _ in range(5):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-    assert int(state.step) == 3
+    assert int(state.step) == 5
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, state.params)
     assert all(jax.tree.leaves(moved))
 
