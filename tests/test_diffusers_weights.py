@@ -16,13 +16,31 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+from jvae.cli import main as jvae_main  # noqa: E402
 from jvae.config import make_config  # noqa: E402
-from jvae.diffusers_weights import (SD_CONFIG, WEIGHTS_FILE, diffusers_layout,  # noqa: E402
-                                    main_export, main_import, params_to_tensors, read_tensors,
-                                    tensors_to_params)
-from jvae.spec import parse_spec  # noqa: E402
-from jvae.spec_nets import load_architecture  # noqa: E402
-from jvae.train import build_vae  # noqa: E402
+from jvae.experiment import DataSpec, build  # noqa: E402
+from jvae.layers.diffusers import (  # noqa: E402
+    SD_CONFIG,
+    WEIGHTS_FILE,
+    diffusers_layout,
+    params_to_tensors,
+    read_tensors,
+    tensors_to_params,
+)
+from jvae.layers.spec import parse_spec  # noqa: E402
+from jvae.layers.spec_nets import load_architecture  # noqa: E402
+
+
+def main_import(argv):
+    return jvae_main(["import-weights", *argv])
+
+
+def main_export(argv):
+    return jvae_main(["export-weights", *argv])
+
+
+def build_vae(cfg, shape):
+    return build(cfg, DataSpec(shape)).vae
 
 TOL = 1e-4
 SHAPE = (64, 64, 3)
@@ -136,10 +154,9 @@ def test_small_variant_equals_diffusers(tmp_path):
 def test_imported_run_restores_like_train_and_exports_exactly(tiny, tiny_mnist_dir, tmp_path):
     """The import is a jvae run: train accepts its settings and restores its checkpoint into
     the state it builds (evaluate builds the same), and its export is bit-identical."""
-    from jvae import zoo
     from jvae.checkpoint import Checkpointer
-    from jvae.train import _check_resumable, build_objective
-    from jvae.train_state import create_train_state, make_optimizer
+    from jvae.experiment import example_batch, init_state
+    from jvae.runs import check_resumable
 
     model, src = tiny
     workdir = tmp_path / "run"
@@ -150,16 +167,14 @@ def test_imported_run_restores_like_train_and_exports_exactly(tiny, tiny_mnist_d
     assert record["scaling_factor"] == 0.18215 and record["data_shape"] == [28, 28, 1]
     cfg = make_config(json.loads((workdir / "config.json").read_text()))
     assert (cfg.net, cfg.posterior_scale, cfg.likelihood) == ("spec", "logvar", "gaussian")
-    _check_resumable(workdir, cfg)  # python -m jvae.train --config WORKDIR/config.json
+    check_resumable(workdir, cfg)  # jvae train --config WORKDIR/config.json accepts it
 
-    # The state train.py and evaluate.restore_run build, as zeros (their random init
+    # The state train and restore_run build, as zeros (their random init
     # would only cost compile time): the checkpoint must restore into it.
-    vae = build_vae(cfg, (28, 28, 1))
-    assert vae.latent_shape == (14, 14, 2)
-    example = {"image": np.zeros((cfg.batch_size, 28, 28, 1), np.float32)}
-    abstract = jax.eval_shape(lambda key: create_train_state(
-        vae, build_objective(cfg, vae), make_optimizer(cfg.lr), key, example,
-        cond_key=zoo.cond_key_from_config(cfg)), jax.random.key(cfg.seed))
+    experiment = build(cfg, DataSpec((28, 28, 1)))
+    assert experiment.vae.latent_shape == (14, 14, 2)
+    abstract = jax.eval_shape(lambda key: init_state(experiment, key, example_batch(
+        experiment, cfg.batch_size)), jax.random.key(cfg.seed))
     template = jax.tree.map(
         lambda a: jax.random.key(0) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
         else jax.numpy.zeros(a.shape, a.dtype), abstract)

@@ -1,11 +1,11 @@
-"""Stable Diffusion's VAE in jvae: import and export ``diffusers`` AutoencoderKL weights.
+"""Stable Diffusion's VAE as a spec net: ``diffusers`` AutoencoderKL layouts and weights.
 
 ``diffusers`` saves an ``AutoencoderKL`` as a folder holding ``config.json``
-and ``diffusion_pytorch_model.safetensors``. :func:`import_diffusers` turns
-such a folder into a jvae run directory (``config.json``, ``diffusers.json``
-and an orbax checkpoint at epoch 0), on which every mode works: evaluate,
-encode and reconstruct, and ``train`` to fine-tune. :func:`export_diffusers`
-writes a run's newest checkpoint back in that format.
+and ``diffusion_pytorch_model.safetensors``. :func:`diffusers_layout` turns
+its config into a jvae architecture and a map from every tensor name to a
+jvae parameter; :func:`tensors_to_params` and :func:`params_to_tensors`
+convert weights both ways (``jvae import-weights`` / ``export-weights``,
+:mod:`jvae.weights`, make run directories of them).
 
 The jvae model is a spec net (:mod:`jvae.spec`) that computes what
 ``AutoencoderKL`` computes (Rombach et al., 2022, arXiv:2112.10752): its layer
@@ -20,31 +20,27 @@ weights ``(out, in)`` become ``(in, out)``, GroupNorm ``weight`` is Flax's
 no PyTorch is needed.
 
 The latent scaling factor of the diffusers config (0.18215 for SD 1.x/2.x:
-diffusion models see ``scaling_factor * z``) is recorded in ``diffusers.json``.
+diffusion models see ``scaling_factor * z``) travels with the layout.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
-import jax
 import numpy as np
 
-from jvae.config import Config, ConfigError, config_to_dict, make_config
-from jvae.spec import default_num_groups, parse_spec
-from jvae.spec_nets import load_architecture, resolve_spec_pair
+from jvae.base import JvaeError
+from jvae.layers.spec import default_num_groups, parse_spec
+from jvae.layers.spec_nets import load_architecture
 
-__all__ = ["SCALING_FACTOR", "SD_CONFIG", "WeightsError", "Layout", "diffusers_layout",
-           "read_tensors", "tensors_to_params", "params_to_tensors", "import_diffusers",
-           "export_diffusers", "restore_params", "main_import", "main_export"]
+__all__ = ["SCALING_FACTOR", "SD_CONFIG", "WEIGHTS_FILE", "CONFIG_FILE", "WeightsError", "Tensor",
+           "Layout", "diffusers_layout", "spec_layers", "packaged_name", "read_tensors",
+           "tensors_to_params", "params_to_tensors", "leaf_paths"]
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 CONFIG_FILE = "config.json"
-# The run directory's record of where its weights came from and how to go back.
-SIDECAR_FILE = "diffusers.json"
 SCALING_FACTOR = 0.18215
 
 # The SD 1.x/2.x VAE (e.g. stabilityai/sd-vae-ft-mse), the packaged ``sd_vae``.
@@ -61,17 +57,11 @@ _DEFAULTS = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_
              "scaling_factor": SCALING_FACTOR, "mid_block_add_attention": True,
              "use_quant_conv": True, "use_post_quant_conv": True}
 
-# Settings an imported run starts with; the user's settings override them.
-IMPORT_DEFAULTS = {"likelihood": "gaussian", "gaussian_scale": 0.1}
-# Settings the imported weights fix.
-_FIXED = {"net": "spec", "posterior": "normal", "posterior_scale": "logvar", "decoder_spec": None,
-          "flow_layers": 0}
-
 # Attention tensor names of diffusers before 0.14 (still in many checkpoints).
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
-class WeightsError(ValueError):
+class WeightsError(JvaeError, ValueError):
     """Weights or a config that cannot be imported or exported; the message says why."""
 
 
@@ -267,11 +257,16 @@ def _state_dict_rank(t: Tensor) -> tuple[int, int]:
     return top, next((i for i, p in enumerate(_NET_ORDER) if inner.startswith(p)), 0)
 
 
-def _packaged_name(architecture: Mapping[str, Any]) -> str | None:
+def spec_layers(spec: Sequence[str]) -> list[str]:
+    """A spec's layers one per entry, in canonical form (``N*`` prefixes expanded)."""
+    return [layer.format() for layer in parse_spec(list(spec))]
+
+
+def packaged_name(architecture: Mapping[str, Any]) -> str | None:
     """``"sd_vae"`` when the architecture is exactly the packaged one, else None."""
     packaged = load_architecture("sd_vae")
-    same = all([layer.format() for layer in parse_spec(getattr(packaged, part))] ==
-               architecture[part] for part in ("encoder", "decoder"))
+    same = all(spec_layers(getattr(packaged, part)) == architecture[part]
+               for part in ("encoder", "decoder"))
     return "sd_vae" if same and packaged.data_range == (-1.0, 1.0) else None
 
 
@@ -403,286 +398,7 @@ def params_to_tensors(layout: Layout, params: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     if isinstance(tree, Mapping):
-        return [p for k in tree for p in _leaf_paths(tree[k], prefix + (k,))]
+        return [p for k in tree for p in leaf_paths(tree[k], prefix + (k,))]
     return [prefix]
-
-
-# --- run directories -------------------------------------------------------------
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise WeightsError(f"{path} not found: {what}")
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise WeightsError(f"{path} must hold a JSON object")
-    return value
-
-
-def _data_shape(layout: Layout, data_shape: Sequence[int] | None) -> tuple[int, int, int]:
-    factor = 2 ** (len(layout.config["block_out_channels"]) - 1)
-    if data_shape is None:
-        size = int(layout.config["sample_size"])
-        data_shape = (size, size, layout.config["in_channels"])
-    shape = tuple(int(d) for d in data_shape)
-    if len(shape) != 3 or shape[2] != layout.config["in_channels"] or any(
-            d < 1 or d % factor for d in shape[:2]):
-        raise WeightsError(f"data shape {shape} does not fit the weights: need (H, W, "
-                           f"{layout.config['in_channels']}) with H and W divisible by {factor}")
-    return shape  # type: ignore[return-value]
-
-
-def _model(cfg: Config, data_shape: tuple[int, ...]):
-    """The run's model and its parameters' shapes (nothing is initialised)."""
-    from jvae.train import build_vae
-
-    vae = build_vae(cfg, data_shape)
-    x = jax.ShapeDtypeStruct((1, *data_shape), np.float32)
-    return vae, jax.eval_shape(vae.init, jax.random.key(0), x)
-
-
-def _train_state(cfg: Config, vae, data_shape: tuple[int, ...], params: Any):
-    """A train state holding ``params``, made the way ``jvae.train`` makes one."""
-    from jvae import zoo
-    from jvae.train import build_objective
-    from jvae.train_state import create_train_state, make_optimizer
-
-    # train.py's key for create_train_state: the first of three from the seed.
-    init_key = jax.random.split(jax.random.key(cfg.seed), 3)[0]
-    example = {"image": np.zeros((1, *data_shape), np.float32)}
-    return create_train_state(vae, build_objective(cfg, vae), make_optimizer(cfg.lr), init_key,
-                              example, cond_key=zoo.cond_key_from_config(cfg),
-                              params=jax.tree.map(jax.numpy.asarray, params))
-
-
-def _import_config(layout: Layout, settings: Mapping[str, Any] | None) -> Config:
-    settings = {k.replace("-", "_"): v for k, v in (settings or {}).items()}
-    name = _packaged_name(layout.architecture)
-    fixed = {**_FIXED, "encoder_spec": name or json.dumps(layout.architecture)}
-    for key, value in fixed.items():
-        if key in settings and settings[key] != value and key != "encoder_spec":
-            raise ConfigError(f"{key}={settings[key]!r} does not fit imported AutoencoderKL "
-                              f"weights, which need {key}={value!r}")
-    if "encoder_spec" in settings:
-        raise ConfigError("encoder_spec is set by the imported weights; leave it out")
-    cfg = make_config(IMPORT_DEFAULTS, settings, fixed)
-    if cfg.model not in ("vae", "iwae"):
-        raise ConfigError(f"model={cfg.model} does not fit imported AutoencoderKL weights; use "
-                          "vae or iwae")
-    return cfg
-
-
-def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
-                     settings: Mapping[str, Any] | None = None,
-                     data_shape: Sequence[int] | None = None) -> Path:
-    """Converts a diffusers AutoencoderKL folder into a jvae run directory.
-
-    The run holds ``config.json`` (``net=spec``, the generated or packaged
-    architecture, ``posterior_scale=logvar``, a ``gaussian`` likelihood unless
-    ``settings`` say otherwise), ``diffusers.json`` (the diffusers config, the
-    latent ``scaling_factor`` and the data shape) and ``checkpoints/`` with a
-    train state at epoch 0 holding the weights, so ``python -m jvae.evaluate
-    --workdir`` evaluates it and ``python -m jvae.train --workdir WORKDIR
-    --config WORKDIR/config.json`` fine-tunes it. Everything is checked before
-    anything is written.
-
-    Args:
-      src_dir: folder with ``config.json`` and ``diffusion_pytorch_model.safetensors``.
-      workdir: the run directory to create (must not hold a run).
-      settings: :class:`~jvae.config.Config` settings of the run (dataset,
-        data_dir, batch_size, lr, gaussian_scale, beta, ...).
-      data_shape: per-example ``(H, W, C)`` of the data the run will see;
-        default the config's ``sample_size`` square.
-
-    Returns:
-      The run directory.
-
-    Raises:
-      WeightsError: unreadable files, an unsupported config, or tensors that do
-        not match it (the first missing or extra tensor is named).
-      ConfigError: settings that do not fit the weights.
-    """
-    src, workdir = Path(src_dir), Path(workdir)
-    layout = diffusers_layout(_read_json(
-        src / CONFIG_FILE, f"--from must be a folder saved by diffusers' save_pretrained, "
-        f"holding {CONFIG_FILE} and {WEIGHTS_FILE}"))
-    tensors = read_tensors(src / WEIGHTS_FILE)
-    cfg = _import_config(layout, settings)
-    shape = _data_shape(layout, data_shape)
-    if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
-        raise WeightsError(f"{workdir} already holds a run; import into a new --workdir")
-    vae, abstract = _model(cfg, shape)
-    params = tensors_to_params(layout, tensors, abstract, source=str(src / WEIGHTS_FILE))
-    extra = sorted(set(_leaf_paths(abstract)) - {t.path for t in layout.tensors})
-    if extra:
-        raise ConfigError(f"the run's settings add parameters the weights lack "
-                          f"({'/'.join(extra[0])}); use a likelihood with one parameter per "
-                          "pixel (gaussian or bernoulli) and no conditioning")
-    state = _train_state(cfg, vae, shape, params)
-
-    from jvae.checkpoint import Checkpointer
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    record = {"source": str(src.resolve()), "scaling_factor": layout.config["scaling_factor"],
-              "shift_factor": layout.config.get("shift_factor"), "data_shape": list(shape),
-              "diffusers_config": layout.config}
-    (workdir / SIDECAR_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints, async_save=False) as ck:
-        ck.save(0, state, {"epoch": 0, "wall_s": 0.0, "last_row": {},
-                           "config": config_to_dict(cfg), "imported_from": record["source"]})
-    return workdir
-
-
-def _run_layout(workdir: Path) -> tuple[Config, Layout, tuple[int, int, int]]:
-    """The run's config, its diffusers layout and data shape; WeightsError if it has none."""
-    try:
-        cfg = make_config(_read_json(workdir / "config.json",
-                                     "--workdir must be a jvae run directory"))
-    except ConfigError as e:
-        raise WeightsError(f"{workdir / 'config.json'}: {e}") from None
-    sidecar = workdir / SIDECAR_FILE
-    record = _read_json(sidecar, "") if sidecar.is_file() else {}
-    layout = diffusers_layout(record.get("diffusers_config", SD_CONFIG))
-    pair = resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec) if cfg.net == "spec" else None
-    same = pair is not None and all(
-        [layer.format() for layer in parse_spec(getattr(pair, part))] ==
-        layout.architecture[part] for part in ("encoder", "decoder"))
-    if not same or pair.encoder_range != (-1.0, 1.0) or pair.decoder_range != (-1.0, 1.0):
-        raise WeightsError(f"the run in {workdir} is not an AutoencoderKL: it needs net=spec with "
-                           "the architecture its weights were imported with (or sd_vae)")
-    if cfg.posterior != "normal" or cfg.posterior_scale != "logvar" or cfg.flow_layers:
-        raise WeightsError(f"the run in {workdir} reads its posterior scale as "
-                           f"{cfg.posterior_scale}; AutoencoderKL needs a normal posterior with "
-                           "posterior_scale=logvar and no flow")
-    return cfg, layout, _data_shape(layout, record.get("data_shape"))
-
-
-def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, Layout]:
-    """The parameters of a run's newest (or given) checkpoint and its diffusers layout.
-
-    Needs no data: the state template is built from the run's settings.
-
-    Raises:
-      WeightsError: not an AutoencoderKL run, or no checkpoint.
-    """
-    from jvae.checkpoint import Checkpointer
-
-    workdir = Path(workdir)
-    cfg, layout, shape = _run_layout(workdir)
-    vae, abstract = _model(cfg, shape)
-    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
-    template = _train_state(cfg, vae, shape, zeros)
-    folder = workdir / "checkpoints"
-    if not folder.is_dir():
-        raise WeightsError(f"no checkpoint in {folder}")
-    with Checkpointer(folder, keep=cfg.keep_checkpoints) as ckpt:
-        if ckpt.latest_step() is None:
-            raise WeightsError(f"no checkpoint in {folder}")
-        state, _ = ckpt.restore(template, step=step)
-    return state.params, layout
-
-
-def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                     step: int | None = None) -> Path:
-    """Writes a run's checkpoint as a diffusers AutoencoderKL folder.
-
-    ``AutoencoderKL.from_pretrained(out_dir)`` loads the result. Tensors are
-    float32; a run imported from float32 weights and not trained exports
-    bit-identical tensors.
-
-    Args:
-      workdir: a run imported with :func:`import_diffusers` (or trained with
-        ``sd_vae`` and ``posterior_scale=logvar``).
-      out_dir: folder to write ``config.json`` and the safetensors file into.
-      step: checkpoint step; the newest when None.
-
-    Returns:
-      ``out_dir``.
-
-    Raises:
-      WeightsError: the run is no AutoencoderKL or has no checkpoint.
-    """
-    from safetensors.numpy import save_file
-
-    out = Path(out_dir)
-    if (out / WEIGHTS_FILE).exists():
-        raise WeightsError(f"{out / WEIGHTS_FILE} exists; export into a new --output folder")
-    params, layout = restore_params(workdir, step)
-    tensors = params_to_tensors(layout, params)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    (out / CONFIG_FILE).write_text(json.dumps(layout.config, indent=2) + "\n")
-    return out
-
-
-# --- command line ----------------------------------------------------------------
-
-
-def _fail(prog: str, message: str) -> int:
-    import sys
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2
-
-
-def main_import(argv: Sequence[str] | None = None, prog: str = "jvae import-weights") -> int:
-    """``--from DIR --workdir DIR [--config FILE] [run settings]``: import; exit code."""
-    from jvae.train import _parser
-
-    p = _parser()
-    p.prog = prog
-    p.description = "Convert diffusers AutoencoderKL weights into a jvae run directory."
-    p.add_argument("--from", dest="source", required=True,
-                   help="folder with config.json and diffusion_pytorch_model.safetensors")
-    p.add_argument("--data-shape", dest="data_shape_", metavar="H,W,C",
-                   help="per-example shape of the run's data (default: sample_size square)")
-    args = vars(p.parse_args(argv))
-    source, workdir = args.pop("source"), args.pop("workdir", None)
-    shape = args.pop("data_shape_", None)
-    if workdir is None:
-        return _fail(prog, "--workdir is required: the run directory to create")
-    try:
-        settings = {}
-        if "config" in args:
-            from jvae.config import load_config_file
-            settings.update(load_config_file(args.pop("config")))
-        settings.update(args)
-        if shape is not None:
-            try:
-                shape = tuple(int(d) for d in shape.replace(",", " ").split())
-            except ValueError:
-                raise WeightsError(f"--data-shape {shape!r} is not H,W,C") from None
-        import_diffusers(source, workdir, settings=settings, data_shape=shape)
-    except (WeightsError, ConfigError) as e:
-        return _fail(prog, str(e))
-    print(f"imported {source} into {workdir}")
-    return 0
-
-
-def main_export(argv: Sequence[str] | None = None, prog: str = "jvae export-weights") -> int:
-    """``--workdir DIR --format diffusers --output DIR [--step N]``: export; exit code."""
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-    p = Parser(prog=prog, allow_abbrev=False,
-               description="Write a jvae run's checkpoint as diffusers AutoencoderKL weights.")
-    p.add_argument("--workdir", required=True, help="the jvae run directory")
-    p.add_argument("--format", choices=("diffusers",), default="diffusers",
-                   help="output format (diffusers: config.json + safetensors)")
-    p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-    args = p.parse_args(argv)
-    try:
-        export_diffusers(args.workdir, args.output, step=args.step)
-    except (WeightsError, ConfigError) as e:
-        return _fail(prog, str(e))
-    print(f"exported {args.workdir} to {args.output}")
-    return 0
