@@ -252,11 +252,11 @@ def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
 
 def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True, metavar="DIR",
-                        help=f"folder saved by diffusers (holding {CONFIG_FILE} and "
-                             f"{WEIGHTS_FILE})")
-    flags.add_workdir_flag(parser, required=True, help="the run directory to create")
+                        help=f"Folder saved by diffusers' save_pretrained (holding "
+                             f"{CONFIG_FILE} and {WEIGHTS_FILE})")
+    flags.add_workdir_flag(parser, required=True, help="The run directory to create.")
     parser.add_argument("--data-shape", default=None, metavar="H,W,C",
-                        help="per-example shape of the run's data (default: the config's "
+                        help="Per-example shape of the run's data (default: the config's "
                              "sample_size square)")
     flags.add_config_flags(parser)
 
@@ -280,10 +280,12 @@ def _run_import(args: argparse.Namespace) -> int:
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add_workdir_flag(parser, required=True)
     parser.add_argument("--format", choices=("diffusers",), default="diffusers",
-                        help="output format (diffusers: config.json + safetensors)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write")
+                        help="Format of the written weights (diffusers: config.json and "
+                             f"{WEIGHTS_FILE})")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="Folder to write the weights into (must not hold weights yet).")
     parser.add_argument("--step", type=int, default=None,
-                        help="checkpoint step (default: the newest)")
+                        help="Checkpoint step to export (default: the newest)")
 
 
 def _run_export(args: argparse.Namespace) -> int:
