@@ -25,6 +25,7 @@ from jvae.base import ConfigError
 from jvae.data import BINARIZE_MODES
 from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
+from jvae.posteriors import NORMAL_SCALES
 from jvae.program import PLACEMENTS
 from jvae.zoo import CVAE_PRIOR_WEIGHT
 
@@ -82,6 +83,10 @@ class Config:
         "normal", "Posterior family of vae, cvae and iwae: normal (diagonal Gaussian, "
         "N(0, I) prior) or dirichlet (symmetric Dirichlet prior).", "model",
         choices=ex.POSTERIORS)
+    posterior_scale: str = _setting(
+        "softplus", "How the normal posterior reads the encoder's raw scale: softplus "
+        "(softplus(raw) + 1e-6) or logvar (a log-variance, exp(clip(raw, -30, 20) / 2), as "
+        "Stable Diffusion's VAE).", "model", choices=NORMAL_SCALES)
     dirichlet_prior: float = _setting(
         0.98, "Concentration of the symmetric Dirichlet prior.", "model", check="positive")
     dirichlet_reparam: str = _setting(
@@ -243,6 +248,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
+    if cfg.posterior_scale != "softplus" and (cfg.posterior != "normal"
+                                              or cfg.model not in ("vae", "cvae", "iwae")):
+        raise ConfigError(f"posterior_scale={cfg.posterior_scale} applies to a normal "
+                          "posterior (--posterior normal, --model vae, cvae or iwae)")
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")

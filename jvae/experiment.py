@@ -115,7 +115,7 @@ class Family(NamedTuple):
 
 
 POSTERIORS: dict[str, Callable[[Any], Posterior]] = {
-    "normal": lambda cfg: normal_posterior(),
+    "normal": lambda cfg: normal_posterior(scale=cfg.posterior_scale),
     "dirichlet": lambda cfg: dirichlet_posterior(cfg.dirichlet_prior,
                                                  reparam=cfg.dirichlet_reparam),
 }
