@@ -31,7 +31,8 @@ from tqdm import tqdm
 from jvae.checkpoint import Checkpointer
 from jvae.config import (ALIASES, RESUMABLE_CHANGES, Config, ConfigError, config_to_dict,
                          load_config_file, make_config)
-from jvae.data import DataError, batches, load_dataset, num_batches, static_binarize, to_float
+from jvae.data import (DataError, batches, data_options, load_splits, num_batches, static_binarize,
+                       to_float)
 from jvae.generate import make_reconstructor, make_sampler
 from jvae.images import save_image_grid
 from jvae.likelihoods import likelihood_by_name
@@ -104,9 +105,9 @@ def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     (a fixed evaluation set) and training batches are resampled every batch.
     """
     splits = []
-    for i, split in enumerate(("train", "test")):
-        raw = load_dataset(cfg.dataset, split, data_dir=cfg.data_dir,
-                           tfds_data_dir=cfg.tfds_data_dir)
+    raws = load_splits(cfg.dataset, data_dir=cfg.data_dir, tfds_data_dir=cfg.tfds_data_dir,
+                       **data_options(cfg))[:2]
+    for i, (split, raw) in enumerate(zip(("train", "test"), raws)):
         images = to_float(raw["image"])
         if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
             images = static_binarize(images, seed=cfg.seed * 2 + i)
@@ -385,7 +386,7 @@ def _parser() -> argparse.ArgumentParser:
                         argument_default=argparse.SUPPRESS, allow_abbrev=False)
     p.add_argument("--config", help="JSON or TOML file of settings; flags override it")
     p.add_argument("--workdir",
-                   help="output directory; an existing run there is resumed (default runs/mnist)")
+                   help="output directory; an existing run there is resumed (default runs/DATASET)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
@@ -404,7 +405,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, str]:
     flag_workdir = args.pop("workdir", None)
     file_values = load_config_file(args.pop("config")) if "config" in args else {}
     file_workdir = file_values.pop("workdir", None)
-    return make_config(file_values, args), flag_workdir or file_workdir or "runs/mnist"
+    cfg = make_config(file_values, args)
+    return cfg, flag_workdir or file_workdir or default_workdir(cfg)
+
+
+def default_workdir(cfg: Config) -> str:
+    """``runs/<dataset>``, or ``runs/<folder name>`` for a ``--data-source`` folder."""
+    source = data_options(cfg).get("data_source")
+    return f"runs/{Path(source).resolve().name if source else cfg.dataset}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
