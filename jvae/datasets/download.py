@@ -111,7 +111,8 @@ def fetch_idx(name: str, split: str, *, mirror: str | None = None,
         import requests
     except ImportError:
         raise DataError("downloading needs pooch: pip install pooch") from None
-    logging.getLogger("pooch").setLevel(logging.WARNING)
+    # pooch logs every download at INFO on its own (unregistered) logger.
+    pooch.get_logger().setLevel(logging.WARNING)
     folder = data_home() / name
     digests = {**REMOTES[name].sha256, **(sha256 or {})}
     for fname in _SPLIT_FILES[split]:
