@@ -83,10 +83,17 @@ def chunk(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_wav(path: str | os.PathLike, x: np.ndarray, rate: int, subtype: str = "PCM_16") -> None:
-    """Writes mono samples in [-1, 1] (clipped) as a WAV file (16-bit PCM by default)."""
+    """Writes mono samples in [-1, 1] (clipped) as a WAV file (16-bit PCM by default).
+
+    16-bit samples are ``round(32767 x)``, so +1 and -1 map to symmetric
+    levels and a quantized signal is written exactly.
+    """
     sf = _soundfile()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(np.asarray(x, np.float32).reshape(-1), -1.0, 1.0), rate,
+    x = np.clip(np.asarray(x, np.float64).reshape(-1), -1.0, 1.0)
+    if subtype == "PCM_16":
+        x = np.round(x * 32767).astype(np.int16)
+    sf.write(str(path), x.astype(np.float32) if x.dtype == np.float64 else x, rate,
              subtype=subtype)
 
 
