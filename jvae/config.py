@@ -95,6 +95,24 @@ class Config:
         ``auto`` is ``device`` except for models with convolutions on CPU,
         which XLA:CPU runs faster one step per dispatch
         (:func:`~jvae.epoch.device_loop_is_fast`).
+      data_source: a folder of images or ``.wav`` files to train on instead of
+        ``dataset`` (also the ``DATA_SOURCE`` environment variable); see
+        :func:`jvae.datasets.folders.load_folder`.
+      modality: ``auto``, ``image`` or ``audio`` (what ``data_source`` holds).
+      image_size: ``N`` or ``HxW``; images are resized (short side) and
+        center-cropped. None: a folder's median short side, at most 64; a
+        named dataset's own size.
+      channels: 1 or 3; 0 keeps a dataset's channels (a folder: 3 if any image
+        has colour).
+      test_fraction: a folder's hashed holdout share (without ``train/`` and
+        ``test/`` sub-folders).
+      strict: unreadable files in a folder are an error instead of a warning.
+      cache: decode a folder's images once into a memory-mapped cache
+        (``$JVAE_DATA_DIR/cache``); false decodes them every run.
+      sample_rate: audio rate in Hz; 0: the folder's most common rate.
+      chunk_size: audio samples per example (the remainder of a file is dropped).
+      mirror: base URL(s) of MNIST-format downloads, comma-separated (default:
+        ``$JVAE_MNIST_MIRROR``, then the datasets' own mirrors).
     """
 
     dataset: str = "mnist"
@@ -142,6 +160,17 @@ class Config:
     dirichlet_reparam: str = "exact"
     compute_dtype: str = "float32"
     data_placement: str = "auto"
+    # Data sources beyond named datasets (jvae.datasets).
+    data_source: str | None = None
+    modality: str = "auto"
+    image_size: str | None = None
+    channels: int = 0
+    test_fraction: float = 0.1
+    strict: bool = False
+    cache: bool = True
+    sample_rate: int = 0
+    chunk_size: int = 65_536
+    mirror: str | None = None
 
     def __post_init__(self):
         _validate(self)
@@ -153,7 +182,9 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                "keep_checkpoints", "num_images",
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
-                               "data_placement"})
+                               "data_placement",
+                               # How data is read, not what it is.
+                               "strict", "cache", "mirror"})
 
 _CHOICES = {
     "posterior": ("normal", "dirichlet"),
@@ -167,12 +198,15 @@ _CHOICES = {
     "dirichlet_reparam": ("exact", "approx"),
     "compute_dtype": ("float32", "bfloat16"),
     "data_placement": ("auto", "device", "host"),
+    "modality": ("auto", "image", "audio"),
+    "channels": (0, 1, 3),
 }
 _POSITIVE = ("epochs", "batch_size", "eval_batch_size", "latent_dim", "rnn_hidden", "num_samples",
              "keep_checkpoints", "num_images", "lr", "dirichlet_prior", "flow_bins",
-             "vq_codes", "vq_code_dim", "logistic_components", "gaussian_scale")
+             "vq_codes", "vq_code_dim", "logistic_components", "gaussian_scale", "chunk_size")
 _NON_NEGATIVE = ("beta", "num_devices", "seed", "alpha", "kl_warmup_steps", "ssim_weight",
-                 "sparsity_weight", "decoder_l2", "flow_layers", "flow_context", "vq_commitment")
+                 "sparsity_weight", "decoder_l2", "flow_layers", "flow_context", "vq_commitment",
+                 "sample_rate")
 
 
 def _validate(cfg: Config) -> None:
@@ -192,6 +226,8 @@ def _validate(cfg: Config) -> None:
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")
+    if not 0.0 <= cfg.test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {cfg.test_fraction}")
     _validate_model(cfg)
     _validate_net(cfg)
     from jvae.nets import ACTIVATIONS
@@ -277,7 +313,13 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def _scalar(t: type, v: Any) -> Any:
-    if t is bool or isinstance(v, bool):
+    if t is bool:
+        if isinstance(v, str) and v.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return v.lower() in ("true", "1", "yes")
+        if not isinstance(v, bool):
+            raise TypeError
+        return v
+    if isinstance(v, bool):
         raise TypeError
     if t is int:
         if isinstance(v, float) and not v.is_integer():

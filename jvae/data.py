@@ -301,6 +301,7 @@ def load_splits(name: str, *, data_source: str | None = None, data_dir: str | No
     from jvae.datasets.images import parse_image_size
     if data_source:
         from jvae.datasets.folders import load_folder
+        folder_options.pop("mirror", None)
         folder = load_folder(data_source, image_size=image_size, channels=channels,
                              **folder_options)
         info = {**folder.info, "classes": list(folder.classes)}
@@ -405,7 +406,48 @@ def data_options(cfg: Any) -> dict[str, Any]:
     ``data_source`` falls back to the ``DATA_SOURCE`` environment variable.
     """
     opts = {k: getattr(cfg, k, v) for k, v in DATA_OPTIONS.items()}
+    for k in ("channels", "sample_rate"):  # 0: the data's own
+        opts[k] = opts[k] or None
     opts["data_source"] = opts["data_source"] or os.environ.get("DATA_SOURCE") or None
     if not opts["data_source"]:
         opts = {k: opts[k] for k in ("image_size", "channels", "mirror")}
     return opts
+
+
+# The data settings a resumed run must share with the run it continues.
+_IDENTITY = ("data_source", "modality", "image_size", "channels", "sample_rate", "chunk_size")
+
+
+def check_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Refuses to resume a run in ``workdir`` that was trained on other data.
+
+    Compares ``info`` with the ``data.json`` a previous run wrote there
+    (:func:`write_data_info`); nothing is written here.
+
+    Raises:
+      DataError: the folder, modality, image size, channels, sample rate or
+        chunk size differ.
+    """
+    import json
+    path = Path(workdir) / "data.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is corrupt; move it away to resume with the current data") from None
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {info.get(k)!r}" for k in _IDENTITY
+             if saved.get(k) != info.get(k)]
+    if diffs:
+        raise DataError(f"workdir {workdir} holds a run trained on other data "
+                        f"({'; '.join(diffs)}); use a new --workdir or the saved data settings")
+
+
+def write_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Writes ``data.json`` (what the run trained on) and ``classes.json`` (label names)."""
+    import json
+    workdir = Path(workdir)
+    (workdir / "data.json").write_text(
+        json.dumps({k: v for k, v in info.items() if k != "classes"}, indent=2) + "\n")
+    if info.get("classes"):
+        (workdir / "classes.json").write_text(json.dumps(info["classes"], indent=2) + "\n")

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from jvae.checkpoint import Checkpointer
 from jvae.config import (ALIASES, RESUMABLE_CHANGES, Config, ConfigError, config_to_dict,
                          load_config_file, make_config)
-from jvae.data import (DataError, batches, data_options, load_splits, num_batches, static_binarize,
-                       to_float)
+from jvae.data import (DataError, batches, check_data_info, data_options, load_splits, num_batches,
+                       static_binarize, to_float, write_data_info)
 from jvae.generate import make_reconstructor, make_sampler
 from jvae.images import save_image_grid
 from jvae.likelihoods import likelihood_by_name
@@ -103,19 +103,31 @@ def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     Static binarization is applied here, once, with seeds derived from
     ``cfg.seed``; under dynamic binarization the test split is binarized once
     (a fixed evaluation set) and training batches are resampled every batch.
+    Audio stays float32 in [-1, 1] (:mod:`jvae.datasets.audio`).
     """
+    return load_data_with_info(cfg)[:2]
+
+
+def load_data_with_info(cfg: Config):
+    """:func:`load_data` plus the data's identity (``modality``, ``classes``, folder settings)."""
+    raw_train, raw_test, info = load_splits(cfg.dataset, data_dir=cfg.data_dir,
+                                            tfds_data_dir=cfg.tfds_data_dir, **data_options(cfg))
+    if info["modality"] == "audio" and cfg.likelihood in ("bernoulli", "logistic_mixture"):
+        raise ConfigError(f"audio samples lie in [-1, 1]; likelihood={cfg.likelihood} needs "
+                          "[0, 1] data: use --likelihood gaussian or gaussian_learned")
     splits = []
-    raws = load_splits(cfg.dataset, data_dir=cfg.data_dir, tfds_data_dir=cfg.tfds_data_dir,
-                       **data_options(cfg))[:2]
-    for i, (split, raw) in enumerate(zip(("train", "test"), raws)):
+    for i, raw in enumerate((raw_train, raw_test)):
+        if raw["image"].dtype != np.uint8:  # audio
+            splits.append({"image": raw["image"], "label": raw["label"]})
+            continue
         images = to_float(raw["image"])
-        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
+        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and i == 1):
             images = static_binarize(images, seed=cfg.seed * 2 + i)
         splits.append({"image": images, "label": raw["label"]})
     if cfg.model == "cvae":  # conditioned on one-hot labels, batch entry zoo.COND_KEY
         num_classes = int(max(s["label"].max() for s in splits)) + 1
         splits = [zoo.add_condition(s, num_classes) for s in splits]
-    return splits[0], splits[1]
+    return splits[0], splits[1], info
 
 
 def _accumulate(total, new):
@@ -190,7 +202,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
       The last evaluation row (as written to ``metrics.jsonl``).
     """
     workdir = Path(workdir)
-    train, test = load_data(cfg)
+    train, test, data_info = load_data_with_info(cfg)
     mesh = data_mesh(cfg.num_devices or None)
     for name, size in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
         if size % mesh.size:
@@ -204,9 +216,11 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
     data_shape = train["image"].shape[1:]
     vae = build_vae(cfg, data_shape)
     _check_resumable(workdir, cfg)
+    check_data_info(workdir, data_info)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images").mkdir(exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    write_data_info(workdir, data_info)
 
     objective = build_objective(cfg, vae)
     optimizer = make_optimizer(cfg.lr)
@@ -256,7 +270,11 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
         compile_s = time.perf_counter() - t0
         eval_step = make_eval_step(objective, mesh=mesh)
         sample_cond = _sample_condition(test, cond_key)
-        sampler = make_sampler(vae, cfg.num_images if sample_cond is None else len(sample_cond))
+        audio = data_info["modality"] == "audio"
+        if audio and sample_cond is not None:  # one clip per class, at most four
+            sample_cond = sample_cond[::8][:_AUDIO_CLIPS]
+        num_samples = _AUDIO_CLIPS if audio else cfg.num_images
+        sampler = make_sampler(vae, num_samples if sample_cond is None else len(sample_cond))
         reconstruct = make_reconstructor(vae)
 
         for epoch in range(start_epoch, cfg.epochs):
@@ -294,8 +312,12 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
                                          "last_row": row, "config": config_to_dict(cfg)})
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
-                         test, sample_key, cfg.num_images, cond_key, sample_cond)
+            if audio:
+                _save_audio(workdir, epoch + 1, sampler, reconstruct, state.params, test,
+                            sample_key, data_info["sample_rate"], cond_key, sample_cond)
+            else:
+                _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
+                             test, sample_key, cfg.num_images, cond_key, sample_cond)
             last_row = row
             if not quiet:
                 bound = (f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None
@@ -374,6 +396,27 @@ def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, k
     save_image_grid(pairs, folder / f"reconstructions_epoch{epoch:03d}.png", ncol=8)
 
 
+# Clips in each epoch's audio files.
+_AUDIO_CLIPS = 4
+
+
+def _save_audio(workdir: Path, epoch: int, sampler, reconstruct, params, test, key, rate: int,
+                cond_key: str | None = None, sample_cond: np.ndarray | None = None) -> None:
+    """``audio/samples_epochNNN.wav``, ``reconstructions_epochNNN.wav`` (originals and
+    reconstructions alternating) and a PNG of their waveforms; clips joined by short silences."""
+    from jvae.datasets.audio import join_clips, save_waveforms, write_wav
+    folder = workdir / "audio"
+    n = _AUDIO_CLIPS
+    samples = np.asarray(sampler(params, key, sample_cond))[..., 0]
+    x = test["image"][:n]
+    cond = None if cond_key is None else jnp.asarray(test[cond_key][:n])
+    recon = np.asarray(reconstruct(params, jnp.asarray(x), cond))[..., 0]
+    pairs = [c for pair in zip(x[..., 0], recon) for c in pair]
+    write_wav(folder / f"samples_epoch{epoch:03d}.wav", join_clips(samples, rate), rate)
+    write_wav(folder / f"reconstructions_epoch{epoch:03d}.wav", join_clips(pairs, rate), rate)
+    save_waveforms(folder / f"waveforms_epoch{epoch:03d}.png", [*samples, *pairs])
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """Reports errors as one line and exit code 2, with no usage dump."""
 
@@ -391,8 +434,14 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if f.type in (bool, "bool"):  # --strict, --strict false
+            p.add_argument(flag, dest=f.name, metavar="BOOL", nargs="?", const="true",
+                           help=f"(default {str(default).lower()})")
+            continue
         p.add_argument(flag, dest=f.name, metavar=f.name.upper(),
                        help=f"(default {shown})")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const="false",
+                   help="decode a folder's images every run instead of caching them")
     for alias, name in ALIASES.items():
         p.add_argument("--" + alias.replace("_", "-"), dest=name, metavar=name.upper(),
                        help=f"same as --{name.replace('_', '-')}")

@@ -118,14 +118,18 @@ def save_waveforms(path: str | os.PathLike, rows: Sequence[np.ndarray], titles=N
     img = np.full((lane * max(1, len(rows)), width), 255, np.uint8)
     for r, x in enumerate(rows):
         x = np.clip(np.asarray(x, np.float32).reshape(-1), -1, 1)
-        cols = np.array_split(x, width) if len(x) >= width else [x[i:i + 1] for i in range(len(x))]
-        mid = r * lane + lane // 2
+        if len(x) == 0:
+            continue
+        edges = np.linspace(0, len(x), width + 1).astype(int)
+        mid, amp = r * lane + lane // 2, lane // 2 - 2
         img[r * lane + lane - 1, :] = 200  # lane separator
-        for c, seg in enumerate(cols):
-            if len(seg) == 0:
-                continue
-            lo = int(mid - seg.max() * (lane // 2 - 2))
-            hi = int(mid - seg.min() * (lane // 2 - 2))
+        prev = x[0]
+        for c in range(width):
+            # Each column spans its own samples and the previous column's last
+            # one, so the trace stays connected however many samples a column holds.
+            seg = np.append(x[edges[c]:max(edges[c + 1], edges[c] + 1)], prev)
+            prev = seg[-2] if len(seg) > 1 else prev
+            lo, hi = int(mid - seg.max() * amp), int(mid - seg.min() * amp)
             img[lo:hi + 1, c] = 0
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img, "L").save(path)

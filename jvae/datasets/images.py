@@ -28,7 +28,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 __all__ = ["IMAGE_SUFFIXES", "DataWarning", "walk_files", "FolderIndex", "index_folder",
-           "holdout_is_test", "parse_image_size", "probe_images", "decode_image", "fit_array",
+           "holdout_is_test", "holdout_score", "parse_image_size", "probe_images", "decode_image", "fit_array",
            "DECODE_ERRORS", "report_skipped"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -81,15 +81,20 @@ def walk_files(root: str | os.PathLike, suffixes: Sequence[str] | frozenset[str]
     return sorted(found)
 
 
+def holdout_score(relpath: str, seed: int = 0) -> float:
+    """``sha256(seed, relpath)`` read as a number in [0, 1)."""
+    digest = hashlib.sha256(f"{seed}:{relpath}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 def holdout_is_test(relpath: str, test_fraction: float, seed: int = 0) -> bool:
     """Whether a file belongs to the test split of a hashed holdout.
 
-    ``sha256(seed, relpath)`` read as a number in [0, 1) is compared with
-    ``test_fraction``; the decision depends on the path alone, so the split of
-    the files already there is stable when files are added or removed.
+    Its :func:`holdout_score` is compared with ``test_fraction``; the decision
+    depends on the path alone, so the split of the files already there is
+    stable when files are added or removed.
     """
-    digest = hashlib.sha256(f"{seed}:{relpath}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < test_fraction
+    return holdout_score(relpath, seed) < test_fraction
 
 
 class FolderIndex(NamedTuple):
@@ -147,6 +152,12 @@ def index_folder(root: str | os.PathLike, suffixes: Sequence[str] | frozenset[st
         raise DataError(f"no {kind} files ({', '.join(sorted(suffixes))}) under {root}; "
                         "point --data-source at a folder that holds some")
     entries.sort()
+    if split_dirs is None and test_fraction > 0 and len(entries) > 1 and \
+            not any(s for _, s, _ in entries):
+        # A small folder whose hashes all fell on the train side: the file
+        # nearest the threshold is held out, so there is something to test on.
+        i = min(range(len(entries)), key=lambda j: holdout_score(entries[j][0]))
+        entries[i] = (entries[i][0], 1, entries[i][2])
     has_classes = all(c is not None for _, _, c in entries)
     classes = tuple(sorted({c for _, _, c in entries})) if has_classes else ()
     lookup = {c: i for i, c in enumerate(classes)}
