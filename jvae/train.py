@@ -203,6 +203,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
     """
     workdir = Path(workdir)
     train, test, data_info = load_data_with_info(cfg)
+    check_data_info(workdir, data_info)
     mesh = data_mesh(cfg.num_devices or None)
     for name, size in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
         if size % mesh.size:
@@ -216,7 +217,6 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
     data_shape = train["image"].shape[1:]
     vae = build_vae(cfg, data_shape)
     _check_resumable(workdir, cfg)
-    check_data_info(workdir, data_info)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images").mkdir(exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
