@@ -212,7 +212,8 @@ _NON_NEGATIVE = ("beta", "num_devices", "seed", "alpha", "kl_warmup_steps", "ssi
 def _validate(cfg: Config) -> None:
     for name, choices in _CHOICES.items():
         if getattr(cfg, name) not in choices:
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of "
+                              f"{', '.join(map(str, choices))}")
     for name in _POSITIVE:
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)}")

@@ -97,3 +97,15 @@ def test_conv1d_nets_map_chunks_to_the_likelihood_shape():
                         likelihood=likelihood_by_name("gaussian"),
                         latent_shape=(4,), data_shape=(300, 1))[1]
         jax.eval_shape(lambda: bad.init(jax.random.key(0), z))
+
+
+def test_data_flags_parse_and_name_the_default_workdir(tmp_path):
+    from jvae.train import parse_args
+    cfg, workdir = parse_args(["--data-source", str(tmp_path / "my_pics"), "--no-cache",
+                               "--strict", "--image-size", "32x48", "--channels", "1"])
+    assert (cfg.cache, cfg.strict, cfg.image_size, cfg.channels) == (False, True, "32x48", 1)
+    assert workdir == "runs/my_pics"
+    cfg, workdir = parse_args(["--dataset", "digits", "--strict", "false"])
+    assert cfg.strict is False and cfg.cache is True and workdir == "runs/digits"
+    with pytest.raises(ConfigError, match="channels"):
+        parse_args(["--channels", "2"])
