@@ -466,9 +466,19 @@ def default_workdir(cfg: Config) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
+    import warnings
+    from jvae.datasets.images import DataWarning
+
+    def one_line(message, category, *args, **kwargs):
+        print(f"python -m jvae.train: warning: {message}", file=sys.stderr)
+
     try:
         cfg, workdir = parse_args(argv)
-        train_and_evaluate(cfg, workdir)
+        with warnings.catch_warnings():
+            # Skipped files: one line, not a source excerpt.
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = one_line
+            train_and_evaluate(cfg, workdir)
     except (ConfigError, DataError) as e:
         print(f"python -m jvae.train: error: {e}", file=sys.stderr)
         return 2
