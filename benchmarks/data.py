@@ -180,6 +180,15 @@ def pipeline(args) -> None:
             _emit({"benchmark": "pipeline", "stage": "cached_epoch", "loader": "grain",
                    "workers": workers, "images_per_sec": round(out[0]),
                    "first_batch_s": round(out[1], 2)})
+    # Without a cache: every epoch decodes, in the loader's threads or workers.
+    from jvae.datasets.stream import ImageFiles
+    files = ImageFiles(sub, size, 3)
+    for workers in args.workers:
+        out = _grain_epoch(files, workers)
+        if out is not None:
+            _emit({"benchmark": "pipeline", "stage": "uncached_epoch", "loader": "grain",
+                   "images": len(sub), "workers": workers, "images_per_sec": round(out[0]),
+                   "first_batch_s": round(out[1], 2)})
     _emit({"benchmark": "pipeline", "stage": "model_step", "model": "conv VAE 64x64x3",
            "batch": 128, "images_per_sec": round(_model_rate(batch, args.steps))})
     del jax
@@ -299,7 +308,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--per-class", type=int, default=250, help="folder: crops per photo")
     p.add_argument("--num-images", type=int, default=10_000, help="pipeline: JPEGs")
-    p.add_argument("--draft-sample", type=int, default=500, help="pipeline: files for draft on/off")
+    p.add_argument("--draft-sample", type=int, default=1000,
+                   help="pipeline: files for draft on/off and the uncached epochs")
     p.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 2],
                    help="pipeline: grain worker counts")
     p.add_argument("--steps", type=int, default=20, help="pipeline: timed model steps")
