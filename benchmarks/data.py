@@ -3,9 +3,9 @@
 Each subcommand builds its data offline, runs, and prints JSON rows::
 
     python -m benchmarks.data digits                 # the README's first command
-    python -m benchmarks.data folder --epochs 3      # photo crops, conv VAE, logistic mixture
+    python -m benchmarks.data folder --epochs 6      # photo crops, conv VAE, logistic mixture
     python -m benchmarks.data pipeline --num-images 10000
-    python -m benchmarks.data audio --epochs 5       # tones and chirps, 1-D conv VAE
+    python -m benchmarks.data audio --epochs 8       # tones and chirps, 1-D conv VAE
 
 Scratch data goes under ``--scratch`` (default: a temporary folder).
 """
@@ -89,11 +89,11 @@ def folder(args) -> None:
     cfg = make_config({"data_source": str(root), "image_size": "32", "channels": 3,
                        "net": "conv", "likelihood": "logistic_mixture", "epochs": args.epochs,
                        "batch_size": 64, "eval_batch_size": 200, "latent_dim": 32,
-                       "hidden": (256,)})
+                       "hidden": (256,), "lr": args.lr})
     t0 = time.perf_counter()
     row = train_and_evaluate(cfg, work, quiet=True)
     dims = 32 * 32 * 3
-    _emit({"benchmark": "image_folder", "files": n, "classes": len(_photos()),
+    _emit({"benchmark": "image_folder", "files": n, "classes": len(_photos()), "lr": args.lr,
            "epochs": row["epoch"], "test_neg_elbo": round(row["neg_elbo"], 2),
            "test_bits_per_dim": round(row["neg_elbo"] / (dims * math.log(2)), 3),
            "images_per_sec": round(row["images_per_sec"]), "seconds": round(time.perf_counter() - t0, 1),
@@ -314,6 +314,7 @@ def main() -> None:
                    help="pipeline: grain worker counts")
     p.add_argument("--steps", type=int, default=20, help="pipeline: timed model steps")
     p.add_argument("--chunk-size", type=int, default=1024, help="audio: samples per chunk")
+    p.add_argument("--lr", type=float, default=2e-3, help="folder: learning rate")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         args.scratch = args.scratch or tmp
