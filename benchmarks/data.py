@@ -103,8 +103,9 @@ def folder(args) -> None:
 def _synthetic_jpegs(root: Path, n: int, seed: int = 0) -> None:
     """``n`` 640x480 JPEGs (1,000 distinct, the rest copies): smooth colour fields, shapes
     and grain, so decoding costs what a photo's does."""
-    from PIL import Image, ImageDraw
     from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, ImageDraw
     root.mkdir(parents=True, exist_ok=True)
 
     def one(i):
@@ -132,7 +133,9 @@ def _synthetic_jpegs(root: Path, n: int, seed: int = 0) -> None:
 def pipeline(args) -> None:
     """Images/s of the cache build (1 thread, all threads), later epochs, and the model step."""
     import shutil
+
     import jax
+
     from jvae.datasets.cache import cached_decode, decode_all
     from jvae.datasets.images import IMAGE_SUFFIXES, index_folder
     scratch = Path(args.scratch)
@@ -196,6 +199,7 @@ def pipeline(args) -> None:
 
 def _decode_without_draft(path, size, channels):
     from PIL import Image
+
     from jvae.datasets.images import fit_array
     with Image.open(path) as im:
         im = im.convert("RGB" if channels == 3 else "L")
@@ -221,18 +225,17 @@ def _grain_epoch(data: np.ndarray, workers: int) -> tuple[float, float] | None:
 def _model_rate(batch: np.ndarray, steps: int) -> float:
     """Training images/s of the conv VAE on 64x64x3 batches (jvae's own step)."""
     import jax
+
     from jvae.config import make_config
+    from jvae.experiment import DataSpec, build, init_state
     from jvae.parallel import data_mesh, replicate, shard_batch
-    from jvae.train import build_objective, build_vae
-    from jvae.train_state import create_train_state, make_optimizer, make_train_step
+    from jvae.train_state import make_train_step
     cfg = make_config({"net": "conv", "likelihood": "gaussian", "latent_dim": 32,
                        "hidden": (256,)})
-    vae = build_vae(cfg, batch.shape[1:])
-    objective, opt = build_objective(cfg, vae), make_optimizer(1e-3)
+    experiment = build(cfg, DataSpec(tuple(batch.shape[1:])))
     mesh = data_mesh(1)
-    state = replicate(create_train_state(vae, objective, opt, jax.random.key(0),
-                                         {"image": batch}), mesh)
-    step = make_train_step(objective, opt, mesh=mesh)
+    state = replicate(init_state(experiment, jax.random.key(0), {"image": batch}), mesh)
+    step = make_train_step(experiment.objective, experiment.optimizer, mesh=mesh)
     b = shard_batch({"image": batch, "mask": np.ones(len(batch), np.float32)}, mesh)
     state, m = step(state, b)
     jax.block_until_ready(m)
@@ -270,10 +273,11 @@ def make_audio_folder(root: Path, seed: int = 0) -> int:
 def audio(args) -> None:
     """A 1-D conv VAE on chunks of the synthesized folder; test -ELBO per chunk and SNR."""
     import jax.numpy as jnp
+
     from jvae.config import make_config
     from jvae.datasets.audio import snr_db
-    from jvae.evaluate import restore_run
     from jvae.generate import make_reconstructor
+    from jvae.runs import restore_run
     from jvae.train import train_and_evaluate
     scratch = Path(args.scratch)
     root = scratch / "tones"
@@ -289,8 +293,10 @@ def audio(args) -> None:
     t0 = time.perf_counter()
     row = train_and_evaluate(cfg, work, quiet=True)
     seconds = time.perf_counter() - t0
-    _, vae, _, state, _, train, test = restore_run(work)
-    recon = np.asarray(make_reconstructor(vae)(state.params, jnp.asarray(test["image"]), None))
+    run = restore_run(work)
+    train, test = run.train, run.test
+    recon = np.asarray(make_reconstructor(run.experiment.vae)(
+        run.state.params, jnp.asarray(test["image"]), None))
     snrs = [snr_db(x, r) for x, r in zip(test["image"], recon)]
     _emit({"benchmark": "audio_folder", "files": files, "sample_rate": 16000,
            "chunk_size": args.chunk_size, "likelihood": "gaussian(scale=0.05)",

@@ -80,11 +80,12 @@ def test_audio_folder_run_writes_wavs(tmp_path):
 
 def test_conv1d_nets_map_chunks_to_the_likelihood_shape():
     import jax
-    from jvae.likelihoods import likelihood_by_name
+
+    from jvae.likelihoods import gaussian
     from jvae.nets import make_nets
     from jvae.posteriors import normal_posterior
-    enc, dec = make_nets("conv", posterior=normal_posterior(), likelihood=likelihood_by_name(
-        "gaussian_learned"), latent_shape=(4,), data_shape=(256, 1), hidden=(16,))
+    enc, dec = make_nets("conv", posterior=normal_posterior(), likelihood=gaussian(
+        learn_scale=True), latent_shape=(4,), data_shape=(256, 1), hidden=(16,))
     x = np.zeros((2, 256, 1), np.float32)
     # Shapes only: tracing checks every layer without compiling the nets.
     post = jax.eval_shape(lambda: enc.apply(enc.init(jax.random.key(0), x), x))
@@ -94,18 +95,23 @@ def test_conv1d_nets_map_chunks_to_the_likelihood_shape():
     assert all(v.shape == (2, 256, 1) for v in out.values())
     with pytest.raises(ValueError, match="divisible by 256"):
         bad = make_nets("conv", posterior=normal_posterior(),
-                        likelihood=likelihood_by_name("gaussian"),
+                        likelihood=gaussian(),
                         latent_shape=(4,), data_shape=(300, 1))[1]
         jax.eval_shape(lambda: bad.init(jax.random.key(0), z))
 
 
 def test_data_flags_parse_and_name_the_default_workdir(tmp_path):
-    from jvae.train import parse_args
-    cfg, workdir = parse_args(["--data-source", str(tmp_path / "my_pics"), "--no-cache",
-                               "--strict", "--image-size", "32x48", "--channels", "1"])
+    from jvae import flags
+    from jvae.train import MODE, default_workdir
+
+    def parse(argv):
+        return flags.config_from_args(flags.make_parser(MODE, "jvae train").parse_args(argv))[0]
+
+    cfg = parse(["--data-source", str(tmp_path / "my_pics"), "--no-cache", "--strict",
+                 "--image-size", "32x48", "--channels", "1"])
     assert (cfg.cache, cfg.strict, cfg.image_size, cfg.channels) == (False, True, "32x48", 1)
-    assert workdir == "runs/my_pics"
-    cfg, workdir = parse_args(["--dataset", "digits", "--strict", "false"])
-    assert cfg.strict is False and cfg.cache is True and workdir == "runs/digits"
+    assert default_workdir(cfg) == "runs/my_pics"
+    cfg = parse(["--dataset", "digits", "--strict", "false"])
+    assert cfg.strict is False and cfg.cache is True and default_workdir(cfg) == "runs/digits"
     with pytest.raises(ConfigError, match="channels"):
-        parse_args(["--channels", "2"])
+        parse(["--channels", "2"])

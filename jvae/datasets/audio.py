@@ -27,7 +27,7 @@ AUDIO_SUFFIXES = frozenset({".wav"})
 
 
 def _soundfile():
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     try:
         import soundfile
     except ImportError:

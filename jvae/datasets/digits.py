@@ -30,7 +30,7 @@ def load_digits(split: str) -> dict[str, np.ndarray]:
     Returns:
       ``{"image": uint8 (N, 8, 8, 1), "label": int32 (N,)}``.
     """
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     if split not in ("train", "test"):
         raise DataError(f"unknown digits split {split!r}; use 'train' or 'test'")
     try:

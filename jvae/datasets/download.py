@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple
 
 __all__ = ["Remote", "REMOTES", "data_home", "mirrors_for", "fetch_idx", "offline_message"]
 
@@ -105,7 +105,7 @@ def fetch_idx(name: str, split: str, *, mirror: str | None = None,
       DataError: no mirror reachable (the offline message), or a digest mismatch
         (the downloaded file is deleted).
     """
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     try:
         import pooch
         import requests

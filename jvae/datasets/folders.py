@@ -17,8 +17,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jvae.datasets import audio as audio_lib
-from jvae.datasets.images import (IMAGE_SUFFIXES, DataWarning, index_folder, parse_image_size, probe_images,
-                                  report_skipped, walk_files)
+from jvae.datasets.images import (
+    IMAGE_SUFFIXES,
+    DataWarning,
+    index_folder,
+    parse_image_size,
+    probe_images,
+    report_skipped,
+    walk_files,
+)
 
 __all__ = ["FolderData", "detect_modality", "load_folder", "MODALITIES"]
 
@@ -87,7 +94,7 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
     Raises:
       DataError: a missing or empty folder, a bad setting, or skipped files under ``strict``.
     """
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     if modality not in MODALITIES:
         raise DataError(f"modality {modality!r} is not one of {', '.join(MODALITIES)}")
     if not 0.0 <= test_fraction < 1.0:
@@ -101,7 +108,7 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
 
 
 def _rows(split: np.ndarray, ok: np.ndarray, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     train, test = np.flatnonzero(ok & (split == 0)), np.flatnonzero(ok & (split == 1))
     if len(train) == 0 or len(test) == 0:
         which = "training" if len(train) == 0 else "test"
@@ -111,9 +118,9 @@ def _rows(split: np.ndarray, ok: np.ndarray, root: Path) -> tuple[np.ndarray, np
 
 
 def _load_images(root, image_size, channels, test_fraction, strict, cache, cache_dir, progress):
-    from jvae.data import DataError
     from jvae.datasets.cache import cached_decode, decode_all
     from jvae.datasets.download import data_home
+    from jvae.datasets.errors import DataError
     index = index_folder(root, IMAGE_SUFFIXES, test_fraction=test_fraction, kind="image")
     paths = [index.root / f for f in index.files]
     size = parse_image_size(image_size)
@@ -138,7 +145,7 @@ def _load_images(root, image_size, channels, test_fraction, strict, cache, cache
 
 
 def _load_audio(root, sample_rate, chunk_size, test_fraction, strict):
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     if chunk_size < 1:
         raise DataError(f"chunk_size={chunk_size} must be positive")
     index = index_folder(root, audio_lib.AUDIO_SUFFIXES, test_fraction=test_fraction,

@@ -128,7 +128,7 @@ def index_folder(root: str | os.PathLike, suffixes: Sequence[str] | frozenset[st
     Raises:
       DataError: the folder does not exist or holds no such files.
     """
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"--data-source {root} is not a folder; pass a folder of {kind} files")
@@ -168,7 +168,7 @@ def index_folder(root: str | os.PathLike, suffixes: Sequence[str] | frozenset[st
 
 def parse_image_size(value: int | str | Sequence[int] | None) -> tuple[int, int] | None:
     """``64``, ``"64"``, ``"48x64"`` or ``(48, 64)`` -> ``(height, width)``; None stays None."""
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     if value is None or value == "" or value == 0:
         return None
     try:
@@ -289,7 +289,7 @@ def report_skipped(skipped: Sequence[str], total: int, strict: bool, what: str =
     """One warning line for skipped files, or an error under ``--strict``."""
     if not skipped:
         return
-    from jvae.data import DataError
+    from jvae.datasets.errors import DataError
     shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
     if strict:
         raise DataError(f"{len(skipped)} of {total} {what} cannot be read ({shown}); remove them "
