@@ -16,8 +16,10 @@ Running again with the same ``--workdir`` resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -98,6 +100,9 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
         before anything in ``workdir`` is written.
     """
     workdir = Path(workdir)
+    if cfg.data_source is None and os.environ.get("DATA_SOURCE"):
+        # Saved in config.json, so other modes and a resumed run find the folder.
+        cfg = dataclasses.replace(cfg, data_source=os.environ["DATA_SOURCE"])
     train, test, data_info = load_data_with_info(cfg)
     check_data_info(workdir, data_info)
     mesh = data_mesh(cfg.num_devices or None)
