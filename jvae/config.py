@@ -26,6 +26,7 @@ from jvae.data import BINARIZE_MODES
 from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
 from jvae.program import PLACEMENTS
+from jvae.zoo import CVAE_PRIOR_WEIGHT
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
            "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
@@ -184,6 +185,10 @@ class Config:
     kl_warmup_steps: int = _setting(
         0, "Steps over which the KL weight ramps linearly from 0 to --beta (0: none).",
         "objective", check="non_negative")
+    cvae_prior_weight: float = _setting(
+        CVAE_PRIOR_WEIGHT, "Weight of a cvae's prior-reconstruction term -log p(x | z ~ p(z), y), which "
+        "makes decodes of prior draws follow the label (Sohn et al.'s hybrid objective; "
+        "0: the plain ELBO).", "objective", check="non_negative")
     ssim_weight: float = _setting(
         0.0, "Weight of the 1 - SSIM term (0: off).", "objective", check="non_negative")
     sparsity_weight: float = _setting(
@@ -219,6 +224,19 @@ class Config:
         "auto", "Where the training split lives: device (each epoch one on-device loop), "
         "host (one host batch per step, for data larger than device memory) or auto "
         "(device, except convolutional nets on CPU).", "run", choices=PLACEMENTS)
+    dashboard: bool = _setting(
+        True, "Serve the live training page (curves, images, a latent-space explorer) while "
+        "training; --no-dashboard turns it off.", "run")
+    dashboard_port: int = _setting(
+        2998, "Port of the live page; 0 picks a free one. A port in use prints one warning "
+        "and training goes on without the page.", "run", check="non_negative")
+    dashboard_host: str = _setting(
+        "127.0.0.1", "Address the live page binds: loopback (this machine only) unless set "
+        "otherwise, which prints a warning that anyone who can reach the port can watch.",
+        "run")
+    tensorboard: bool = _setting(
+        True, "Write TensorBoard event files (scalars, image grids, latent embeddings) to "
+        "WORKDIR/tb; --no-tensorboard turns it off.", "run")
 
     def __post_init__(self):
         _validate(self)
@@ -232,7 +250,10 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                # dynamic binarization's noise stream differs).
                                "data_placement",
                                # How data is read, not what it is.
-                               "strict", "cache", "mirror"})
+                               "strict", "cache", "mirror",
+                               # How the run is watched, not what it computes.
+                               "dashboard", "dashboard_port", "dashboard_host",
+                               "tensorboard"})
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -262,6 +283,9 @@ def _validate(cfg: Config) -> None:
                           "--posterior dirichlet only")
     if not cfg.test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {cfg.test_fraction}")
+    if cfg.dashboard_port > 65535:
+        raise ConfigError(f"dashboard_port must be a port number in 0..65535, got "
+                          f"{cfg.dashboard_port}")
     _validate_model(cfg)
     _validate_net(cfg)
 
@@ -341,13 +365,17 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
 def _scalar(t: type, v: Any) -> Any:
     if t is bool:
-        if isinstance(v, str) and v.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return v.lower() in ("true", "1", "yes")
-        if not isinstance(v, bool):
-            raise TypeError
-        return v
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in _BOOLS:
+            return _BOOLS[v.lower()]
+        raise TypeError
     if isinstance(v, bool):
         raise TypeError
     if t is int:

@@ -332,7 +332,8 @@ def test_cli_trains_a_spec_net(tiny_mnist_dir, tmp_path):
     assert rc == 0
     row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(row["neg_elbo"]) and row["neg_elbo"] < 543.0  # 784 * log 2: chance
-    grid = Image.open(workdir / "images" / "reconstructions_epoch001.png")
+    with Image.open(workdir / "images" / "reconstructions_epoch001.png") as grid:
+        grid.load()
     # 8 originals over 8 reconstructions: 2 rows of 8 28x28 tiles, 2-px gaps, x2 scale.
     assert grid.size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))
 

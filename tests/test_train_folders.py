@@ -111,7 +111,7 @@ def test_data_flags_parse_and_name_the_default_workdir(tmp_path):
                  "--image-size", "32x48", "--channels", "1"])
     assert (cfg.cache, cfg.strict, cfg.image_size, cfg.channels) == (False, True, "32x48", 1)
     assert default_workdir(cfg) == "runs/my_pics"
-    cfg = parse(["--dataset", "digits", "--strict", "false"])
+    cfg = parse(["--dataset", "digits", "--no-strict"])
     assert cfg.strict is False and cfg.cache is True and default_workdir(cfg) == "runs/digits"
     with pytest.raises(ConfigError, match="channels"):
         parse(["--channels", "2"])
