@@ -59,8 +59,40 @@ class Config:
 
     # data
     dataset: str = _setting(
-        "mnist", "Dataset name: mnist read from --data-dir IDX files, or any tfds image "
-        "dataset when --data-dir is unset.", "data")
+        "mnist", "Dataset name: digits (scikit-learn's bundled 8x8 digits, offline), mnist, "
+        "fashion_mnist or kmnist (--data-dir IDX files, a prepared tfds copy, or a verified "
+        "download), or any prepared tfds image dataset.", "data")
+    data_source: str | None = _setting(
+        None, "A folder of images or .wav files to train on instead of --dataset (also the "
+        "DATA_SOURCE environment variable): train/ + test/ (or val/) sub-folders are the "
+        "splits, class sub-folders the labels.", "data")
+    modality: str = _setting(
+        "auto", "What --data-source holds: auto (audio when it has .wav files and no images), "
+        "image or audio.", "data", choices=("auto", "image", "audio"))
+    image_size: str | None = _setting(
+        None, "N or HxW: resize the short side, then center-crop (unset: a folder's median "
+        "short side, at most 64; a named dataset's own size).", "data")
+    channels: int = _setting(
+        0, "1 (grey) or 3 (RGB); 0 keeps the data's (a folder: 3 if any image has colour).",
+        "data", choices=(0, 1, 3))
+    test_fraction: float = _setting(
+        0.1, "A folder's test share without split sub-folders, chosen by a hash of each "
+        "file's path (adding files never moves old ones).", "data", check="non_negative")
+    strict: bool = _setting(
+        False, "Unreadable or truncated files in a folder are an error instead of a "
+        "warning.", "data")
+    cache: bool = _setting(
+        True, "Decode a folder's images once into a memory-mapped cache in "
+        "$JVAE_DATA_DIR/cache (--no-cache: decode every run).", "data")
+    sample_rate: int = _setting(
+        0, "Audio sample rate in Hz (0: the folder's most common rate).", "data",
+        check="non_negative")
+    chunk_size: int = _setting(
+        65_536, "Audio samples per example; a file's remainder is dropped.", "data",
+        check="positive")
+    mirror: str | None = _setting(
+        None, "Base URL(s), comma-separated, of MNIST-format downloads (default: "
+        "$JVAE_MNIST_MIRROR, then the datasets' own mirrors).", "data")
     data_dir: str | None = _setting(
         None, "Folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ...); unset "
         "reads the dataset from tensorflow-datasets.", "data")
@@ -222,6 +254,8 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
                                "data_placement",
+                               # How data is read, not what it is.
+                               "strict", "cache", "mirror",
                                # How the run is watched, not what it computes.
                                "dashboard", "dashboard_port", "dashboard_host",
                                "tensorboard"})
@@ -238,7 +272,8 @@ def _validate(cfg: Config) -> None:
         value = getattr(cfg, f.name)
         choices = choices_of(f)
         if choices is not None and value not in choices:
-            raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{f.name}={value!r} is not one of "
+                              f"{', '.join(map(str, choices))}")
         check = f.metadata.get("check")
         if check == "positive" and not value > 0:
             raise ConfigError(f"{f.name} must be positive, got {value}")
@@ -255,6 +290,8 @@ def _validate(cfg: Config) -> None:
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")
+    if not cfg.test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {cfg.test_fraction}")
     if cfg.dashboard_port > 65535:
         raise ConfigError(f"dashboard_port must be a port number in 0..65535, got "
                           f"{cfg.dashboard_port}")

@@ -1,12 +1,16 @@
 """Datasets as in-memory NumPy arrays, preprocessing, and a seeded batch iterator.
 
 A split is a dict of arrays with a shared leading axis: ``image`` (uint8,
-``(N, H, W, C)``) and ``label`` (int32, ``(N,)``). Sources:
+``(N, H, W, C)``; float32 ``(N, L, 1)`` in [-1, 1] for audio) and ``label``
+(int32, ``(N,)``). Sources (:func:`load_dataset`; details in :mod:`jvae.datasets`):
 
-* local MNIST IDX files (``.gz`` or raw), when a data directory is given;
-* tensorflow-datasets otherwise, read with ``tfds.data_source`` (no TensorFlow
-  needed once a dataset is prepared; preparing/downloading one needs the
-  ``tfds`` extra, which installs TensorFlow).
+* ``digits``: scikit-learn's bundled 8x8 digits, no network needed;
+* a folder of images or ``.wav`` files (``data_source``), with a decode-once cache;
+* local MNIST-format IDX files, when a data directory is given;
+* ``mnist``, ``fashion_mnist``, ``kmnist``: a tfds copy if one is prepared,
+  else the IDX files downloaded once and verified by SHA-256;
+* any other prepared tensorflow-datasets image dataset, read with
+  ``tfds.data_source`` (preparing one needs the ``tfds`` extra).
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jvae.base import JvaeError
+from jvae.datasets.errors import DataError
 from jvae.parallel import shard_batch
 
 __all__ = ["DataError", "read_idx", "write_idx", "load_mnist_idx", "load_tfds", "load_dataset",
-           "to_float", "binarize", "BINARIZE_MODES", "num_batches", "batches", "add_condition"]
+           "load_splits", "fit_images", "to_float", "binarize", "BINARIZE_MODES", "num_batches",
+           "batches", "add_condition", "data_options", "check_data_info", "write_data_info"]
 
 BINARIZE_MODES = ("none", "dynamic", "static")
 
@@ -36,8 +41,6 @@ _MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-class DataError(JvaeError, RuntimeError):
-    """Data that cannot be found, read or prepared; the message says how to fix it."""
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -136,17 +139,33 @@ def _tensorflow_installed() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-def load_tfds(name: str, split: str, data_dir: str | None = None) -> dict[str, np.ndarray]:
+def _close_matches(name: str) -> str:
+    """", did you mean a, b?" for an unknown tfds name (empty when nothing is close)."""
+    import difflib
+
+    import tensorflow_datasets as tfds
+    try:
+        known = tfds.list_builders(with_community_datasets=False)
+    except Exception:  # the registry itself failed: no suggestions, the error stands
+        return ""
+    known = list(known) + list(_BUILTIN)
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def load_tfds(name: str, split: str, data_dir: str | None = None, *,
+              download: bool = True) -> dict[str, np.ndarray]:
     """Loads a tfds image dataset split into memory via ``tfds.data_source``.
 
     A prepared dataset is read without TensorFlow. If it is not prepared, it is
-    downloaded and prepared when TensorFlow is installed (``pip install
-    'jvae[tfds]'``); otherwise a :class:`DataError` explains both fixes.
+    downloaded and prepared when ``download`` and TensorFlow is installed
+    (``pip install 'jvae[tfds]'``); otherwise a :class:`DataError` explains the fixes.
 
     Args:
-      name: tfds dataset name, e.g. ``"mnist"``.
+      name: tfds dataset name, e.g. ``"cifar10"``.
       split: split name, e.g. ``"train"``.
       data_dir: tfds data directory (tfds' default when None).
+      download: prepare an unprepared dataset (needs TensorFlow).
 
     Returns:
       ``{"image": uint8 (N, H, W, C), "label": int32 (N,)}``.
@@ -158,8 +177,12 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> dict[str, n
                         "(it is a dependency) or pass --data-dir") from None
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"unknown dataset {name!r}{_close_matches(name)} (--dataset takes "
+                        f"{', '.join(_BUILTIN)} or a tfds image dataset name; "
+                        "--data-source takes a folder)") from None
     except Exception as e:  # tfds raises several types for an unprepared dataset.
-        if not _tensorflow_installed():
+        if not download or not _tensorflow_installed():
             raise DataError(
                 f"tfds dataset {name!r} is not prepared in {data_dir or 'the default tfds dir'} "
                 "and TensorFlow is not installed to download it. Either pass --data-dir with "
@@ -178,32 +201,121 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> dict[str, n
     # Element-wise access: batched __getitems__ is not supported by every
     # backing source (mock sources included), and MNIST-sized data is cheap.
     examples = [source[i] for i in range(n)]
-    images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.uint8)
+    if "image" not in examples[0]:
+        raise DataError(f"tfds dataset {name!r} has no 'image' feature (it has "
+                        f"{', '.join(examples[0])}); jvae trains on image datasets")
+    images = [np.asarray(ex["image"]) for ex in examples]
+    if len({im.shape for im in images}) > 1:
+        raise DataError(f"tfds dataset {name!r} holds images of several sizes; pass "
+                        "--image-size N to resize them to one")
+    images = np.stack(images).astype(np.uint8)
     if images.ndim == 3:
         images = images[..., None]
-    labels = np.asarray([int(ex["label"]) for ex in examples], np.int32)
+    labels = np.asarray([int(ex.get("label", 0)) for ex in examples], np.int32)
     return {"image": images, "label": labels}
 
 
+# Names load_dataset serves without tfds.
+_BUILTIN = ("digits", "mnist", "fashion_mnist", "kmnist")
+
+
 def load_dataset(name: str, split: str, *, data_dir: str | None = None,
-                 tfds_data_dir: str | None = None) -> dict[str, np.ndarray]:
-    """Loads ``split`` of dataset ``name`` from local files or tfds.
+                 tfds_data_dir: str | None = None, mirror: str | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Loads ``split`` of a named dataset.
+
+    * ``digits``: scikit-learn's bundled digits (:mod:`jvae.datasets.digits`).
+    * with ``data_dir``: MNIST-format IDX files there (MNIST, Fashion-MNIST, KMNIST).
+    * ``mnist``, ``fashion_mnist``, ``kmnist``: tfds' copy when one is prepared,
+      else the IDX files downloaded into ``$JVAE_DATA_DIR`` and verified
+      (:mod:`jvae.datasets.download`).
+    * any other name: a prepared tfds dataset.
 
     Args:
-      name: dataset name; ``"mnist"`` reads IDX files when ``data_dir`` is set.
+      name: dataset name.
       split: ``"train"`` or ``"test"``.
-      data_dir: local folder of IDX files (MNIST), or None to use tfds.
+      data_dir: local folder of IDX files, or None.
       tfds_data_dir: tfds data directory.
+      mirror: base URL(s) overriding the download mirrors.
 
     Returns:
       ``{"image": uint8 (N, H, W, C), "label": int32 (N,)}``.
     """
+    from jvae.datasets.download import REMOTES, fetch_idx
+    if name == "digits":
+        from jvae.datasets.digits import load_digits
+        return load_digits(split)
     if data_dir is not None:
-        if name != "mnist":
-            raise DataError(f"--data-dir reads MNIST IDX files; dataset {name!r} is read from tfds "
-                            "(omit --data-dir)")
+        if name not in REMOTES:
+            raise DataError(f"--data-dir reads MNIST-format IDX files; dataset {name!r} is read "
+                            "from tfds (omit --data-dir) or a folder (--data-source)")
         return load_mnist_idx(data_dir, split)
+    if name in REMOTES:
+        try:
+            return load_tfds(name, split, tfds_data_dir, download=False)
+        except DataError:
+            return load_mnist_idx(fetch_idx(name, split, mirror=mirror), split)
     return load_tfds(name, split, tfds_data_dir)
+
+
+def fit_images(images: np.ndarray, size: tuple[int, int] | None = None,
+               channels: int | None = None) -> np.ndarray:
+    """Resizes (short side, then center crop) and converts uint8 images to ``channels``.
+
+    Grey -> RGB repeats the channel; RGB -> grey uses ITU-R 601 luma (Pillow's
+    ``convert("L")``); an alpha channel is dropped.
+    """
+    from jvae.datasets.images import fit_array
+    if images.shape[-1] in (2, 4):  # grey+alpha, RGBA
+        images = images[..., :-1]
+    if channels == 1 and images.shape[-1] == 3:
+        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        images = np.round(luma)[..., None].astype(np.uint8)
+    elif channels == 3 and images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    if size is not None and tuple(images.shape[1:3]) != tuple(size):
+        images = np.stack([fit_array(im, size) for im in images])
+    return images
+
+
+def load_splits(name: str, *, data_source: str | None = None, data_dir: str | None = None,
+                tfds_data_dir: str | None = None, image_size=None, channels: int | None = None,
+                **folder_options) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                           dict[str, Any]]:
+    """Train and test splits of a named dataset or of a folder, plus what identifies them.
+
+    Args:
+      name: dataset name (ignored when ``data_source`` is set).
+      data_source: a folder of images or ``.wav`` files
+        (:func:`jvae.datasets.folders.load_folder`, which takes ``folder_options``).
+      data_dir, tfds_data_dir: see :func:`load_dataset`.
+      image_size: ``N``, ``"HxW"`` or None (unchanged; a folder's default size).
+      channels: 1, 3 or None (unchanged).
+      **folder_options: ``modality``, ``sample_rate``, ``chunk_size``,
+        ``test_fraction``, ``strict``, ``cache``, ``cache_dir``, ``progress``; the
+        download ``mirror`` for named datasets.
+
+    Returns:
+      ``(train, test, info)``; ``info`` has ``modality``, ``classes`` and, for
+      folders, the settings a resumed run must match.
+    """
+    from jvae.datasets.images import parse_image_size
+    if data_source:
+        from jvae.datasets.folders import load_folder
+        folder_options.pop("mirror", None)
+        folder = load_folder(data_source, image_size=image_size, channels=channels,
+                             **folder_options)
+        info = {**folder.info, "classes": list(folder.classes)}
+        return folder.split("train"), folder.split("test"), info
+    mirror = folder_options.get("mirror")
+    size = parse_image_size(image_size)
+    splits = []
+    for split in ("train", "test"):
+        raw = load_dataset(name, split, data_dir=data_dir, tfds_data_dir=tfds_data_dir,
+                           mirror=mirror)
+        raw["image"] = fit_images(raw["image"], size, channels)
+        splits.append(raw)
+    return splits[0], splits[1], {"modality": "image", "classes": []}
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -283,6 +395,66 @@ def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoc
             batch["image"] = binarize(x, u)
         batch["mask"] = mask
         yield batch if mesh is None else shard_batch(batch, mesh)
+
+
+# Data settings of a run and their defaults; read with getattr so any config
+# object (or one without these fields) works.
+DATA_OPTIONS = {"data_source": None, "image_size": None, "channels": None, "modality": "auto",
+                "sample_rate": None, "chunk_size": 65_536, "test_fraction": 0.1,
+                "strict": False, "cache": True, "mirror": None}
+
+
+def data_options(cfg: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`load_splits` a run's config sets.
+
+    ``data_source`` falls back to the ``DATA_SOURCE`` environment variable.
+    """
+    opts = {k: getattr(cfg, k, v) for k, v in DATA_OPTIONS.items()}
+    for k in ("channels", "sample_rate"):  # 0: the data's own
+        opts[k] = opts[k] or None
+    opts["data_source"] = opts["data_source"] or os.environ.get("DATA_SOURCE") or None
+    if not opts["data_source"]:
+        opts = {k: opts[k] for k in ("image_size", "channels", "mirror")}
+    return opts
+
+
+# The data settings a resumed run must share with the run it continues.
+_IDENTITY = ("data_source", "modality", "image_size", "channels", "sample_rate", "chunk_size")
+
+
+def check_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Refuses to resume a run in ``workdir`` that was trained on other data.
+
+    Compares ``info`` with the ``data.json`` a previous run wrote there
+    (:func:`write_data_info`); nothing is written here.
+
+    Raises:
+      DataError: the folder, modality, image size, channels, sample rate or
+        chunk size differ.
+    """
+    import json
+    path = Path(workdir) / "data.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is corrupt; move it away to resume with the current data") from None
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {info.get(k)!r}" for k in _IDENTITY
+             if saved.get(k) != info.get(k)]
+    if diffs:
+        raise DataError(f"workdir {workdir} holds a run trained on other data "
+                        f"({'; '.join(diffs)}); use a new --workdir or the saved data settings")
+
+
+def write_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Writes ``data.json`` (what the run trained on) and ``classes.json`` (label names)."""
+    import json
+    workdir = Path(workdir)
+    (workdir / "data.json").write_text(
+        json.dumps({k: v for k, v in info.items() if k != "classes"}, indent=2) + "\n")
+    if info.get("classes"):
+        (workdir / "classes.json").write_text(json.dumps(info["classes"], indent=2) + "\n")
 
 
 def add_condition(split: dict[str, np.ndarray], num_classes: int,

@@ -74,7 +74,7 @@ def describe(field: dataclasses.Field) -> str:
     parts = [_type_name(field)]
     choices = choices_of(field)
     if choices is not None:
-        parts.append("one of " + ", ".join(choices))
+        parts.append("one of " + ", ".join(map(str, choices)))
     parts.append("default: unset" if default is None else f"default: {shown}")
     return f"{field.metadata['help']} ({'; '.join(parts)})"
 

@@ -24,6 +24,7 @@ from jvae.layers.heads import ACTIVATIONS, ParamHead, activation_by_name, with_c
 from jvae.layers.upsample import ConvTranspose
 
 __all__ = ["ParamHead", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
+           "Conv1DEncoder", "Conv1DDecoder",
            "activation_by_name", "ACTIVATIONS"]
 
 class MLPEncoder(nn.Module):
@@ -144,6 +145,84 @@ class ConvDecoder(nn.Module):
         return ParamHead.for_likelihood(self.likelihood, self.data_shape, name="head")(h)
 
 
+class Conv1DEncoder(nn.Module):
+    """Strided 1-D convolutions (each divides the length by ``stride``), Dense, head.
+
+    For audio chunks ``(batch, length, 1)``, as in WaveNet-style autoencoders'
+    strided front ends.
+
+    Attributes:
+      posterior: the family whose parameters the head emits.
+      latent_shape: per-example latent shape.
+      channels: output channels of each strided convolution.
+      hidden: width of the Dense layer before the head.
+      activation: a name from :data:`ACTIVATIONS`.
+      kernel: convolution width.
+      stride: downsampling factor of each convolution.
+    """
+
+    posterior: Posterior
+    latent_shape: tuple[int, ...]
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    hidden: int = 256
+    activation: str = "relu"
+    kernel: int = 9
+    stride: int = 4
+
+    @nn.compact
+    def __call__(self, x: Array, cond: Array | None = None) -> dict[str, Array]:
+        if x.ndim != 3:
+            raise ValueError(f"Conv1DEncoder expects signals (batch, length, C), got {x.shape}")
+        act = activation_by_name(self.activation)
+        h = x
+        for c in self.channels:
+            h = act(nn.Conv(c, (self.kernel,), strides=(self.stride,), padding="SAME")(h))
+        h = with_cond(h.reshape(h.shape[0], -1), cond)
+        h = act(nn.Dense(self.hidden)(h))
+        return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)
+
+
+class Conv1DDecoder(nn.Module):
+    """Dense to a short feature sequence, strided transposed 1-D convolutions, head.
+
+    The length must be divisible by ``stride ** len(channels)``.
+
+    Attributes:
+      likelihood: the observation model whose parameters the head emits.
+      data_shape: ``(length, C)``.
+      channels: channels of the feature sequences, coarsest first.
+      hidden: width of the Dense layer after the latent.
+      activation: a name from :data:`ACTIVATIONS`.
+      kernel: convolution width.
+      stride: upsampling factor of each transposed convolution.
+    """
+
+    likelihood: Likelihood
+    data_shape: tuple[int, int]
+    channels: tuple[int, ...] = (64, 64, 32, 16)
+    hidden: int = 256
+    activation: str = "relu"
+    kernel: int = 9
+    stride: int = 4
+
+    @nn.compact
+    def __call__(self, z: Array, cond: Array | None = None) -> dict[str, Array]:
+        length = self.data_shape[0]
+        factor = self.stride ** len(self.channels)
+        if length % factor:
+            raise ValueError(f"Conv1DDecoder with {len(self.channels)} layers of stride "
+                             f"{self.stride} needs a length divisible by {factor}, got "
+                             f"{length}; change --chunk-size")
+        act = activation_by_name(self.activation)
+        h = with_cond(z.reshape(z.shape[0], -1), cond)
+        h = act(nn.Dense(self.hidden)(h))
+        short = length // factor
+        h = act(nn.Dense(short * self.channels[0])(h)).reshape(-1, short, self.channels[0])
+        for c in self.channels:
+            h = act(nn.ConvTranspose(c, (self.kernel,), strides=(self.stride,), padding="SAME")(h))
+        return ParamHead.for_likelihood(self.likelihood, self.data_shape, name="head")(h)
+
+
 def make_nets(kind: str, *, posterior: Posterior, likelihood: Likelihood,
               latent_shape: tuple[int, ...], data_shape: tuple[int, ...],
               activation: str = "relu", hidden: Sequence[int] = (400,),
@@ -151,7 +230,8 @@ def make_nets(kind: str, *, posterior: Posterior, likelihood: Likelihood,
     """Builds a matching (encoder, decoder) pair by name.
 
     Args:
-      kind: ``"mlp"`` or ``"conv"``.
+      kind: ``"mlp"`` or ``"conv"`` (2-D for images ``(H, W, C)``, 1-D for
+        signals ``(length, C)``).
       posterior: posterior family for the encoder head.
       likelihood: observation model for the decoder head.
       latent_shape: per-example latent shape.
@@ -167,6 +247,12 @@ def make_nets(kind: str, *, posterior: Posterior, likelihood: Likelihood,
     if kind == "mlp":
         return (MLPEncoder(posterior, latent_shape, hidden, activation),
                 MLPDecoder(likelihood, data_shape, tuple(reversed(hidden)), activation))
+    if kind == "conv" and len(data_shape) == 2:  # 1-D signals (length, channels)
+        width = hidden[0] if hidden else 256
+        channels = tuple(kwargs.get("channels", Conv1DEncoder.channels))
+        return (Conv1DEncoder(posterior, latent_shape, channels, width, activation),
+                Conv1DDecoder(likelihood, tuple(data_shape), tuple(reversed(channels)), width,
+                              activation))
     if kind == "conv":
         if len(data_shape) != 3:
             raise ValueError(f"conv nets need image data (H, W, C), got shape {data_shape}")

@@ -18,11 +18,12 @@ import numpy as np
 from jvae.base import ConfigError
 from jvae.checkpoint import Checkpointer
 from jvae.config import RESUMABLE_CHANGES, Config, config_to_dict, make_config
-from jvae.data import add_condition, load_dataset, static_binarize, to_float
+from jvae.data import add_condition, data_options, load_splits, static_binarize, to_float
 from jvae.experiment import DataSpec, Experiment, build, example_batch, init_state
 from jvae.train_state import TrainState
 
-__all__ = ["load_data", "saved_config", "check_resumable", "Run", "restore_run", "hook_info"]
+__all__ = ["load_data", "load_data_with_info", "saved_config", "check_resumable", "Run",
+           "restore_run", "hook_info"]
 
 
 def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -32,19 +33,32 @@ def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     ``cfg.seed``; under dynamic binarization the test split is binarized once
     (a fixed evaluation set) and training batches are resampled every batch.
     A conditional model's splits get one-hot labels under its ``cond_key``.
+    Audio stays float32 in [-1, 1] (:mod:`jvae.datasets.audio`).
     """
+    return load_data_with_info(cfg)[:2]
+
+
+def load_data_with_info(cfg: Config):
+    """:func:`load_data` plus what identifies the data (``modality``, ``classes``, a
+    folder's settings; see :func:`jvae.data.load_splits`)."""
+    raw_train, raw_test, info = load_splits(cfg.dataset, data_dir=cfg.data_dir,
+                                            tfds_data_dir=cfg.tfds_data_dir, **data_options(cfg))
+    if info["modality"] == "audio" and cfg.likelihood in ("bernoulli", "logistic_mixture"):
+        raise ConfigError(f"audio samples lie in [-1, 1]; likelihood={cfg.likelihood} needs "
+                          "[0, 1] data: use --likelihood gaussian or gaussian_learned")
     splits = []
-    for i, split in enumerate(("train", "test")):
-        raw = load_dataset(cfg.dataset, split, data_dir=cfg.data_dir,
-                           tfds_data_dir=cfg.tfds_data_dir)
+    for i, raw in enumerate((raw_train, raw_test)):
+        if raw["image"].dtype != np.uint8:  # audio
+            splits.append({"image": raw["image"], "label": raw["label"]})
+            continue
         images = to_float(raw["image"])
-        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
+        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and i == 1):
             images = static_binarize(images, seed=cfg.seed * 2 + i)
         splits.append({"image": images, "label": raw["label"]})
     spec = DataSpec.of(splits[0])
     if spec.num_classes and cfg.model == "cvae":
         splits = [add_condition(s, spec.num_classes) for s in splits]
-    return splits[0], splits[1]
+    return splits[0], splits[1], info
 
 
 def saved_config(workdir: str | Path, **overrides: Any) -> Config:

@@ -7,6 +7,8 @@ directory holds::
     config.json        the settings the run was started with
     metrics.jsonl      one JSON object per evaluation
     images/            samples_epochNNN.png and reconstructions_epochNNN.png
+    audio/             (audio data) samples_/reconstructions_epochNNN.wav, waveforms PNG
+    data.json          what the run trained on (a folder's settings); classes.json: labels
     checkpoints/       orbax checkpoints of the last few epochs
 
 Running again with the same ``--workdir`` resumes from the newest checkpoint.
@@ -15,10 +17,13 @@ Running again with the same ``--workdir`` resumes from the newest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -31,12 +36,14 @@ from jvae import flags
 from jvae.base import ConfigError, JvaeError
 from jvae.checkpoint import Checkpointer
 from jvae.config import Config, config_to_dict
+from jvae.data import check_data_info, data_options, write_data_info
+from jvae.datasets.images import DataWarning
 from jvae.experiment import DataSpec, build, init_state
 from jvae.generate import make_reconstructor, make_sampler
 from jvae.images import save_image_grid
 from jvae.parallel import data_mesh, replicate
 from jvae.program import compile_program, evaluate_split, resolve_placement, run_epoch
-from jvae.runs import check_resumable, hook_info, load_data
+from jvae.runs import check_resumable, hook_info, load_data_with_info
 from jvae.train_state import make_eval_step
 
 __all__ = ["Hook", "train_and_evaluate", "watch_hooks", "MODE", "main"]
@@ -96,7 +103,11 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
         before anything in ``workdir`` is written.
     """
     workdir = Path(workdir)
-    train, test = load_data(cfg)
+    if cfg.data_source is None and os.environ.get("DATA_SOURCE"):
+        # Saved in config.json, so other modes and a resumed run find the folder.
+        cfg = dataclasses.replace(cfg, data_source=os.environ["DATA_SOURCE"])
+    train, test, data_info = load_data_with_info(cfg)
+    check_data_info(workdir, data_info)
     mesh = data_mesh(cfg.num_devices or None)
     for name, size in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
         if size % mesh.size:
@@ -112,6 +123,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images").mkdir(exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    write_data_info(workdir, data_info)
 
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
     example = {k: v[:cfg.batch_size] for k, v in train.items() if k != "label"}
@@ -144,9 +156,15 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
                                   chunks_per_epoch=20 if live else None)
         eval_step = make_eval_step(experiment.objective, mesh=mesh)
         sample_cond = _sample_condition(test, experiment.cond_key)
-        sampler = (make_sampler(experiment.vae, cfg.num_images) if sample_cond is None else
-                   make_sampler(experiment.vae, len(sample_cond),
-                                repeats=sample_cond.shape[-1]))
+        audio = data_info["modality"] == "audio"
+        if audio:  # a few clips; with labels, one per class
+            sample_cond = None if sample_cond is None else sample_cond[::8][:_AUDIO_CLIPS]
+            sampler = make_sampler(experiment.vae,
+                                   _AUDIO_CLIPS if sample_cond is None else len(sample_cond))
+        else:
+            sampler = (make_sampler(experiment.vae, cfg.num_images) if sample_cond is None else
+                       make_sampler(experiment.vae, len(sample_cond),
+                                    repeats=sample_cond.shape[-1]))
         reconstruct = make_reconstructor(experiment.vae)
         if hooks:
             _call(hooks, "on_start", hook_info(
@@ -191,8 +209,13 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
                                          "last_row": row, "config": config_to_dict(cfg)})
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
-                         test, sample_key, cfg.num_images, experiment.cond_key, sample_cond)
+            if audio:
+                _save_audio(workdir, epoch + 1, sampler, reconstruct, state.params, test,
+                            sample_key, data_info["sample_rate"], experiment.cond_key,
+                            sample_cond)
+            else:
+                _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
+                             test, sample_key, cfg.num_images, experiment.cond_key, sample_cond)
             last_row = row
             if hooks:
                 _call(hooks, "on_epoch", row, jax.tree.map(jnp.copy, state.params))
@@ -257,6 +280,37 @@ def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, k
     save_image_grid(pairs, folder / f"reconstructions_epoch{epoch:03d}.png", ncol=8)
 
 
+# Clips in each epoch's audio files.
+_AUDIO_CLIPS = 4
+
+
+def _save_audio(workdir: Path, epoch: int, sampler, reconstruct, params, test, key, rate: int,
+                cond_key: str | None = None, sample_cond: np.ndarray | None = None) -> None:
+    """``audio/samples_epochNNN.wav``, ``reconstructions_epochNNN.wav`` (originals and
+    reconstructions alternating) and a PNG of their waveforms; clips joined by short silences."""
+    from jvae.datasets.audio import join_clips, save_waveforms, write_wav
+    folder = workdir / "audio"
+    n = _AUDIO_CLIPS
+    samples = np.asarray(sampler(params, key, sample_cond))[..., 0]
+    x = test["image"][:n]
+    cond = None if cond_key is None else jnp.asarray(test[cond_key][:n])
+    recon = np.asarray(reconstruct(params, jnp.asarray(x), cond))[..., 0]
+    pairs = [c for pair in zip(x[..., 0], recon) for c in pair]
+    write_wav(folder / f"samples_epoch{epoch:03d}.wav", join_clips(samples, rate), rate)
+    write_wav(folder / f"reconstructions_epoch{epoch:03d}.wav", join_clips(pairs, rate), rate)
+    save_waveforms(folder / f"waveforms_epoch{epoch:03d}.png", [*samples, *pairs])
+
+
+def default_workdir(cfg: Config) -> str:
+    """``runs/<dataset>``, or ``runs/<folder name>`` for a ``--data-source`` folder."""
+    source = data_options(cfg).get("data_source")
+    return f"runs/{Path(source).resolve().name if source else cfg.dataset}"
+
+
+def _one_line(message, category, *args, **kwargs) -> None:
+    print(f"jvae train: warning: {message}", file=sys.stderr)
+
+
 def _add_arguments(parser) -> None:
     flags.add_workdir_flag(parser, required=False,
                            help="output directory; an existing run there is resumed "
@@ -279,7 +333,11 @@ def watch_hooks(cfg: Config) -> list[Any]:
 
 def _run(args) -> int:
     cfg, workdir = flags.config_from_args(args)
-    train_and_evaluate(cfg, workdir or f"runs/{cfg.dataset}", hooks=watch_hooks(cfg))
+    with warnings.catch_warnings():
+        # Skipped data files: one line, not a source excerpt.
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = _one_line
+        train_and_evaluate(cfg, workdir or default_workdir(cfg), hooks=watch_hooks(cfg))
     return 0
 
 

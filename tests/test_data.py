@@ -72,7 +72,7 @@ def test_tfds_path_with_mock_data():
 
 def test_tfds_unprepared_offline_names_both_fixes(tmp_path):
     with pytest.raises(DataError) as e:
-        load_dataset("mnist", "train", tfds_data_dir=str(tmp_path))
+        load_dataset("cifar10", "train", tfds_data_dir=str(tmp_path))
     assert "--data-dir" in str(e.value) and "tfds" in str(e.value)
 
 

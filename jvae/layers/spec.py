@@ -29,6 +29,13 @@ convolutions expect. The available tokens are:
   without padding.
 * ``UpS_factor``: nearest-neighbour upsampling by an integer factor.
 
+For 1-D signals (per-example shape ``(length, channels)``, e.g. audio
+chunks) the same layers act along the length:
+``C1d_in_out_kernel_stride_padding``, ``VAERB1d_in_out`` (kernel-3 convs),
+``MaxP1d_kernel_stride`` or ``MaxP1d_k``, and ``UpS1d_factor``; ``GN`` and
+``SiLU`` apply unchanged. A 1-D input is carried as ``(length, 1, channels)``
+internally, so shapes report a width of 1.
+
 Any entry may be prefixed with ``N*`` to repeat it ``N`` times, e.g.
 ``"2*VAERB_256_256"``.
 
@@ -62,6 +69,7 @@ __all__ = [
     "SpecNet",
     "VAEAttentionBlock",
     "VAEResBlock",
+    "VAEResBlock1d",
     "build",
     "default_num_groups",
     "infer_shapes",
@@ -91,6 +99,11 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
     "SiLU": (),
     "MaxP": ("kernel", "stride"),
     "UpS": ("factor",),
+    # 1-D signals (length, channels).
+    "C1d": ("in", "out", "kernel", "stride", "padding"),
+    "VAERB1d": ("in", "out"),
+    "MaxP1d": ("kernel", "stride"),
+    "UpS1d": ("factor",),
 }
 
 KNOWN_TOKENS: tuple[str, ...] = tuple(_ARG_NAMES)
@@ -99,7 +112,7 @@ KNOWN_TOKENS: tuple[str, ...] = tuple(_ARG_NAMES)
 _OPTIONAL_ARGS = {"C2d": 1, "VAERB": 1, "VAEA": 1}
 
 # Padding is the only argument for which zero is meaningful.
-_NON_NEGATIVE_ARGS = frozenset({("C2d", "padding"), ("C2d", "after")})
+_NON_NEGATIVE_ARGS = frozenset({("C2d", "padding"), ("C2d", "after"), ("C1d", "padding")})
 
 # A cap on ``N*`` so a stray large number in a config cannot silently build
 # an enormous list (or exhaust memory) before anything else is checked.
@@ -216,13 +229,13 @@ def _parse_entry(index: int, text: Any) -> list[LayerSpec]:
         )
 
     names = _ARG_NAMES[token]
-    if token == "MaxP" and len(raw_args) == 1:
+    if token in ("MaxP", "MaxP1d") and len(raw_args) == 1:
         names = ("kernel",)
     optional = _OPTIONAL_ARGS.get(token, 0)
     if optional and len(names) - optional <= len(raw_args) < len(names):
         names = names[: len(raw_args)]
     if len(raw_args) != len(names):
-        if token == "MaxP":
+        if token in ("MaxP", "MaxP1d"):
             expected = "1 or 2 arguments (kernel[, stride])"
         elif token in _OPTIONAL_ARGS:
             full = _ARG_NAMES[token]
@@ -246,7 +259,7 @@ def _parse_entry(index: int, text: Any) -> list[LayerSpec]:
         )
         for name, raw in zip(names, raw_args)
     )
-    if token == "MaxP" and len(args) == 1:
+    if token in ("MaxP", "MaxP1d") and len(args) == 1:
         args = (args[0], args[0])
 
     layer = LayerSpec(token=token, args=args, index=index, text=text)
@@ -361,7 +374,8 @@ def default_num_groups(channels: int) -> int:
 
 def _check_input_shape(input_shape: Any) -> Shape:
     error = SpecError(
-        f"input_shape must be three positive integers (H, W, C), got {input_shape!r}"
+        "input_shape must be three positive integers (H, W, C), or two (length, C) "
+        f"for 1-D signals, got {input_shape!r}"
     )
     try:
         raw = tuple(input_shape)
@@ -369,8 +383,10 @@ def _check_input_shape(input_shape: Any) -> Shape:
         shape = tuple(operator.index(d) for d in raw)
     except TypeError:
         raise error from None
-    if len(shape) != 3 or any(isinstance(d, bool) or d < 1 for d in raw):
+    if len(shape) not in (2, 3) or any(isinstance(d, bool) or d < 1 for d in raw):
         raise error
+    if len(shape) == 2:  # a 1-D signal runs as a width-1 image
+        shape = (shape[0], 1, shape[1])
     return shape  # type: ignore[return-value]
 
 
@@ -457,6 +473,24 @@ def infer_shapes(
             h, w = h2, w2
         elif token == "UpS":
             h, w = h * args[0], w * args[0]
+        elif token == "C1d":
+            c_in, c_out, kernel, stride, padding = args
+            expect_channels(c_in, "in")
+            h2 = _spatial_out(h, kernel, stride, padding)
+            if h2 < 1:
+                raise fail(f"kernel {kernel} with padding {padding} does not fit the length")
+            h, c = h2, c_out
+        elif token == "VAERB1d":
+            expect_channels(args[0], "in")
+            c = args[1]
+        elif token == "MaxP1d":
+            kernel, stride = args
+            h2 = _spatial_out(h, kernel, stride, 0)
+            if h2 < 1:
+                raise fail(f"pool kernel {kernel} is longer than the length")
+            h = h2
+        elif token == "UpS1d":
+            h = h * args[0]
         else:  # pragma: no cover - parse_spec only yields known tokens
             raise fail(f"unknown token {token!r}")
         if h * w * c > MAX_ELEMENTS:
@@ -575,6 +609,32 @@ class VAEAttentionBlock(nn.Module):
         return x + out.reshape(b, h, w, c)
 
 
+def _conv1d(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
+    # Along the length axis of the (batch, length, 1, C) carrier; the kernel
+    # has the shape a 2-D conv of width 1 would, so weights stay NHWC-ready.
+    return nn.Conv(features=features, kernel_size=(kernel, 1), strides=(stride, 1),
+                   padding=((padding, padding), (0, 0)), name=name)
+
+
+class VAEResBlock1d(nn.Module):
+    """``VAERB1d_in_out``: :class:`VAEResBlock` with length-3 convolutions."""
+
+    in_channels: int
+    out_channels: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the block to a ``(batch, length, 1, C)`` array."""
+        h = nn.GroupNorm(num_groups=default_num_groups(self.in_channels), name="norm1")(x)
+        h = _conv1d(self.out_channels, 3, 1, 1, name="conv1")(nn.silu(h))
+        h = nn.GroupNorm(num_groups=default_num_groups(self.out_channels), name="norm2")(h)
+        h = _conv1d(self.out_channels, 3, 1, 1, name="conv2")(nn.silu(h))
+        skip = x
+        if self.in_channels != self.out_channels:
+            skip = _conv1d(self.out_channels, 1, 1, 0, name="skip")(x)
+        return skip + h
+
+
 def _upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
     # ``repeat`` is exact nearest-neighbour replication, unlike a resize
     # whose pixel-centre convention could shift content.
@@ -612,6 +672,9 @@ class SpecNet(nn.Module):
         """
         expected = _check_input_shape(self.input_shape)
         layers, _ = _compile(load_spec(self.spec), expected)
+        signal = len(self.input_shape) == 2
+        if signal and x.ndim == 3 and tuple(x.shape[1:]) == tuple(self.input_shape):
+            x = x[:, :, None, :]
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 "SpecNet expects input of shape "
@@ -635,9 +698,17 @@ class SpecNet(nn.Module):
                 x = nn.max_pool(x, (a[0], a[0]), strides=(a[1], a[1]), padding="VALID")
             elif layer.token == "UpS":
                 x = _upsample_nearest(x, a[0])
+            elif layer.token == "C1d":
+                x = _conv1d(a[1], a[2], a[3], a[4], name=name)(x)
+            elif layer.token == "VAERB1d":
+                x = VAEResBlock1d(a[0], a[1], name=name)(x)
+            elif layer.token == "MaxP1d":
+                x = nn.max_pool(x, (a[0], 1), strides=(a[1], 1), padding="VALID")
+            elif layer.token == "UpS1d":
+                x = jnp.repeat(x, a[0], axis=1)
             else:  # pragma: no cover - parse_spec only yields known tokens
                 raise SpecError(f"unknown token {layer.token!r}")
-        return x
+        return x[:, :, 0, :] if signal else x
 
 
 def build(spec: SpecSource, input_shape: Shape) -> SpecNet:
@@ -660,4 +731,6 @@ def build(spec: SpecSource, input_shape: Shape) -> SpecNet:
     entries = load_spec(spec)
     shape = _check_input_shape(input_shape)
     _compile(entries, shape)
-    return SpecNet(spec=entries, input_shape=shape)
+    # A 1-D signal keeps its (length, C) shape: SpecNet carries it as width 1.
+    return SpecNet(spec=entries, input_shape=tuple(input_shape) if len(input_shape) == 2
+                   else shape)

@@ -1,0 +1,182 @@
+"""``--data-source DIR``: a folder of images or ``.wav`` files, loaded as splits.
+
+:func:`load_folder` indexes the folder (:mod:`~jvae.datasets.images`), decodes
+images once into a memory-mapped cache (:mod:`~jvae.datasets.cache`) or audio
+into chunks (:mod:`~jvae.datasets.audio`), and returns every example with its
+split and label. Skipped files are reported in one warning line (an error
+under ``strict``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jvae.datasets import audio as audio_lib
+from jvae.datasets.images import (
+    IMAGE_SUFFIXES,
+    DataWarning,
+    index_folder,
+    parse_image_size,
+    probe_images,
+    report_skipped,
+    walk_files,
+)
+
+__all__ = ["FolderData", "detect_modality", "load_folder", "MODALITIES"]
+
+MODALITIES = ("auto", "image", "audio")
+
+
+class FolderData(NamedTuple):
+    """A loaded folder.
+
+    Attributes:
+      data: every example, ``(N, H, W, C)`` uint8 images (possibly a read-only
+        memmap) or ``(N, chunk_size, 1)`` float32 audio in [-1, 1].
+      labels: int32 ``(N,)`` class indices.
+      train: int64 row indices of the training split.
+      test: int64 row indices of the test split.
+      classes: class names (sorted folder names), empty without class folders.
+      modality: ``"image"`` or ``"audio"``.
+      info: what identifies the data for a resumed run (source, size, channels
+        or sample rate and chunk size) plus counts.
+    """
+
+    data: np.ndarray
+    labels: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    classes: tuple[str, ...]
+    modality: str
+    info: dict[str, Any]
+
+    def split(self, name: str) -> dict[str, np.ndarray]:
+        """``{"image": data[rows], "label": labels[rows]}`` for ``"train"`` or ``"test"``."""
+        rows = self.train if name == "train" else self.test
+        return {"image": np.asarray(self.data[rows]), "label": self.labels[rows]}
+
+
+def detect_modality(root: str | os.PathLike) -> str:
+    """``"audio"`` when the folder holds ``.wav`` files and no images, else ``"image"``."""
+    root = Path(root)
+    if walk_files(root, IMAGE_SUFFIXES):
+        return "image"
+    return "audio" if walk_files(root, audio_lib.AUDIO_SUFFIXES) else "image"
+
+
+def load_folder(root: str | os.PathLike, *, modality: str = "auto",
+                image_size: Any = None, channels: int | None = None,
+                sample_rate: int | None = None, chunk_size: int = 65_536,
+                test_fraction: float = 0.1, strict: bool = False, cache: bool = True,
+                cache_dir: str | os.PathLike | None = None, progress: bool | None = None
+                ) -> FolderData:
+    """Loads a folder of images or audio with its splits and labels.
+
+    Args:
+      root: the folder.
+      modality: ``auto`` (audio when it has ``.wav`` files and no images), ``image``
+        or ``audio``.
+      image_size: ``N``, ``"HxW"`` or None (median short side, at most 64).
+      channels: 1, 3 or None (3 if any image has colour).
+      sample_rate: audio rate or None (the folder's most common rate).
+      chunk_size: samples per audio example.
+      test_fraction: holdout share without ``train/`` + ``test/`` folders.
+      strict: unreadable files are an error instead of a warning.
+      cache: decode images once into a memmap under ``cache_dir``.
+      cache_dir: cache folder (default ``$JVAE_DATA_DIR/cache``).
+      progress: progress bar while decoding (None: on a terminal).
+
+    Raises:
+      DataError: a missing or empty folder, a bad setting, or skipped files under ``strict``.
+    """
+    from jvae.datasets.errors import DataError
+    if modality not in MODALITIES:
+        raise DataError(f"modality {modality!r} is not one of {', '.join(MODALITIES)}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test_fraction={test_fraction} must be in [0, 1)")
+    if modality == "auto":
+        modality = detect_modality(root)
+    if modality == "audio":
+        return _load_audio(Path(root), sample_rate, chunk_size, test_fraction, strict)
+    return _load_images(Path(root), image_size, channels, test_fraction, strict, cache,
+                        cache_dir, progress)
+
+
+def _rows(split: np.ndarray, ok: np.ndarray, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    from jvae.datasets.errors import DataError
+    train, test = np.flatnonzero(ok & (split == 0)), np.flatnonzero(ok & (split == 1))
+    if len(train) == 0 or len(test) == 0:
+        which = "training" if len(train) == 0 else "test"
+        raise DataError(f"the {which} split of {root} is empty ({len(train)} train, {len(test)} "
+                        "test examples); add files or change --test-fraction")
+    return train, test
+
+
+def _load_images(root, image_size, channels, test_fraction, strict, cache, cache_dir, progress):
+    from jvae.datasets.cache import cached_decode, decode_all
+    from jvae.datasets.download import data_home
+    from jvae.datasets.errors import DataError
+    index = index_folder(root, IMAGE_SUFFIXES, test_fraction=test_fraction, kind="image")
+    paths = [index.root / f for f in index.files]
+    size = parse_image_size(image_size)
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels={channels} must be 1 or 3")
+    if size is None or channels is None:
+        probed_size, probed_channels = probe_images(paths)
+        size = size or (probed_size, probed_size)
+        channels = channels or probed_channels
+    if cache:
+        folder = Path(cache_dir) if cache_dir else data_home() / "cache"
+        data, ok, _ = cached_decode(index.root, index.files, size, channels, cache_dir=folder,
+                                    progress=progress)
+    else:
+        data, ok = decode_all(paths, size, channels, progress=progress)
+    report_skipped([f for f, good in zip(index.files, ok) if not good], len(ok), strict,
+                   "image files")
+    train, test = _rows(index.split, ok, root)
+    info = {"data_source": str(root), "modality": "image", "image_size": list(size),
+            "channels": channels, "num_files": len(ok), "skipped": int((~ok).sum())}
+    return FolderData(data, index.labels, train, test, index.classes, "image", info)
+
+
+def _load_audio(root, sample_rate, chunk_size, test_fraction, strict):
+    from jvae.datasets.errors import DataError
+    if chunk_size < 1:
+        raise DataError(f"chunk_size={chunk_size} must be positive")
+    index = index_folder(root, audio_lib.AUDIO_SUFFIXES, test_fraction=test_fraction,
+                         kind=".wav")
+    paths = [index.root / f for f in index.files]
+    rate = sample_rate or audio_lib.default_sample_rate(paths)
+    sf = audio_lib._soundfile()
+    chunks, labels, split, unreadable, short = [], [], [], [], 0
+    for i, path in enumerate(paths):
+        try:
+            x, _ = audio_lib.read_wav(path, rate)
+        except (RuntimeError, OSError, sf.LibsndfileError):
+            unreadable.append(index.files[i])
+            continue
+        c = audio_lib.chunk(x, chunk_size)
+        short += len(c) == 0
+        chunks.append(c)
+        labels.append(np.full(len(c), index.labels[i], np.int32))
+        split.append(np.full(len(c), index.split[i], np.int8))
+    report_skipped(unreadable, len(paths), strict, ".wav files")
+    if short:
+        warnings.warn(f"skipped {short} of {len(paths)} .wav files shorter than one chunk of "
+                      f"{chunk_size} samples at {rate} Hz", DataWarning, stacklevel=3)
+    data = (np.concatenate(chunks) if chunks else np.zeros((0, chunk_size), np.float32))[..., None]
+    if len(data) == 0:
+        raise DataError(f"no .wav file under {root} holds a whole chunk of {chunk_size} samples "
+                        f"at {rate} Hz; lower --chunk-size")
+    split_all = np.concatenate(split)
+    train, test = _rows(split_all, np.ones(len(data), bool), root)
+    info = {"data_source": str(root), "modality": "audio", "sample_rate": rate,
+            "chunk_size": chunk_size, "num_files": len(paths), "skipped": len(unreadable),
+            "too_short": int(short)}
+    return FolderData(data.astype(np.float32), np.concatenate(labels), train, test,
+                      index.classes, "audio", info)
