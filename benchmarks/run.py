@@ -262,6 +262,11 @@ def run_group(runners: list[Runner], rounds: int, warmup: int, pause: float) -> 
             time.sleep(pause)  # lets one library's spinning worker threads go idle
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits (an SD-style VAE trains < 1 image/s on CPU)."""
+    return float(f"{x:.{digits}g}")
+
+
 def case_row(runner: Runner, batch_size: int, devices: int, examples: int, peak: float) -> dict:
     rate = statistics.median(runner.rates)
     step_s = statistics.median(runner.seconds) / runner.steps
@@ -272,8 +277,8 @@ def case_row(runner: Runner, batch_size: int, devices: int, examples: int, peak:
         info["compile_s"] = round(max(runner.first_s - statistics.median(runner.seconds), 0), 3)
     return {"kind": "case", "impl": runner.impl, **info,
             "batch_size": batch_size, "devices": devices, "examples_per_epoch": examples,
-            "timed_epochs": len(runner.rates), "images_per_sec": round(rate, 1),
-            "images_per_sec_each": [round(x) for x in runner.rates],
+            "timed_epochs": len(runner.rates), "images_per_sec": _sig(rate),
+            "images_per_sec_each": [_sig(x) for x in runner.rates],
             "images_per_cpu_sec": round(statistics.median(runner.cpu_rates), 1),
             "step_ms": round(step_s * 1e3, 4),
             "achieved_gflops": round(achieved, 2) if achieved else None,
