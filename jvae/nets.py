@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from jvae.likelihoods import Likelihood
 from jvae.posteriors import Posterior
+from jvae.conv import Conv
 from jvae.upsample import ConvTranspose
 
 Array = jax.Array
@@ -71,7 +72,7 @@ class ParamHead(nn.Module):
         raw = {}
         for name, shape in self.shapes:
             if h.ndim == 4 and len(shape) == 3 and h.shape[1:3] == tuple(shape[:2]):
-                raw[name] = nn.Conv(shape[-1], (3, 3), padding="SAME", name=name)(h)
+                raw[name] = Conv(shape[-1], (3, 3), padding="SAME", name=name)(h)
             else:
                 flat = h.reshape(h.shape[0], -1)
                 raw[name] = nn.Dense(math.prod(shape), name=name)(flat).reshape(
@@ -163,8 +164,9 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"ConvEncoder expects images (batch, H, W, C), got shape {x.shape}")
         act = activation_by_name(self.activation)
         h = x
-        for c in self.channels:
-            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(h))
+        for i, c in enumerate(self.channels):
+            # jvae.conv's Conv: Flax's parameters and outputs, im2col + GEMM on CPU.
+            h = act(Conv(c, (3, 3), strides=(2, 2), padding="SAME", name=f"Conv_{i}")(h))
         h = _with_cond(h.reshape(h.shape[0], -1), cond)
         h = act(nn.Dense(self.hidden)(h))
         return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)

@@ -45,6 +45,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jvae.conv import Conv
+
 __all__ = [
     "KNOWN_TOKENS",
     "MAX_ELEMENTS",
@@ -472,10 +474,11 @@ def _compile(
     return tuple(layers), tuple(shapes)
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, padding: int, name: str) -> Conv:
     # Explicit (lo, hi) pairs rather than 'SAME' so the output size follows
-    # the PyTorch formula regardless of stride.
-    return nn.Conv(
+    # the PyTorch formula regardless of stride. jvae.conv's Conv has nn.Conv's
+    # parameters and outputs (im2col + GEMM on CPU).
+    return Conv(
         features=features,
         kernel_size=(kernel, kernel),
         strides=(stride, stride),

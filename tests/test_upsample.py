@@ -1,4 +1,8 @@
-"""jvae's transposed convolution is Flax's, computed by polyphase decomposition."""
+"""jvae's transposed convolution is Flax's, computed by polyphase decomposition.
+
+Both formulations are checked on this (CPU) backend: the per-phase
+convolutions used on GPU/TPU and the one-GEMM form used on CPU.
+"""
 
 import flax.linen as nn
 import jax
@@ -12,15 +16,20 @@ from jvae.posteriors import normal_posterior
 from jvae.upsample import ConvTranspose
 
 
-@pytest.mark.parametrize("kernel,strides,shape", [
+_CASES = [
     ((3, 3), (2, 2), (2, 7, 7, 5)),     # the conv decoder's layer
     ((4, 4), (2, 2), (2, 7, 6, 3)),     # even kernel, non-square input
     ((2, 2), (3, 3), (1, 4, 5, 2)),     # kernel smaller than the stride: empty phases
     ((3, 2), (2, 3), (2, 5, 4, 3)),     # per-axis kernel and stride
     ((3,), (2,), (2, 6, 2)),            # 1-D
     ((3, 3, 3), (2, 2, 2), (1, 4, 3, 5, 2)),  # 3-D
-])
-def test_matches_flax_conv_transpose(kernel, strides, shape):
+]
+
+
+@pytest.mark.parametrize("kernel,strides,shape,gemm", [
+    *((*case, True) for case in _CASES), (*_CASES[0], False), (*_CASES[2], False)])
+def test_matches_flax_conv_transpose(kernel, strides, shape, gemm, monkeypatch):
+    monkeypatch.setattr("jvae.upsample.use_gemm_convolutions", lambda: gemm)
     ref = nn.ConvTranspose(4, kernel, strides=strides, padding="SAME")
     ours = ConvTranspose(4, kernel, strides)
     x = jax.random.normal(jax.random.key(0), shape)
