@@ -8,7 +8,6 @@ renames it), so a crash mid-save leaves the previous checkpoints intact.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -16,8 +15,6 @@ from jax.sharding import Mesh
 
 from jvae.parallel import replicated_sharding
 from jvae.train_state import TrainState
-
-PyTree = Any
 
 __all__ = ["Checkpointer"]
 

@@ -14,14 +14,13 @@ metric computes the very same expression, which XLA merges with this one
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-Array = jax.Array
-PyTree = Any
+from jvae.base import Array, PyTree
 
 __all__ = ["ClippedAdamState", "clipped_adam", "zero_nans", "finite_global_norm"]
 
@@ -45,7 +44,7 @@ def finite_global_norm(grads: PyTree) -> Array:
 
 
 def clipped_adam(learning_rate: float | optax.Schedule = 1e-3, *, b1: float = 0.9,
-                 b2: float = 0.999, eps: float = 1e-8, clip_norm: float = 1.0
+                 b2: float = 0.99, eps: float = 1e-8, clip_norm: float = 1.0
                  ) -> optax.GradientTransformation:
     """Zero NaNs, clip to global norm ``clip_norm``, then Adam (Kingma & Ba, 2015).
 

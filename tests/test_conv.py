@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.conv import Conv
+from jvae.layers.conv import Conv
 
 
 @pytest.mark.parametrize("kernel,strides,padding,shape", [

@@ -45,7 +45,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jvae.conv import Conv
+from jvae.base import JvaeError
+from jvae.layers.conv import Conv
 
 __all__ = [
     "KNOWN_TOKENS",
@@ -68,7 +69,7 @@ Shape = tuple[int, int, int]
 SpecSource = Union[str, os.PathLike, Sequence[str]]
 
 
-class SpecError(ValueError):
+class SpecError(JvaeError, ValueError):
     """Raised when a layer spec is malformed or shape-inconsistent."""
 
 
@@ -476,8 +477,8 @@ def _compile(
 
 def _conv(features: int, kernel: int, stride: int, padding: int, name: str) -> Conv:
     # Explicit (lo, hi) pairs rather than 'SAME' so the output size follows
-    # the PyTorch formula regardless of stride. jvae.conv's Conv has nn.Conv's
-    # parameters and outputs (im2col + GEMM on CPU).
+    # the PyTorch formula regardless of stride. jvae.layers.conv's Conv has
+    # nn.Conv's parameters and outputs (im2col + GEMM on CPU).
     return Conv(
         features=features,
         kernel_size=(kernel, kernel),
