@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.layers.conv import Conv
+from jvae.layers.conv import MIN_GEMM_FEATURES, Conv
 
 
 @pytest.mark.parametrize("kernel,strides,padding,shape", [
@@ -17,9 +17,10 @@ from jvae.layers.conv import Conv
     ((2, 3), (1, 2), "VALID", (2, 6, 7, 2)),              # per-axis kernel and stride
     ((3,), (1,), "SAME", (2, 9, 3)),                      # 1-D
 ])
-def test_matches_flax_conv(kernel, strides, padding, shape):
-    ref = nn.Conv(4, kernel, strides=strides, padding=padding)
-    ours = Conv(4, kernel, strides=strides, padding=padding)
+@pytest.mark.parametrize("features", [MIN_GEMM_FEATURES, 1], ids=["gemm", "narrow"])
+def test_matches_flax_conv(kernel, strides, padding, shape, features):
+    ref = nn.Conv(features, kernel, strides=strides, padding=padding)
+    ours = Conv(features, kernel, strides=strides, padding=padding)
     x = jax.random.normal(jax.random.key(0), shape)
     params = ref.init(jax.random.key(1), x)
     mine = ours.init(jax.random.key(1), x)
@@ -39,6 +40,7 @@ def test_traces_to_no_convolution_on_cpu():
     """On CPU the layer is slices and a GEMM, so it runs fast inside lax.scan too."""
     from jvae.epoch import has_convolutions
     x = jnp.zeros((1, 5, 5, 2))
-    params = Conv(3, (3, 3), (2, 2)).init(jax.random.key(0), x)
-    assert not has_convolutions(Conv(3, (3, 3), (2, 2)).apply, params, x)
-    assert has_convolutions(nn.Conv(3, (3, 3), (2, 2)).apply, params, x)
+    layer = Conv(MIN_GEMM_FEATURES, (3, 3), (2, 2))
+    params = layer.init(jax.random.key(0), x)
+    assert not has_convolutions(layer.apply, params, x)
+    assert has_convolutions(nn.Conv(MIN_GEMM_FEATURES, (3, 3), (2, 2)).apply, params, x)

@@ -39,9 +39,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["Conv", "conv", "conv_patches", "use_gemm_convolutions"]
+__all__ = ["Conv", "MIN_GEMM_FEATURES", "conv", "conv_patches", "use_gemm_convolutions"]
 
 Padding = str | Sequence[tuple[int, int]]
+
+
+# Below this many output channels a convolution's im2col is memory-bound: the
+# patches are k^2 times the input, and the GEMM does only ``features`` FMAs per
+# patch element (the 32->1 head of the conv decoder ran 10-50x slower as a GEMM).
+MIN_GEMM_FEATURES = 16
 
 
 def use_gemm_convolutions() -> bool:
@@ -116,7 +122,8 @@ class Conv(nn.Module):
     Same parameters (``kernel`` of shape ``(*kernel_size, in, features)``,
     ``bias``), initializers and outputs as Flax's module (up to float
     rounding); checkpoints are interchangeable. On CPU it computes
-    :func:`conv`; elsewhere ``lax.conv_general_dilated``.
+    :func:`conv` (for 1x1 kernels and at least :data:`MIN_GEMM_FEATURES`
+    output channels); elsewhere ``lax.conv_general_dilated``.
 
     Attributes:
       features: output channels.
@@ -145,7 +152,8 @@ class Conv(nn.Module):
         kernel = kernel.astype(dtype)
         padding = self.padding if isinstance(self.padding, str) else tuple(
             tuple(p) for p in self.padding)
-        if use_gemm_convolutions():
+        if use_gemm_convolutions() and (self.features >= MIN_GEMM_FEATURES or (
+                math.prod(ks) == 1 and all(s == 1 for s in ss))):
             y = conv(x, kernel, ss, padding)
         else:
             axes = "HWD"[:len(ks)]
