@@ -311,12 +311,18 @@ def main(argv: list[str] | None = None) -> int:
 
     devs = jax.local_devices()
     device_counts = sorted({1, len(devs)})
-    peak = matmul_peak_gflops()
+    peak = peak_f32 = matmul_peak_gflops()
+    # On accelerators bfloat16 is the matrix units' native type: its peak too.
+    peak_bf16 = None if jax.default_backend() == "cpu" else matmul_peak_gflops(jnp.bfloat16)
+    if args.compute_dtype == "bfloat16" and peak_bf16:
+        peak = peak_bf16
     torch_ok = torch_reference.available() and not args.no_torch
     emit({"kind": "env", "backend": jax.default_backend(), "device_kind": devs[0].device_kind,
           "device_count": len(devs), "jax": jax.__version__, "python": platform.python_version(),
           "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
-          "matmul_peak_gflops_f32": round(peak, 1), "data": source, "quick": quick,
+          "matmul_peak_gflops_f32": round(peak_f32, 1),
+          "matmul_peak_gflops_bf16": round(peak_bf16, 1) if peak_bf16 else None,
+          "torch_device": torch_reference.default_device() if torch_ok else None, "data": source, "quick": quick,
           "torch": __import__("torch").__version__ if torch_ok else None}, out)
 
     for devices in device_counts:

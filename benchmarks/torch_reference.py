@@ -97,15 +97,19 @@ class TorchVAERunner:
     Bernoulli likelihood and a standard Normal prior, averaged over the batch.
     """
 
-    def __init__(self, batch_size: int, encode, decode, modules, example_shape, seed: int = 0):
+    def __init__(self, batch_size: int, encode, decode, modules, example_shape, seed: int = 0,
+                 device: str = "cpu"):
         self.batch_size = batch_size
+        self.device = torch.device(device)
+        for m in modules:
+            m.to(self.device)
         self.encode, self.decode = encode, decode
         self.example_shape = tuple(example_shape)
         self.params = [p for m in modules for p in m.parameters()]
         # fused=True: one kernel for the whole update, ~20% faster on CPU at batch 128.
         self.optimizer = torch.optim.Adam(self.params, lr=1e-3, betas=(0.9, 0.99), fused=True)
-        self.shuffle_gen = torch.Generator().manual_seed(seed)
-        self.noise_gen = torch.Generator().manual_seed(seed + 1)
+        self.shuffle_gen = torch.Generator(self.device).manual_seed(seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(seed + 1)
         self._source = None  # the numpy array whose tensor is cached
         self._data = None
 
@@ -113,7 +117,7 @@ class TorchVAERunner:
         """Negative ELBO of a batch ``x``, averaged over the batch."""
         loc, raw = self.encode(x)
         scale = F.softplus(raw)
-        eps = torch.randn(loc.shape, generator=self.noise_gen)
+        eps = torch.randn(loc.shape, generator=self.noise_gen, device=self.device)
         logits = self.decode(loc + scale * eps)
         return (_bernoulli_nll(logits, x) + _gaussian_kl(loc, scale)).mean()
 
@@ -146,18 +150,20 @@ class TorchVAERunner:
             if images.ndim == 4 and len(self.example_shape) == 3:  # NHWC -> PyTorch's NCHW
                 images = images.transpose(0, 3, 1, 2)
             data = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-            self._data = data.reshape(len(images), *self.example_shape).contiguous()
+            self._data = data.reshape(len(images), *self.example_shape).contiguous().to(
+                self.device)
         num_batches = self._data.shape[0] // self.batch_size
         n = num_batches * self.batch_size
         if num_batches == 0:
             raise ValueError(f"need at least {self.batch_size} images, got {self._data.shape[0]}")
         start = time.perf_counter()
-        perm = torch.randperm(self._data.shape[0], generator=self.shuffle_gen)[:n]
+        perm = torch.randperm(self._data.shape[0], generator=self.shuffle_gen,
+                              device=self.device)[:n]
         batches = self._data[perm].view(num_batches, self.batch_size, *self.example_shape)
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         for x in batches:
             total += self._step(x)
-        mean_loss = total.item() / num_batches
+        mean_loss = total.item() / num_batches  # waits for the device
         return {"images": n, "seconds": time.perf_counter() - start, "loss": mean_loss}
 
 
@@ -216,7 +222,7 @@ MODELS = ("mlp", "conv", "sd_vae")
 
 def make_runner(batch_size: int, latent_dim: int = 20, hidden: int = 400, seed: int = 0,
                 num_threads: int | None = None, model: str = "mlp",
-                image_shape: tuple[int, int, int] = (64, 64, 3)):
+                image_shape: tuple[int, int, int] = (64, 64, 3), device: str | None = None):
     """Builds a PyTorch VAE trainer for epoch-level timing.
 
     Args:
@@ -228,6 +234,7 @@ def make_runner(batch_size: int, latent_dim: int = 20, hidden: int = 400, seed: 
         model: ``mlp`` (784-hidden-latent), ``conv`` (jvae's ``--net conv``) or
             ``sd_vae`` (:func:`sd_autoencoder`, needs ``diffusers``).
         image_shape: ``(H, W, C)`` of the ``sd_vae`` inputs.
+        device: ``"cpu"`` or ``"cuda"``; None picks CUDA when PyTorch sees a GPU.
 
     Returns:
         A `TorchVAERunner`, whose ``run_epoch(images)`` trains one epoch.
@@ -249,7 +256,13 @@ def make_runner(batch_size: int, latent_dim: int = 20, hidden: int = 400, seed: 
         if not diffusers_available():
             raise RuntimeError("the sd_vae reference needs diffusers: pip install diffusers")
         parts = _sd_vae(tuple(image_shape))
-    return TorchVAERunner(batch_size, *parts, seed=seed)
+    device = device or default_device()
+    return TorchVAERunner(batch_size, *parts, seed=seed, device=device)
+
+
+def default_device() -> str:
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``."""
+    return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
 
 
 def diffusers_available() -> bool:
