@@ -15,7 +15,6 @@ from jvae.likelihoods import bernoulli
 from jvae.nets import make_nets
 from jvae.posteriors import normal_posterior
 
-
 _CASES = [
     ((3, 3), (2, 2), (2, 7, 7, 5)),     # the conv decoder's layer
     ((4, 4), (2, 2), (2, 7, 6, 3)),     # even kernel, non-square input

@@ -125,10 +125,10 @@ def transposed_conv_gemm(x: jax.Array, kernel: jax.Array, strides: Sequence[int]
         selects.append(select)
         pads.append((-lo, hi))
     # kernel (t..., I, O) -> (l..., I, r..., O): each phase's taps in its own columns.
-    t_, l_, r_ = "abc"[:n], "def"[:n], "ghi"[:n]
-    spec = ",".join(f"{l}{r}{t}" for l, r, t in zip(l_, r_, t_))
-    big = jnp.einsum(f"{spec},{t_}IO->{l_}I{r_}O", *(jnp.asarray(m, kernel.dtype)
-                                                        for m in selects), kernel)
+    taps_, window_, phases_ = "abc"[:n], "def"[:n], "ghi"[:n]
+    spec = ",".join(w + p + t for w, p, t in zip(window_, phases_, taps_))
+    big = jnp.einsum(f"{spec},{taps_}IO->{window_}I{phases_}O",
+                     *(jnp.asarray(m, kernel.dtype) for m in selects), kernel)
     window = tuple(m.shape[0] for m in selects)
     patches = conv_patches(x, window, (1,) * n, pads)
     y = lax.dot_general(patches, big.reshape(math.prod(window) * cin, -1),
