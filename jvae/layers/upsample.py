@@ -13,6 +13,10 @@ convolution of the *undilated* input with a sub-kernel, and the ``s^d``
 phases are interleaved by a reshape. No multiply touches an inserted zero,
 and both gradients are ordinary convolutions, which XLA:CPU has fast
 kernels for; on GPU/TPU the convolution libraries handle either form.
+
+On CPU (:func:`~jvae.layers.conv.use_gemm_convolutions`) :class:`ConvTranspose`
+computes all phases as one im2col GEMM (:func:`transposed_conv_gemm`), so
+that no convolution is left for XLA:CPU.
 """
 
 from __future__ import annotations
