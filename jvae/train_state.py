@@ -77,10 +77,7 @@ def create_train_state(vae: VAE, objective: Objective, optimizer: optax.Gradient
     """
     init_key, run_key = jax.random.split(key)
     cond = None if cond_key is None else example[cond_key]
-    # Jitted: XLA drops the forward pass init traces for shapes, and the
-    # initializers run as one program instead of one dispatch per op (the
-    # SD-style VAE's eager init ran its whole forward pass op by op).
-    params = jax.jit(vae.init)(init_key, example["image"], cond)
+    params = vae.init(init_key, example["image"], cond)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), key=run_key,
                       loss_state=objective.init())
