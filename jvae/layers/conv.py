@@ -2,7 +2,7 @@
 
 XLA:CPU lowers ``lax.conv_general_dilated`` to a convolution library call; its
 gradients with respect to the input and the kernel are further convolutions
-(with window reversal or dilation) that run far below the machine's GEMM
+(with window reversal or dilation), some of which run far below the GEMM
 rate, and inside a loop body (``lax.scan``, the on-device epoch of
 :mod:`jvae.epoch`) XLA:CPU does not use its fast convolution kernels at all.
 Written as im2col, a ``k x k`` convolution is
@@ -15,10 +15,10 @@ Written as im2col, a ``k x k`` convolution is
 (Chellapilla et al., 2006, "High performance convolutional neural networks
 for document processing"): ``k^2`` strided slices concatenated along the
 channels, then one GEMM. Forward and both gradients are GEMMs plus slices,
-pads and adds, which XLA:CPU runs at its matmul rate in or out of loops; the
+pads and adds, which XLA:CPU compiles the same way in or out of loops; the
 kernel keeps Flax's ``(kh, kw, in, out)`` layout, so parameters are unchanged.
 
-The transposed convolution of :mod:`jvae.upsample` uses the same patches:
+The transposed convolution of :mod:`jvae.layers.upsample` uses the same patches:
 all ``s^2`` output phases of a stride-``s`` transposed convolution are one
 GEMM of the input's patches with the phase sub-kernels laid side by side
 (zeros where a phase has no tap), followed by a depth-to-space reshape.
@@ -46,7 +46,7 @@ Padding = str | Sequence[tuple[int, int]]
 
 # Below this many output channels a convolution's im2col is memory-bound: the
 # patches are k^2 times the input, and the GEMM does only ``features`` FMAs per
-# patch element (the 32->1 head of the conv decoder ran 10-50x slower as a GEMM).
+# patch element (the 32->1 head of the conv decoder ran 7-29x slower as a GEMM).
 MIN_GEMM_FEATURES = 16
 
 
@@ -111,9 +111,8 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Paddi
     n = x.ndim - 2
     ks = kernel.shape[:n]
     patches = conv_patches(x, ks, strides, padding)
-    y = lax.dot_general(patches, kernel.reshape(-1, kernel.shape[-1]),
-                        (((patches.ndim - 1,), (0,)), ((), ())))
-    return y
+    return lax.dot_general(patches, kernel.reshape(-1, kernel.shape[-1]),
+                           (((patches.ndim - 1,), (0,)), ((), ())))
 
 
 class Conv(nn.Module):
