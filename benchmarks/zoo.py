@@ -87,6 +87,24 @@ def run_family(name: str, overrides: dict, args) -> dict:
     return row
 
 
+def append_missing(out: Path, key: str, table: dict, names: str, run) -> None:
+    """Runs ``run(name, table[name])`` for each comma-separated name whose row
+    (``row[key] == name``) is not yet in ``out``, appending and printing each
+    row as it finishes, so an interrupted benchmark resumes where it stopped."""
+    done = set()
+    if out.exists():
+        done = {json.loads(line)[key] for line in out.read_text().splitlines() if line.strip()}
+    for name in names.split(","):
+        if name not in table:
+            raise SystemExit(f"unknown {key} {name!r}; choose from {', '.join(table)}")
+        if name in done:
+            continue
+        row = run(name, table[name])
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
@@ -101,20 +119,8 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    out = Path(args.out)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["family"] for line in out.read_text().splitlines() if line.strip()}
-    for name in args.families.split(","):
-        if name not in FAMILIES:
-            raise SystemExit(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
-        if name in done:
-            continue
-        row = run_family(name, FAMILIES[name], args)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-
+    append_missing(Path(args.out), "family", FAMILIES, args.families,
+                   lambda name, overrides: run_family(name, overrides, args))
 
 if __name__ == "__main__":
     main()

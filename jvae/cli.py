@@ -10,13 +10,15 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from jvae import evaluate, memory, train
+from jvae import evaluate, memory, modes, serve, train, weights
 from jvae.flags import Mode, run_mode
 
 __all__ = ["MODES", "main"]
 
 # The modes in the order ``jvae --help`` lists them.
-MODES: dict[str, Mode] = {m.name: m for m in (train.MODE, evaluate.MODE, memory.MODE)}
+MODES: dict[str, Mode] = {m.name: m for m in (train.MODE, evaluate.MODE, *modes.MODES,
+                                              memory.MODE, serve.MODE, weights.IMPORT_MODE,
+                                              weights.EXPORT_MODE)}
 
 
 def _usage() -> str:

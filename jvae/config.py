@@ -25,7 +25,9 @@ from jvae.base import ConfigError
 from jvae.data import BINARIZE_MODES
 from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
+from jvae.posteriors import NORMAL_SCALES
 from jvae.program import PLACEMENTS
+from jvae.zoo import CVAE_PRIOR_WEIGHT
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
            "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
@@ -81,6 +83,10 @@ class Config:
         "normal", "Posterior family of vae, cvae and iwae: normal (diagonal Gaussian, "
         "N(0, I) prior) or dirichlet (symmetric Dirichlet prior).", "model",
         choices=ex.POSTERIORS)
+    posterior_scale: str = _setting(
+        "softplus", "How the normal posterior reads the encoder's raw scale: softplus "
+        "(softplus(raw) + 1e-6) or logvar (a log-variance, exp(clip(raw, -30, 20) / 2), as "
+        "Stable Diffusion's VAE).", "model", choices=NORMAL_SCALES)
     dirichlet_prior: float = _setting(
         0.98, "Concentration of the symmetric Dirichlet prior.", "model", check="positive")
     dirichlet_reparam: str = _setting(
@@ -152,6 +158,10 @@ class Config:
     kl_warmup_steps: int = _setting(
         0, "Steps over which the KL weight ramps linearly from 0 to --beta (0: none).",
         "objective", check="non_negative")
+    cvae_prior_weight: float = _setting(
+        CVAE_PRIOR_WEIGHT, "Weight of a cvae's prior-reconstruction term -log p(x | z ~ p(z), y), which "
+        "makes decodes of prior draws follow the label (Sohn et al.'s hybrid objective; "
+        "0: the plain ELBO).", "objective", check="non_negative")
     ssim_weight: float = _setting(
         0.0, "Weight of the 1 - SSIM term (0: off).", "objective", check="non_negative")
     sparsity_weight: float = _setting(
@@ -187,6 +197,19 @@ class Config:
         "auto", "Where the training split lives: device (each epoch one on-device loop), "
         "host (one host batch per step, for data larger than device memory) or auto "
         "(device, except convolutional nets on CPU).", "run", choices=PLACEMENTS)
+    dashboard: bool = _setting(
+        True, "Serve the live training page (curves, images, a latent-space explorer) while "
+        "training; --no-dashboard turns it off.", "run")
+    dashboard_port: int = _setting(
+        2998, "Port of the live page; 0 picks a free one. A port in use prints one warning "
+        "and training goes on without the page.", "run", check="non_negative")
+    dashboard_host: str = _setting(
+        "127.0.0.1", "Address the live page binds: loopback (this machine only) unless set "
+        "otherwise, which prints a warning that anyone who can reach the port can watch.",
+        "run")
+    tensorboard: bool = _setting(
+        True, "Write TensorBoard event files (scalars, image grids, latent embeddings) to "
+        "WORKDIR/tb; --no-tensorboard turns it off.", "run")
 
     def __post_init__(self):
         _validate(self)
@@ -198,7 +221,10 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                "keep_checkpoints", "num_images",
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
-                               "data_placement"})
+                               "data_placement",
+                               # How the run is watched, not what it computes.
+                               "dashboard", "dashboard_port", "dashboard_host",
+                               "tensorboard"})
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -222,9 +248,16 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
+    if cfg.posterior_scale != "softplus" and (cfg.posterior != "normal"
+                                              or cfg.model not in ("vae", "cvae", "iwae")):
+        raise ConfigError(f"posterior_scale={cfg.posterior_scale} applies to a normal "
+                          "posterior (--posterior normal, --model vae, cvae or iwae)")
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")
+    if cfg.dashboard_port > 65535:
+        raise ConfigError(f"dashboard_port must be a port number in 0..65535, got "
+                          f"{cfg.dashboard_port}")
     _validate_model(cfg)
     _validate_net(cfg)
 
@@ -304,8 +337,18 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
 def _scalar(t: type, v: Any) -> Any:
-    if t is bool or isinstance(v, bool):
+    if t is bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in _BOOLS:
+            return _BOOLS[v.lower()]
+        raise TypeError
+    if isinstance(v, bool):
         raise TypeError
     if t is int:
         if isinstance(v, float) and not v.is_integer():

@@ -14,8 +14,11 @@ Restores the run's ``config.json`` and newest checkpoint and reports, as JSON:
   images (``n_test_images`` in the output says how many);
 * ``active_units``: latent dimensions whose posterior mean varies across the
   test set, ``Cov_x(E_q[z_u|x]) > 0.01`` (Burda et al., 2015, Section 5.2);
-* for a ``cvae``, the bound is on the conditional ``log p(x|y)``; for a
-  ``vq`` model, codebook usage; for the discretized logistic likelihood, bits/dim.
+* for a ``cvae``, the bound is on the conditional ``log p(x|y)``, and
+  ``conditional_accuracy``: the share of class-conditional prior samples that
+  a classifier trained on the training split assigns to the requested class
+  (``classifier_test_accuracy`` beside it); for a ``vq`` model, codebook usage;
+  for the discretized logistic likelihood, bits/dim.
 
 An autoencoder has no likelihood bound; only its reconstruction error is reported.
 """
@@ -26,6 +29,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from jvae import flags
 from jvae.base import Array, ConfigError
+from jvae.inference import make_inference
 from jvae.logistic import bits_per_dim
 from jvae.masked import masked_sums
 from jvae.model import VAE, decode_samples
@@ -46,6 +51,7 @@ from jvae.train_state import make_eval_step
 from jvae.vq import code_indices, codebook_usage
 
 __all__ = ["iwae_log_likelihood", "make_iwae_evaluator", "iwae_over_split", "active_units",
+           "fit_classifier", "conditional_accuracy",
            "evaluate_run", "MODE", "main"]
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -147,6 +153,57 @@ def active_units(codes: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) ->
     return int(np.sum(codes.var(axis=0) > threshold))
 
 
+def fit_classifier(images: np.ndarray, labels: np.ndarray, *, seed: int = 0):
+    """A pixel-space classifier for judging samples: a one-hidden-layer MLP.
+
+    scikit-learn's ``MLPClassifier`` (128 ReLU units, Adam, 15 epochs) reaches
+    about 96% test accuracy on MNIST from the raw pixels; it is the judge of
+    :func:`conditional_accuracy`, so report its own test accuracy beside it.
+
+    Args:
+      images: training images ``(N, *data_shape)`` in [0, 1].
+      labels: their integer classes ``(N,)``.
+      seed: the classifier's initialization and shuffling seed.
+
+    Returns:
+      A fitted estimator with ``predict`` and ``score`` over flattened images.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier((128,), max_iter=15, random_state=seed)
+    with warnings.catch_warnings():
+        # A fixed, short budget on purpose: the judge need not converge fully.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(np.asarray(images, np.float32).reshape(len(images), -1), np.asarray(labels))
+    return clf
+
+
+def conditional_accuracy(sample: Callable[[Array, Array], Array], classifier, num_classes: int,
+                         key: Array, *, per_class: int = 100) -> float:
+    """Share of class-conditional samples the classifier assigns to their class.
+
+    Draws ``per_class`` samples for each of the ``num_classes`` one-hot labels
+    ``y`` (``x ~ E[x|z, y]``, ``z ~ p(z)``) and returns
+    ``mean_i [argmax classifier(x_i) = y_i]``. A model whose samples follow the
+    label scores near the classifier's own test accuracy; one that ignores it
+    scores near ``1 / num_classes``.
+
+    Args:
+      sample: ``(key, cond) -> images``, ``cond`` the one-hot labels ``(n, num_classes)``.
+      classifier: an estimator with ``predict`` over flattened images
+        (:func:`fit_classifier`).
+      num_classes: number of classes.
+      key: PRNG key of the prior draws.
+      per_class: samples per class.
+    """
+    labels = np.repeat(np.arange(num_classes), per_class)
+    cond = np.eye(num_classes, dtype=np.float32)[labels]
+    images = np.asarray(sample(key, jnp.asarray(cond)))
+    predicted = classifier.predict(images.reshape(len(images), -1))
+    return float(np.mean(predicted == labels))
+
+
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -214,6 +271,9 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
         report.update({"iw_samples": iw_samples, "n_test_images": n,
                        "nll_bound": -iw["log_likelihood"], "neg_elbo_subset": -iw["elbo"],
                        "iwae_wall_s": time.perf_counter() - t0})
+    if cond_key is not None:
+        report.update(_conditional_report(vae, state.params, run.train, test, cond_key,
+                                          jax.random.fold_in(jax.random.key(seed), 2), seed))
     if cfg.likelihood == "logistic_mixture":
         dims = int(np.prod(test["image"].shape[1:]))
         report["bits_per_dim_elbo"] = bits_per_dim(report["neg_elbo"], dims)
@@ -221,6 +281,21 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
             report["bits_per_dim_bound"] = bits_per_dim(report["nll_bound"], dims)
     report["wall_s"] = time.perf_counter() - t_start
     return report
+
+
+def _conditional_report(vae: VAE, params, train, test, cond_key: str, key: Array,
+                        seed: int) -> dict[str, float]:
+    """``conditional_accuracy`` of a conditional run, judged by a classifier of its data."""
+    classifier = fit_classifier(train["image"], train["label"], seed=seed)
+    num_classes = train[cond_key].shape[-1]
+    inference = make_inference(vae)
+
+    def sampler(key, cond):
+        return inference.sample(params, key, cond.shape[0], cond)[1]
+
+    flat = test["image"].reshape(len(test["image"]), -1)
+    return {"conditional_accuracy": conditional_accuracy(sampler, classifier, num_classes, key),
+            "classifier_test_accuracy": float(classifier.score(flat, test["label"]))}
 
 
 def _add_arguments(parser) -> None:
@@ -262,7 +337,8 @@ def _run(args) -> int:
 
 
 MODE = flags.Mode("evaluate", "Evaluate a run's newest checkpoint on its test split: -ELBO, "
-                  "the k-sample IWAE bound, active units.", _add_arguments, _run)
+                  "the k-sample IWAE bound, active units, a cvae's conditional accuracy.",
+                  _add_arguments, _run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,7 +115,7 @@ class Family(NamedTuple):
 
 
 POSTERIORS: dict[str, Callable[[Any], Posterior]] = {
-    "normal": lambda cfg: normal_posterior(),
+    "normal": lambda cfg: normal_posterior(scale=cfg.posterior_scale),
     "dirichlet": lambda cfg: dirichlet_posterior(cfg.dirichlet_prior,
                                                  reparam=cfg.dirichlet_reparam),
 }
@@ -153,7 +153,12 @@ def _beta_vae(cfg, vae, cond_key, extra):
 
 MODELS: dict[str, Family] = {
     "vae": Family(_distribution, _flat_latent, _beta_vae),
-    "cvae": Family(_distribution, _flat_latent, _beta_vae, conditional=True),
+    "cvae": Family(_distribution, _flat_latent,
+                   lambda cfg, vae, cond_key, extra: zoo.cvae(
+                       vae, cond_key=cond_key, prior_weight=cfg.cvae_prior_weight,
+                       beta=_kl_weight(cfg), alpha=cfg.alpha, num_samples=cfg.num_samples,
+                       extra=extra),
+                   conditional=True),
     "iwae": Family(_distribution, _flat_latent,
                    lambda cfg, vae, cond_key, extra: zoo.iwae(
                        vae, num_samples=cfg.num_samples, cond_key=cond_key, extra=extra)),

@@ -55,10 +55,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+_METAVARS = {"int": "N", "float": "X", "comma-separated ints": "N,N,..", "str": "TEXT"}
+
+
 def _type_name(field: dataclasses.Field) -> str:
     kind = typing.get_type_hints(Config)[field.name]
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    base = args[0] if args else kind
+    optional = type(None) in typing.get_args(kind)  # X | None
+    base = next(a for a in typing.get_args(kind) if a is not type(None)) if optional else kind
     if typing.get_origin(base) is tuple:
         return "comma-separated ints"
     return getattr(base, "__name__", str(base))
@@ -93,8 +96,14 @@ def add_config_flags(parser: argparse.ArgumentParser,
             continue
         names = ["--" + field.name.replace("_", "-")]
         names += ["--" + a.replace("_", "-") for a, n in ALIASES.items() if n == field.name]
+        if typing.get_type_hints(Config)[field.name] is bool:  # --flag / --no-flag
+            titles[group].add_argument(*names, dest=field.name, default=argparse.SUPPRESS,
+                                       action=argparse.BooleanOptionalAction,
+                                       help=describe(field))
+            continue
         titles[group].add_argument(*names, dest=field.name, default=argparse.SUPPRESS,
-                                   metavar=field.name.upper(), help=describe(field))
+                                   metavar=_METAVARS.get(_type_name(field), "TEXT"),
+                                   help=describe(field))
 
 
 def add_workdir_flag(parser: argparse.ArgumentParser, *, required: bool,

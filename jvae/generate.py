@@ -13,16 +13,23 @@ from jvae.posteriors import sample_prior
 __all__ = ["make_sampler", "make_reconstructor"]
 
 
-def make_sampler(vae: VAE, num: int) -> Callable[..., Array]:
+def make_sampler(vae: VAE, num: int, *, repeats: int = 1) -> Callable[..., Array]:
     """``(params, key, cond=None) -> (num, *data_shape)`` decoded prior samples.
 
     Each z ~ p(z) is decoded to the likelihood's mean E[x|z] (pixel
     probabilities for a Bernoulli likelihood), the usual way to show samples.
+    With ``repeats = r``, ``num / r`` codes are drawn and repeated ``r`` times
+    in order: a conditional grid with one row per class then decodes every
+    class from the same codes (column ``j`` shares ``z_j``), so the rows
+    differ only by the label.
     """
+    if num % repeats:
+        raise ValueError(f"num={num} is not a multiple of repeats={repeats}")
 
     @jax.jit
     def sample(params, key, cond=None):
-        z = sample_prior(vae.posterior, key, vae.latent_shape, num, params)
+        z = sample_prior(vae.posterior, key, vae.latent_shape, num // repeats, params)
+        z = jax.numpy.tile(z, (repeats,) + (1,) * (z.ndim - 1))
         return vae.likelihood.mean(vae.decode(params, z, cond))
 
     return sample

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["image_grid", "save_image_grid"]
+__all__ = ["image_grid", "save_image_grid", "grid_png"]
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
@@ -36,11 +37,22 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.
     return (np.clip(grid, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def save_image_grid(images: np.ndarray, path: str | os.PathLike, ncol: int | None = None,
-                    scale: int = 2) -> None:
-    """Writes :func:`image_grid` to ``path`` as a PNG, enlarged ``scale`` times."""
-    grid = image_grid(images, ncol)
+def _grid_image(images: np.ndarray, ncol: int | None, scale: int, pad: int = 2) -> Image.Image:
+    grid = image_grid(images, ncol, pad)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    return img
+
+
+def save_image_grid(images: np.ndarray, path: str | os.PathLike, ncol: int | None = None,
+                    scale: int = 2) -> None:
+    """Writes :func:`image_grid` to ``path`` as a PNG, enlarged ``scale`` times."""
+    _grid_image(images, ncol, scale).save(path)
+
+
+def grid_png(images: np.ndarray, ncol: int | None = None, scale: int = 2, pad: int = 2) -> bytes:
+    """:func:`image_grid` as PNG bytes, enlarged ``scale`` times."""
+    buf = io.BytesIO()
+    _grid_image(images, ncol, scale, pad).save(buf, format="PNG")
+    return buf.getvalue()

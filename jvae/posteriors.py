@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jvae.base import Array, Params, Posterior
 
-__all__ = ["Posterior", "normal_posterior", "dirichlet_posterior", "DIRICHLET_REPARAMS",
+__all__ = ["Posterior", "NORMAL_SCALES", "normal_posterior", "dirichlet_posterior", "DIRICHLET_REPARAMS",
            "point_posterior", "sample_and_log_prob", "sample_prior",
            "kl_estimate"]
 
@@ -27,24 +27,41 @@ def _sum_trailing(x: Array, n: int) -> Array:
     return x.sum(axis=tuple(range(x.ndim - n, x.ndim))) if n else x
 
 
-def normal_posterior(min_scale: float = 1e-6) -> Posterior:
+NORMAL_SCALES = ("softplus", "logvar")
+# Stable Diffusion's DiagonalGaussianDistribution clamps the log-variance to
+# this range before taking exp(logvar / 2).
+LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def normal_posterior(min_scale: float = 1e-6, scale: str = "softplus") -> Posterior:
     """Diagonal Normal posterior with a standard Normal prior N(0, I).
 
-    The scale is ``softplus(raw) + min_scale``. The KL is analytic:
+    The encoder's raw scale output ``r`` becomes the standard deviation
+    ``softplus(r) + min_scale`` (``scale="softplus"``) or, read as a
+    log-variance as in Stable Diffusion's VAE (Rombach et al., 2022,
+    arXiv:2112.10752), ``exp(clip(r, -30, 20) / 2)`` (``scale="logvar"``;
+    ``min_scale`` is then unused, the clip bounds it). The KL is analytic:
     ``KL = sum_i 0.5 * (mu_i^2 + s_i^2 - 1) - log s_i`` (Kingma & Welling, 2014,
     appendix B).
 
     Args:
-      min_scale: floor added to the scale so log-densities stay finite.
+      min_scale: floor added to a softplus scale so log-densities stay finite.
+      scale: ``"softplus"`` or ``"logvar"``, how the raw scale is read.
 
     Returns:
       A :class:`Posterior`.
     """
+    if scale not in NORMAL_SCALES:
+        raise ValueError(f"unknown Normal scale parameterisation {scale!r}; choose one of "
+                         f"{', '.join(NORMAL_SCALES)}")
 
     def param_shapes(latent_shape):
         return {"loc": tuple(latent_shape), "scale": tuple(latent_shape)}
 
     def constrain(raw):
+        if scale == "logvar":
+            return {"loc": raw["loc"],
+                    "scale": jnp.exp(0.5 * jnp.clip(raw["scale"], *LOGVAR_RANGE))}
         return {"loc": raw["loc"], "scale": jax.nn.softplus(raw["scale"]) + min_scale}
 
     def sample(key, params, num_samples):

@@ -22,7 +22,7 @@ from jvae.data import add_condition, load_dataset, static_binarize, to_float
 from jvae.experiment import DataSpec, Experiment, build, example_batch, init_state
 from jvae.train_state import TrainState
 
-__all__ = ["load_data", "saved_config", "check_resumable", "Run", "restore_run"]
+__all__ = ["load_data", "saved_config", "check_resumable", "Run", "restore_run", "hook_info"]
 
 
 def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -129,3 +129,27 @@ def restore_run(workdir: str | Path, **overrides: Any) -> Run:
             raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
         state, meta = ckpt.restore(template)
     return Run(cfg, experiment, state, meta, train, test)
+
+
+def hook_info(cfg: Config, workdir: str | Path, experiment: Experiment,
+              test: dict[str, np.ndarray], *, devices: int, placement: str | None,
+              start_epoch: int, step: int, params: Any, steps_per_epoch: int) -> dict[str, Any]:
+    """What a training hook's ``on_start`` receives (see :class:`jvae.train.Hook`).
+
+    Args:
+      cfg: the run's settings (passed on as a dict).
+      workdir: the run directory.
+      experiment: the model, objective and optimizer.
+      test: the test split.
+      devices: devices the run trains on.
+      placement: ``"device"`` or ``"host"`` (None: not training, e.g. a page
+        served from checkpoints).
+      start_epoch: epochs already done.
+      step: the optimizer step.
+      params: a private copy of the parameters (no later step may donate it).
+      steps_per_epoch: training steps per epoch.
+    """
+    return {"config": config_to_dict(cfg), "workdir": str(workdir), "devices": devices,
+            "placement": placement, "start_epoch": start_epoch, "step": step,
+            "experiment": experiment, "test": test, "params": params,
+            "steps_per_epoch": steps_per_epoch}

@@ -14,6 +14,7 @@ Running again with the same ``--workdir`` resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -35,20 +36,22 @@ from jvae.generate import make_reconstructor, make_sampler
 from jvae.images import save_image_grid
 from jvae.parallel import data_mesh, replicate
 from jvae.program import compile_program, evaluate_split, resolve_placement, run_epoch
-from jvae.runs import check_resumable, load_data
+from jvae.runs import check_resumable, hook_info, load_data
 from jvae.train_state import make_eval_step
 
-__all__ = ["Hook", "train_and_evaluate", "MODE", "main"]
+__all__ = ["Hook", "train_and_evaluate", "watch_hooks", "MODE", "main"]
 
 
 class Hook(Protocol):
     """Observes a training run; every method is optional.
 
-    ``on_start(info)`` once, with the run's settings and devices;
+    ``on_start(info)`` once, with the run's settings, devices, model, test
+    split and a copy of the starting parameters (:func:`~jvae.runs.hook_info`);
     ``on_chunk(step, metrics)`` after each chunk of steps with the chunk's
     metric means (host floats); ``on_epoch(row, params)`` after each
     evaluation, with the ``metrics.jsonl`` row and a copy of the parameters
-    (never a buffer a later donated step frees); ``on_end()`` once.
+    (never a buffer a later donated step frees); ``on_end()`` once, however
+    training stops.
     """
 
 
@@ -116,7 +119,8 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
 
     metrics_path = workdir / "metrics.jsonl"
     start_epoch, wall_total, last_row = 0, 0.0, {}
-    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt, \
+            _ending(hooks):
         if ckpt.latest_step() is not None:
             state, meta = ckpt.restore(state, mesh=mesh)
             start_epoch, wall_total = int(meta["epoch"]), float(meta.get("wall_s", 0.0))
@@ -140,12 +144,16 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
                                   chunks_per_epoch=20 if live else None)
         eval_step = make_eval_step(experiment.objective, mesh=mesh)
         sample_cond = _sample_condition(test, experiment.cond_key)
-        sampler = make_sampler(experiment.vae,
-                               cfg.num_images if sample_cond is None else len(sample_cond))
+        sampler = (make_sampler(experiment.vae, cfg.num_images) if sample_cond is None else
+                   make_sampler(experiment.vae, len(sample_cond),
+                                repeats=sample_cond.shape[-1]))
         reconstruct = make_reconstructor(experiment.vae)
-        _call(hooks, "on_start", {"config": config_to_dict(cfg), "workdir": str(workdir),
-                                  "devices": mesh.size, "placement": placement,
-                                  "start_epoch": start_epoch, "step": int(state.step)})
+        if hooks:
+            _call(hooks, "on_start", hook_info(
+                cfg, workdir, experiment, test, devices=mesh.size, placement=placement,
+                start_epoch=start_epoch, step=int(state.step),
+                params=jax.tree.map(jnp.copy, state.params),
+                steps_per_epoch=program.steps_per_epoch))
 
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -194,8 +202,16 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
                 kl = f"KL {row['kl']:.2f}  " if row["kl"] is not None else ""
                 print(f"epoch {epoch + 1}/{cfg.epochs}  test {bound}recon {row['recon']:.2f}  "
                       f"{kl}{row['images_per_sec']:,.0f} img/s", flush=True)
-    _call(hooks, "on_end")
     return last_row
+
+
+@contextlib.contextmanager
+def _ending(hooks: Sequence[Any]):
+    """Calls the hooks' ``on_end`` however training stops (an error and Ctrl-C included)."""
+    try:
+        yield
+    finally:
+        _call(hooks, "on_end")
 
 
 class _Progress:
@@ -219,7 +235,8 @@ class _Progress:
 
 
 def _sample_condition(test, cond_key: str | None) -> np.ndarray | None:
-    """For a conditional model: one row of 8 samples per class (one-hot rows)."""
+    """For a conditional model: one row of 8 samples per class (one-hot rows), each
+    row decoded from the same 8 codes."""
     if cond_key is None:
         return None
     num_classes = test[cond_key].shape[-1]
@@ -247,9 +264,22 @@ def _add_arguments(parser) -> None:
     flags.add_config_flags(parser)
 
 
+def watch_hooks(cfg: Config) -> list[Any]:
+    """The hooks the train mode attaches: the live page (``--dashboard``) and
+    TensorBoard event files (``--tensorboard``)."""
+    hooks: list[Any] = []
+    if cfg.dashboard:
+        from jvae.dashboard import Dashboard
+        hooks.append(Dashboard(cfg.dashboard_host, cfg.dashboard_port))
+    if cfg.tensorboard:
+        from jvae.tensorboard import TensorBoardLogger
+        hooks.append(TensorBoardLogger())
+    return hooks
+
+
 def _run(args) -> int:
     cfg, workdir = flags.config_from_args(args)
-    train_and_evaluate(cfg, workdir or f"runs/{cfg.dataset}")
+    train_and_evaluate(cfg, workdir or f"runs/{cfg.dataset}", hooks=watch_hooks(cfg))
     return 0
 
 

@@ -61,7 +61,8 @@ def make_optimizer(learning_rate: float | optax.Schedule = 1e-3, *, b1: float = 
 
 
 def create_train_state(vae: VAE, objective: Objective, optimizer: optax.GradientTransformation,
-                       key: Array, example: Batch, *, cond_key: str | None = None) -> TrainState:
+                       key: Array, example: Batch, *, cond_key: str | None = None,
+                       params: PyTree | None = None) -> TrainState:
     """Initializes parameters, optimizer and objective state.
 
     Args:
@@ -71,13 +72,16 @@ def create_train_state(vae: VAE, objective: Objective, optimizer: optax.Gradient
       key: typed PRNG key (``jax.random.key``); split into init and run keys.
       example: a batch with the data's shapes (values are not used beyond init).
       cond_key: batch entry the model is conditioned on, if any.
+      params: parameters to start from (imported weights) instead of
+        ``vae.init``'s; the run key is the same either way.
 
     Returns:
       A :class:`TrainState` on the default device.
     """
     init_key, run_key = jax.random.split(key)
     cond = None if cond_key is None else example[cond_key]
-    params = vae.init(init_key, example["image"], cond)
+    if params is None:
+        params = vae.init(init_key, example["image"], cond)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), key=run_key,
                       loss_state=objective.init())

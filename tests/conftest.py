@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+# The shared data sit beside the checkout; JVAE_MNIST_DIR points elsewhere (e.g. a worktree).
+MNIST_DIR = Path(os.environ.get("JVAE_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,20 @@ def mnist_dir() -> Path:
 
 def pytest_configure(config):
     sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(autouse=True)
+def _no_watchers_from_the_cli(request, monkeypatch):
+    """``jvae train`` serves a live page and writes TensorBoard logs by default;
+    in tests it does neither, unless the test asks for ``cli_watchers``."""
+    if "cli_watchers" not in request.fixturenames:
+        import jvae.train
+        monkeypatch.setattr(jvae.train, "watch_hooks", lambda cfg: [])
+
+
+@pytest.fixture
+def cli_watchers():
+    """Lets ``jvae train`` attach its live page and TensorBoard logger in this test."""
 
 
 @pytest.fixture(scope="session")

@@ -115,13 +115,17 @@ def test_evaluate_cli_cvae_and_ae(tiny_mnist_dir, tmp_path, capsys):
     cvae_dir = tmp_path / "cvae"
     train_and_evaluate(make_config(common, {"model": "cvae"}), cvae_dir, quiet=True)
     # Samples: one row of 8 per class (10 classes), 28-pixel tiles, 2-pixel padding, x2.
-    grid = Image.open(cvae_dir / "images" / "samples_epoch001.png")
+    with Image.open(cvae_dir / "images" / "samples_epoch001.png") as grid:
+        grid.load()
     assert grid.size == (2 * (8 * 30 + 2), 2 * (10 * 30 + 2))
     assert main(["--workdir", str(cvae_dir), "--iw-samples", "16", "--num-test-images", "40",
                  "--chunk-size", "5"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report == json.loads((cvae_dir / "eval_k16.json").read_text())
     assert report["conditional"] and report["model"] == "cvae"
+    # Judged by a classifier of the 512 training images, on 100 samples per class.
+    assert report["classifier_test_accuracy"] > 0.5
+    assert report["conditional_accuracy"] in {i / 1000 for i in range(1001)}
     assert (report["n_test_images"], report["n_eval_images"], report["iw_samples"]) == (40, 256, 16)
     assert report["nll_bound"] < report["neg_elbo_subset"]
     np.testing.assert_allclose(report["neg_elbo"], report["recon"] + report["kl"], rtol=1e-5)

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jvae"
 # The application layer: settings, the command line and what only it uses.
 APPLICATION = {"jvae.config", "jvae.flags", "jvae.cli", "jvae.__main__", "jvae.train",
                "jvae.evaluate", "jvae.memory", "jvae.runs", "jvae.images", "jvae.inference",
-               "jvae.serve"}
+               "jvae.modes", "jvae.serve", "jvae.tensorboard", "jvae.weights"}
 APPLICATION_PACKAGES = ("jvae.dashboard",)
 
 

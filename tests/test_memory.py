@@ -5,6 +5,7 @@ import json
 import pytest
 
 from jvae.config import make_config
+from jvae.experiment import DataSpec
 from jvae.memory import MemoryFit, fit_memory, main, train_program_planner
 
 SHAPE, EXAMPLES = (8, 8, 1), 4096
@@ -13,7 +14,7 @@ SHAPE, EXAMPLES = (8, 8, 1), 4096
 @pytest.fixture(scope="module")
 def planned():
     cfg = make_config({"hidden": "32", "latent_dim": 4, "num_devices": 1})
-    fn, devices = train_program_planner(cfg, SHAPE, EXAMPLES)
+    fn, devices = train_program_planner(cfg, DataSpec(SHAPE), EXAMPLES)
     assert devices == 1
     cache = {}
     return lambda b: cache.setdefault(b, fn(b))

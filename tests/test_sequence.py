@@ -160,5 +160,6 @@ def test_cli_trains_a_sequence_vae(tiny_mnist_dir, tmp_path):
     # 16 steps from ~543 nats (784 log 2, logits ~ 0 at init).
     assert np.isfinite(row["neg_elbo"]) and row["neg_elbo"] < 450.0
     # Reconstructions come back as 28x28 images in the CLI's grids.
-    grid = Image.open(workdir / "images" / "reconstructions_epoch001.png")
+    with Image.open(workdir / "images" / "reconstructions_epoch001.png") as grid:
+        grid.load()
     assert grid.size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))

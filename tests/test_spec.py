@@ -61,6 +61,9 @@ TOKEN_CASES = [
     (["C2d_3_4_3_2_1"], (5, 6, 3), (3, 3, 4)),  # (5+2-3)//2+1=3, (6+2-3)//2+1=3
     (["C2d_3_4_2_1_0"], (5, 6, 3), (4, 5, 4)),
     (["C2d_3_4_1_1_2"], (2, 2, 3), (6, 6, 4)),  # padding larger than kernel
+    (["C2d_3_4_3_2_0_1"], (6, 6, 3), (3, 3, 4)),  # (6+0+1-3)//2+1=3
+    (["VAERB_4_8_2"], (4, 4, 4), (4, 4, 8)),
+    (["VAEA_4_2"], (3, 5, 4), (3, 5, 4)),
     (["VAERB_4_4"], (4, 4, 4), (4, 4, 4)),
     (["VAERB_4_6"], (4, 4, 4), (4, 4, 6)),
     (["VAEA_4"], (3, 5, 4), (3, 5, 4)),
@@ -157,10 +160,12 @@ BAD_ENTRIES = [
     ("C2d_3_x_3_1_1", "argument 'out' must be an integer"),
     ("C2d_3_4_3_0_1", "argument 'stride' must be positive"),
     ("C2d_3_4_3_1_-1", "argument 'padding' must be an integer"),
-    ("C2d_3_4_3_1", "C2d expects 5 argument"),
+    ("C2d_3_4_3_1", "C2d expects 5 or 6 arguments (in, out, kernel, stride, padding[, after])"),
+    ("C2d_3_4_3_1_0_1_1", "C2d expects 5 or 6 arguments"),
     ("VAERB_0_4", "argument 'in' must be positive"),
-    ("VAERB_4", "VAERB expects 2 argument"),
-    ("VAEA_4_4", "VAEA expects 1 argument"),
+    ("VAERB_4", "VAERB expects 2 or 3 arguments (in, out[, groups])"),
+    ("VAERB_4_4_0", "argument 'groups' must be positive"),
+    ("VAEA_4_4_4", "VAEA expects 1 or 2 arguments"),
     ("GN_2", "GN expects 2 argument"),
     ("SiLU_1", "SiLU expects 0 argument"),
     ("MaxP", "MaxP expects 1 or 2 arguments"),
@@ -244,6 +249,8 @@ SHAPE_ERRORS = [
     (["C2d_3_8_3_1_1", "VAEA_4"], (4, 4, 3), 1, "channels=4 does not match"),
     (["C2d_3_8_3_1_1", "GN_2_4"], (4, 4, 3), 1, "channels=4 does not match"),
     (["SiLU", "GN_3_4"], (4, 4, 4), 1, "groups=3 does not divide channels=4"),
+    (["VAERB_4_6_4"], (4, 4, 4), 0, "groups=4 does not divide in=4 and out=6"),
+    (["VAEA_4_3"], (4, 4, 4), 0, "groups=3 does not divide channels=4"),
     (["MaxP_2", "MaxP_2", "MaxP_2"], (4, 4, 1), 2, "larger than the spatial size"),
     (["C2d_1_1_5_1_0"], (4, 4, 1), 0, "does not fit"),
     (["SiLU", "2*VAERB_4_8"], (2, 2, 4), 1, "in=4 does not match the 8 channels"),
@@ -390,6 +397,18 @@ def test_upsample_is_nearest_neighbour():
     )
 
 
+def test_conv_padding_after_pads_bottom_and_right_only():
+    # Stable Diffusion's downsampling: a 3x3 stride-2 conv of ones sums rows and
+    # columns 0..2 for output (0, 0) and 2..3 plus the zero row/column for (1, 1).
+    model = build(["C2d_1_1_3_2_0_1"], (4, 4, 1))
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    params = {"params": {"layers_0": {"kernel": jnp.ones((3, 3, 1, 1)), "bias": jnp.zeros(1)}}}
+    y = np.asarray(model.apply(params, x))[0, :, :, 0]
+    grid = np.arange(16.0).reshape(4, 4)
+    np.testing.assert_array_equal(y, [[grid[:3, :3].sum(), grid[:3, 2:].sum()],
+                                      [grid[2:, :3].sum(), grid[2:, 2:].sum()]])
+
+
 def test_conv_padding_is_symmetric_explicit():
     # A 1x1 conv with padding 1 surrounds the output with bias-only pixels;
     # 'SAME' padding would not change the size at all.
@@ -408,9 +427,11 @@ def test_conv_padding_is_symmetric_explicit():
 _small = st.integers(min_value=1, max_value=64)
 
 _LAYER_ARGS = {
-    "C2d": st.tuples(_small, _small, _small, _small, st.integers(0, 8)),
-    "VAERB": st.tuples(_small, _small),
-    "VAEA": st.tuples(_small),
+    "C2d": st.one_of(st.tuples(_small, _small, _small, _small, st.integers(0, 8)),
+                     st.tuples(_small, _small, _small, _small, st.integers(0, 8),
+                               st.integers(0, 8))),
+    "VAERB": st.one_of(st.tuples(_small, _small), st.tuples(_small, _small, _small)),
+    "VAEA": st.one_of(st.tuples(_small), st.tuples(_small, _small)),
     "GN": st.tuples(_small, _small),
     "SiLU": st.just(()),
     "MaxP": st.one_of(st.tuples(_small), st.tuples(_small, _small)),

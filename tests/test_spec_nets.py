@@ -224,11 +224,12 @@ def test_sd_style_vae_jitted_train_step():
     before = state.params
     step = make_train_step(objective, optimizer, mesh=mesh, donate=False)
     losses = []
-    for _ in range(3):
+    # Single-sample ELBOs are noisy step to step; over five steps the trend shows.
+    for _ in range(5):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-    assert int(state.step) == 3
+    assert int(state.step) == 5
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, state.params)
     assert all(jax.tree.leaves(moved))
 
@@ -332,9 +333,10 @@ def test_cli_trains_a_spec_net(tiny_mnist_dir, tmp_path):
     assert rc == 0
     row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(row["neg_elbo"]) and row["neg_elbo"] < 543.0  # 784 * log 2: chance
-    grid = Image.open(workdir / "images" / "reconstructions_epoch001.png")
+    with Image.open(workdir / "images" / "reconstructions_epoch001.png") as grid:
+        size = grid.size
     # 8 originals over 8 reconstructions: 2 rows of 8 28x28 tiles, 2-px gaps, x2 scale.
-    assert grid.size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))
+    assert size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))
 
 
 def test_cli_spec_error_exits_2_before_writing(tiny_mnist_dir, tmp_path, capsys):

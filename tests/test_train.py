@@ -106,7 +106,8 @@ def test_cli_one_epoch_writes_metrics_images_and_checkpoint(tiny_mnist_dir, tmp_
     cfg_file.write_text('batch_size = 64\neval_batch_size = 128\nhidden = [64]\nlatent_dim = 3\n')
     r = _cli("--dataset=mnist", "--data-dir", str(tiny_mnist_dir), "--workdir", str(work),
              "--epochs", "1", "--config", str(cfg_file), "--latent-dim", "8",
-             "--num-images", "16", "--posterior", "dirichlet")
+             "--num-images", "16", "--posterior", "dirichlet", "--no-dashboard",
+             "--no-tensorboard")
     assert r.returncode == 0, r.stderr
     rows = _rows(work)
     assert len(rows) == 1

@@ -8,15 +8,21 @@ A network is described by a list of strings, one per layer, e.g.::
 Every layer works on channel-last (NHWC) arrays, which is what ``jax.lax``
 convolutions expect. The available tokens are:
 
-* ``C2d_in_out_kernel_stride_padding``: 2-D convolution with a square kernel
-  and explicit symmetric zero padding (PyTorch semantics), so the output size
-  is ``(H + 2 * padding - kernel) // stride + 1``.
-* ``VAERB_in_out``: residual block ``GroupNorm -> SiLU -> conv3x3 ->
+* ``C2d_in_out_kernel_stride_padding[_after]``: 2-D convolution with a square
+  kernel and explicit zero padding: ``padding`` rows/columns before (top,
+  left) and ``after`` after (bottom, right), ``after = padding`` when omitted
+  (PyTorch's symmetric padding), so the output size is
+  ``(H + padding + after - kernel) // stride + 1``. ``C2d_c_c_3_2_0_1`` is
+  Stable Diffusion's downsampling (``diffusers``' ``Downsample2D`` pads
+  ``(0, 1, 0, 1)`` and convolves with stride 2).
+* ``VAERB_in_out[_groups]``: residual block ``GroupNorm -> SiLU -> conv3x3 ->
   GroupNorm -> SiLU -> conv3x3`` plus a skip connection, which is a 1x1
-  convolution when ``in != out`` and the identity otherwise. The GroupNorm
-  group count is chosen by :func:`default_num_groups`.
-* ``VAEA_channels``: single-head self-attention over the ``H * W`` spatial
-  positions with a residual connection.
+  convolution when ``in != out`` and the identity otherwise. Both GroupNorms
+  use ``groups`` groups (it must divide ``in`` and ``out``); when omitted each
+  uses :func:`default_num_groups` of its channels.
+* ``VAEA_channels[_groups]``: single-head self-attention over the ``H * W``
+  spatial positions with a residual connection, after a GroupNorm of
+  ``groups`` groups (:func:`default_num_groups` when omitted).
 * ``GN_groups_channels``: GroupNorm; ``groups`` must divide ``channels``.
 * ``SiLU``: SiLU (swish) activation.
 * ``MaxP_kernel_stride`` or ``MaxP_k`` (kernel = stride = k): max pooling
@@ -75,11 +81,13 @@ class SpecError(JvaeError, ValueError):
 
 # Argument names per token, in positional order. ``MaxP`` also accepts a
 # single argument (kernel == stride); ``parse_spec`` normalises it to two so
-# downstream code never has to special-case the short form.
+# downstream code never has to special-case the short form. The trailing
+# arguments of the tokens in ``_OPTIONAL_ARGS`` may be left out and are kept
+# as written (``args`` has 5 or 6 entries for ``C2d``).
 _ARG_NAMES: dict[str, tuple[str, ...]] = {
-    "C2d": ("in", "out", "kernel", "stride", "padding"),
-    "VAERB": ("in", "out"),
-    "VAEA": ("channels",),
+    "C2d": ("in", "out", "kernel", "stride", "padding", "after"),
+    "VAERB": ("in", "out", "groups"),
+    "VAEA": ("channels", "groups"),
     "GN": ("groups", "channels"),
     "SiLU": (),
     "MaxP": ("kernel", "stride"),
@@ -88,8 +96,11 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
 
 KNOWN_TOKENS: tuple[str, ...] = tuple(_ARG_NAMES)
 
+# Number of trailing arguments that may be omitted.
+_OPTIONAL_ARGS = {"C2d": 1, "VAERB": 1, "VAEA": 1}
+
 # Padding is the only argument for which zero is meaningful.
-_NON_NEGATIVE_ARGS = frozenset({("C2d", "padding")})
+_NON_NEGATIVE_ARGS = frozenset({("C2d", "padding"), ("C2d", "after")})
 
 # A cap on ``N*`` so a stray large number in a config cannot silently build
 # an enormous list (or exhaust memory) before anything else is checked.
@@ -208,13 +219,20 @@ def _parse_entry(index: int, text: Any) -> list[LayerSpec]:
     names = _ARG_NAMES[token]
     if token == "MaxP" and len(raw_args) == 1:
         names = ("kernel",)
+    optional = _OPTIONAL_ARGS.get(token, 0)
+    if optional and len(names) - optional <= len(raw_args) < len(names):
+        names = names[: len(raw_args)]
     if len(raw_args) != len(names):
-        expected = (
-            "1 or 2 arguments (kernel[, stride])"
-            if token == "MaxP"
-            else f"{len(names)} argument(s)"
-            + (f" ({', '.join(names)})" if names else "")
-        )
+        if token == "MaxP":
+            expected = "1 or 2 arguments (kernel[, stride])"
+        elif token in _OPTIONAL_ARGS:
+            full = _ARG_NAMES[token]
+            required = len(full) - optional
+            expected = (f"{required} or {len(full)} arguments "
+                        f"({', '.join(full[:required])}[, {', '.join(full[required:])}])")
+        else:
+            expected = f"{len(names)} argument(s)" + (
+                f" ({', '.join(names)})" if names else "")
         raise _entry_error(
             index, text, f"{token} expects {expected}, got {len(raw_args)}"
         )
@@ -357,8 +375,9 @@ def _check_input_shape(input_shape: Any) -> Shape:
     return shape  # type: ignore[return-value]
 
 
-def _spatial_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+def _spatial_out(size: int, kernel: int, stride: int, padding: int,
+                 after: int | None = None) -> int:
+    return (size + padding + (padding if after is None else after) - kernel) // stride + 1
 
 
 def infer_shapes(
@@ -403,10 +422,11 @@ def infer_shapes(
                 )
 
         if token == "C2d":
-            c_in, c_out, kernel, stride, padding = args
+            c_in, c_out, kernel, stride, padding = args[:5]
+            after = args[-1]
             expect_channels(c_in, "in")
-            h2 = _spatial_out(h, kernel, stride, padding)
-            w2 = _spatial_out(w, kernel, stride, padding)
+            h2 = _spatial_out(h, kernel, stride, padding, after)
+            w2 = _spatial_out(w, kernel, stride, padding, after)
             if h2 < 1 or w2 < 1:
                 raise fail(
                     f"kernel {kernel} with padding {padding} does not fit the "
@@ -415,9 +435,13 @@ def infer_shapes(
             h, w, c = h2, w2, c_out
         elif token == "VAERB":
             expect_channels(args[0], "in")
+            if len(args) == 3 and (args[0] % args[2] or args[1] % args[2]):
+                raise fail(f"groups={args[2]} does not divide in={args[0]} and out={args[1]}")
             c = args[1]
         elif token == "VAEA":
             expect_channels(args[0], "channels")
+            if len(args) == 2 and args[0] % args[1]:
+                raise fail(f"groups={args[1]} does not divide channels={args[0]}")
         elif token == "GN":
             groups, channels = args
             expect_channels(channels, "channels")
@@ -475,15 +499,17 @@ def _compile(
     return tuple(layers), tuple(shapes)
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, name: str) -> Conv:
+def _conv(features: int, kernel: int, stride: int, padding: int, name: str,
+          after: int | None = None) -> Conv:
     # Explicit (lo, hi) pairs rather than 'SAME' so the output size follows
     # the PyTorch formula regardless of stride. jvae.layers.conv's Conv has
     # nn.Conv's parameters and outputs (im2col + GEMM on CPU).
+    pad = (padding, padding if after is None else after)
     return Conv(
         features=features,
         kernel_size=(kernel, kernel),
         strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
+        padding=(pad, pad),
         name=name,
     )
 
@@ -496,16 +522,19 @@ class VAEResBlock(nn.Module):
       out_channels: Channels of the output. When it differs from
         ``in_channels`` the skip path is a 1x1 convolution named ``skip``;
         otherwise the skip is the identity and has no parameters.
+      groups: GroupNorm groups of both norms; None picks
+        :func:`default_num_groups` of each norm's channels.
     """
 
     in_channels: int
     out_channels: int
+    groups: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies the block to an NHWC array."""
-        groups_in = default_num_groups(self.in_channels)
-        groups_out = default_num_groups(self.out_channels)
+        groups_in = self.groups or default_num_groups(self.in_channels)
+        groups_out = self.groups or default_num_groups(self.out_channels)
         h = nn.GroupNorm(num_groups=groups_in, name="norm1")(x)
         h = _conv(self.out_channels, 3, 1, 1, name="conv1")(nn.silu(h))
         h = nn.GroupNorm(num_groups=groups_out, name="norm2")(h)
@@ -524,15 +553,18 @@ class VAEAttentionBlock(nn.Module):
 
     Attributes:
       channels: Channels of the input and output.
+      groups: GroupNorm groups; None picks :func:`default_num_groups`.
     """
 
     channels: int
+    groups: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies the block to an NHWC array."""
         b, h, w, c = x.shape
-        y = nn.GroupNorm(num_groups=default_num_groups(self.channels), name="norm")(x)
+        groups = self.groups or default_num_groups(self.channels)
+        y = nn.GroupNorm(num_groups=groups, name="norm")(x)
         y = y.reshape(b, h * w, c)
         # A 1x1 convolution over channels is exactly a Dense on the last axis.
         q = nn.Dense(self.channels, name="q")(y)
@@ -592,11 +624,11 @@ class SpecNet(nn.Module):
             name = f"layers_{i}"
             a = layer.args
             if layer.token == "C2d":
-                x = _conv(a[1], a[2], a[3], a[4], name=name)(x)
+                x = _conv(a[1], a[2], a[3], a[4], name=name, after=a[-1])(x)
             elif layer.token == "VAERB":
-                x = VAEResBlock(a[0], a[1], name=name)(x)
+                x = VAEResBlock(*a, name=name)(x)
             elif layer.token == "VAEA":
-                x = VAEAttentionBlock(a[0], name=name)(x)
+                x = VAEAttentionBlock(*a, name=name)(x)
             elif layer.token == "GN":
                 x = nn.GroupNorm(num_groups=a[0], name=name)(x)
             elif layer.token == "SiLU":

@@ -23,9 +23,14 @@ Latents are either **flat** (``(latent_dim,)``, given to the decoder spec as a
 encoder spec's output ``(h, w, k * c)``).
 
 An *architecture* is a JSON object ``{"description", "data_shape", "latent",
-"encoder", "decoder"}``; the ones shipped in ``jvae/configs/`` are selected by
+"data_range", "encoder", "decoder"}``; the ones shipped in ``jvae/configs/`` are selected by
 name (``mnist_mlp``, ``mnist_conv``, ``sd_vae``, ``sd_vae_mnist``). A bare JSON
-list is a single spec usable as either part.
+list is a single spec usable as either part. ``data_range: [lo, hi]`` says the
+nets work on images in ``[lo, hi]`` rather than jvae's ``[0, 1]``: the encoder
+maps its input ``x`` to ``lo + (hi - lo) x`` and the decoder maps its output
+``y`` back to ``(y - lo) / (hi - lo)``, the right map for a location parameter
+(the ``gaussian`` likelihood's mean). Stable Diffusion's VAE works in
+``[-1, 1]``, so ``sd_vae`` declares it.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ __all__ = ["Architecture", "LATENT_LAYOUTS", "SpecDecoder", "SpecEncoder", "Spec
            "make_spec_nets", "resolve_spec_pair"]
 
 LATENT_LAYOUTS = ("flat", "spatial")
-_ARCH_KEYS = frozenset({"description", "data_shape", "latent", "encoder", "decoder"})
+_ARCH_KEYS = frozenset({"description", "data_shape", "latent", "data_range", "encoder",
+                        "decoder"})
 # Packaged names are plain file stems; anything with a path separator is a path.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -73,6 +79,8 @@ class Architecture(NamedTuple):
         (informational: specs adapt to any input they fit).
       description: free text.
       bare: True for a bare list of layers (one spec serving as either part).
+      data_range: ``(lo, hi)``, the image range the nets work in, or None for
+        jvae's ``[0, 1]``.
     """
 
     source: str
@@ -82,6 +90,7 @@ class Architecture(NamedTuple):
     data_shape: tuple[int, ...] | None
     description: str
     bare: bool = False
+    data_range: tuple[float, float] | None = None
 
 
 def available_architectures() -> tuple[str, ...]:
@@ -115,6 +124,13 @@ def _from_value(value: Any, source: str) -> Architecture:
                 type(d) is int and d > 0 for d in shape)):
             raise SpecError(f"architecture {source}: data_shape must be a list of positive "
                             f"integers, got {shape!r}")
+        data_range = value.get("data_range")
+        if data_range is not None:
+            if not (isinstance(data_range, list) and len(data_range) == 2 and all(
+                    type(v) in (int, float) for v in data_range) and data_range[0] < data_range[1]):
+                raise SpecError(f"architecture {source}: data_range must be [lo, hi] with "
+                                f"lo < hi, got {data_range!r}")
+            data_range = (float(data_range[0]), float(data_range[1]))
         parts = {}
         for part in ("encoder", "decoder"):
             if part in value:
@@ -124,7 +140,7 @@ def _from_value(value: Any, source: str) -> Architecture:
                     raise SpecError(f"architecture {source}, {part}: {e}") from None
         return Architecture(source, parts.get("encoder"), parts.get("decoder"), latent,
                             None if shape is None else tuple(shape),
-                            str(value.get("description", "")))
+                            str(value.get("description", "")), data_range=data_range)
     try:
         spec = load_spec(value)
     except SpecError as e:
@@ -195,6 +211,8 @@ class SpecPair(NamedTuple):
       latent: ``"flat"`` or ``"spatial"``.
       encoder_source: label of the encoder's source, for messages.
       decoder_source: label of the decoder's source, for messages.
+      encoder_range: the encoder source's ``data_range`` (None: ``[0, 1]``).
+      decoder_range: the decoder source's ``data_range``.
     """
 
     encoder: tuple[str, ...]
@@ -202,6 +220,8 @@ class SpecPair(NamedTuple):
     latent: str
     encoder_source: str
     decoder_source: str
+    encoder_range: tuple[float, float] | None = None
+    decoder_range: tuple[float, float] | None = None
 
 
 def resolve_spec_pair(encoder_spec: Any, decoder_spec: Any = None) -> SpecPair:
@@ -246,7 +266,7 @@ def resolve_spec_pair(encoder_spec: Any, decoder_spec: Any = None) -> SpecPair:
         except SpecError as e:
             raise SpecError(f"{part} {source}: {e}") from None
     return SpecPair(enc.encoder, dec.decoder, layouts.pop() if layouts else "flat",
-                    enc.source, dec.source)
+                    enc.source, dec.source, enc.data_range, dec.data_range)
 
 
 # --- modules ----------------------------------------------------------------
@@ -309,15 +329,20 @@ class SpecEncoder(nn.Module):
       latent_shape: ``(d,)`` or a spatial ``(h, w, c)``. When the spec's output
         is ``(h, w, k * c)`` its channels are split into the ``k`` parameters;
         otherwise a :class:`~jvae.nets.ParamHead` maps it to them.
+      data_range: ``(lo, hi)``: the net sees ``lo + (hi - lo) x``; None: ``x``.
     """
 
     spec: tuple[str, ...]
     input_shape: tuple[int, int, int]
     posterior: Posterior
     latent_shape: tuple[int, ...]
+    data_range: tuple[float, float] | None = None
 
     @nn.compact
     def __call__(self, x: Array, cond: Array | None = None) -> dict[str, Array]:
+        if self.data_range is not None:
+            lo, hi = self.data_range
+            x = lo + (hi - lo) * x
         h = SpecNet(tuple(self.spec), tuple(self.input_shape), name="net")(x)
         shapes = self.posterior.param_shapes(tuple(self.latent_shape))
         return _to_params(h, shapes, self.posterior.constrain, cond, "head")
@@ -336,17 +361,23 @@ class SpecDecoder(nn.Module):
       data_shape: per-example data shape. When the spec's output is the data
         shape with ``k`` times the channels it is split into the likelihood's
         ``k`` parameters; otherwise a :class:`~jvae.nets.ParamHead` maps it.
+      data_range: ``(lo, hi)``: the net's output ``y`` becomes
+        ``(y - lo) / (hi - lo)``; None: ``y``.
     """
 
     spec: tuple[str, ...]
     latent_shape: tuple[int, ...]
     likelihood: Likelihood
     data_shape: tuple[int, ...]
+    data_range: tuple[float, float] | None = None
 
     @nn.compact
     def __call__(self, z: Array, cond: Array | None = None) -> dict[str, Array]:
         in_shape = decoder_input_shape(self.latent_shape)
         h = SpecNet(tuple(self.spec), in_shape, name="net")(z.reshape(z.shape[0], *in_shape))
+        if self.data_range is not None:
+            lo, hi = self.data_range
+            h = (h - lo) / (hi - lo)
         shapes = self.likelihood.param_shapes(tuple(self.data_shape))
         return _to_params(h, shapes, self.likelihood.constrain, cond, "head")
 
@@ -422,6 +453,6 @@ def make_spec_nets(encoder_spec: Any, decoder_spec: Any = None, *, posterior: Po
         raise SpecError(f"decoder_spec {pair.decoder_source} outputs {dec_out[0]}x{dec_out[1]} "
                         f"maps but the data is {data_shape[0]}x{data_shape[1]}; change its "
                         "upsampling (or the encoder's downsampling) so the sizes agree")
-    encoder = SpecEncoder(pair.encoder, data_shape, posterior, latent_shape)
-    decoder = SpecDecoder(pair.decoder, latent_shape, likelihood, data_shape)
+    encoder = SpecEncoder(pair.encoder, data_shape, posterior, latent_shape, pair.encoder_range)
+    decoder = SpecDecoder(pair.decoder, latent_shape, likelihood, data_shape, pair.decoder_range)
     return encoder, decoder, latent_shape

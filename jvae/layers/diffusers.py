@@ -1,0 +1,404 @@
+"""Stable Diffusion's VAE as a spec net: ``diffusers`` AutoencoderKL layouts and weights.
+
+``diffusers`` saves an ``AutoencoderKL`` as a folder holding ``config.json``
+and ``diffusion_pytorch_model.safetensors``. :func:`diffusers_layout` turns
+its config into a jvae architecture and a map from every tensor name to a
+jvae parameter; :func:`tensors_to_params` and :func:`params_to_tensors`
+convert weights both ways (``jvae import-weights`` / ``export-weights``,
+:mod:`jvae.weights`, make run directories of them).
+
+The jvae model is a spec net (:mod:`jvae.spec`) that computes what
+``AutoencoderKL`` computes (Rombach et al., 2022, arXiv:2112.10752): its layer
+list is generated from the diffusers config (for the SD 1.x/2.x layout it is
+the packaged ``sd_vae``), the posterior reads the encoder's second half of
+channels as a log-variance (``posterior_scale="logvar"``) and the nets work
+on images in ``[-1, 1]`` (the architecture's ``data_range``), while jvae's
+data stay in ``[0, 1]``. Each tensor is mapped by name: PyTorch convolution
+kernels ``(out, in, kh, kw)`` become Flax's ``(kh, kw, in, out)``, linear
+weights ``(out, in)`` become ``(in, out)``, GroupNorm ``weight`` is Flax's
+``scale``. Tensors are read with the ``safetensors`` package's NumPy backend:
+no PyTorch is needed.
+
+The latent scaling factor of the diffusers config (0.18215 for SD 1.x/2.x:
+diffusion models see ``scaling_factor * z``) travels with the layout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from jvae.base import JvaeError
+from jvae.layers.spec import default_num_groups, parse_spec
+from jvae.layers.spec_nets import load_architecture
+
+__all__ = ["SCALING_FACTOR", "SD_CONFIG", "WEIGHTS_FILE", "CONFIG_FILE", "WeightsError", "Tensor",
+           "Layout", "diffusers_layout", "spec_layers", "packaged_name", "read_tensors",
+           "tensors_to_params", "params_to_tensors", "leaf_paths"]
+
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+CONFIG_FILE = "config.json"
+SCALING_FACTOR = 0.18215
+
+# The SD 1.x/2.x VAE (e.g. stabilityai/sd-vae-ft-mse), the packaged ``sd_vae``.
+SD_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "norm_num_groups": 32, "sample_size": 256, "scaling_factor": SCALING_FACTOR,
+    "mid_block_add_attention": True, "use_quant_conv": True, "use_post_quant_conv": True,
+}
+# diffusers' defaults for keys an older config.json may lack.
+_DEFAULTS = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
+             "norm_num_groups": 32, "act_fn": "silu", "sample_size": 32,
+             "scaling_factor": SCALING_FACTOR, "mid_block_add_attention": True,
+             "use_quant_conv": True, "use_post_quant_conv": True}
+
+# Attention tensor names of diffusers before 0.14 (still in many checkpoints).
+_LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+class WeightsError(JvaeError, ValueError):
+    """Weights or a config that cannot be imported or exported; the message says why."""
+
+
+class Tensor(NamedTuple):
+    """One diffusers tensor and where it lives in jvae's parameters.
+
+    Attributes:
+      name: the diffusers state-dict name, e.g. ``encoder.conv_in.weight``.
+      path: keys into jvae's parameter pytree, e.g.
+        ``("encoder", "net", "layers_0", "kernel")``.
+      kind: ``conv`` (``(o, i, kh, kw) <-> (kh, kw, i, o)``), ``linear``
+        (``(o, i) <-> (i, o)``) or ``vector`` (as is).
+    """
+
+    name: str
+    path: tuple[str, ...]
+    kind: str
+
+
+class Layout(NamedTuple):
+    """An AutoencoderKL config as a jvae architecture plus its tensor map.
+
+    Attributes:
+      architecture: a jvae architecture dict (``latent``, ``data_range``,
+        ``encoder``, ``decoder`` spec lists).
+      tensors: every tensor of the diffusers state dict, in its order.
+      config: the diffusers config with defaults filled in.
+    """
+
+    architecture: dict[str, Any]
+    tensors: tuple[Tensor, ...]
+    config: dict[str, Any]
+
+
+class _Net:
+    """Appends spec entries and the tensors of each to one spec net."""
+
+    def __init__(self, part: str, groups: int):
+        self.part, self.groups = part, groups
+        self.spec: list[str] = []
+        self.tensors: list[Tensor] = []
+
+    def _add(self, entry: str, params: Sequence[tuple[str, str, str]]) -> None:
+        base = (self.part, "net", f"layers_{len(self.spec)}")
+        for name, key, kind in params:
+            self.tensors.append(Tensor(name, base + tuple(key.split("/")), kind))
+        self.spec.append(entry)
+
+    def _groups_arg(self, *channels: int) -> str:
+        default = all(default_num_groups(c) == self.groups for c in channels)
+        return "" if default else f"_{self.groups}"
+
+    def conv(self, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1,
+             padding: tuple[int, int] | None = None) -> None:
+        lo, hi = padding or (kernel // 2, kernel // 2)
+        pad = f"{lo}" if lo == hi else f"{lo}_{hi}"
+        self._add(f"C2d_{c_in}_{c_out}_{kernel}_{stride}_{pad}",
+                  [(f"{name}.weight", "kernel", "conv"), (f"{name}.bias", "bias", "vector")])
+
+    def resnet(self, name: str, c_in: int, c_out: int) -> None:
+        params = []
+        for torch_name, key in (("norm1", "norm1"), ("conv1", "conv1"), ("norm2", "norm2"),
+                                ("conv2", "conv2")) + ((("conv_shortcut", "skip"),)
+                                                       if c_in != c_out else ()):
+            norm = torch_name.startswith("norm")
+            params += [(f"{name}.{torch_name}.weight", f"{key}/{'scale' if norm else 'kernel'}",
+                        "vector" if norm else "conv"),
+                       (f"{name}.{torch_name}.bias", f"{key}/bias", "vector")]
+        self._add(f"VAERB_{c_in}_{c_out}{self._groups_arg(c_in, c_out)}", params)
+
+    def attention(self, name: str, channels: int) -> None:
+        params = [(f"{name}.group_norm.weight", "norm/scale", "vector"),
+                  (f"{name}.group_norm.bias", "norm/bias", "vector")]
+        for torch_name, key in (("to_q", "q"), ("to_k", "k"), ("to_v", "v"),
+                                ("to_out.0", "proj_out")):
+            params += [(f"{name}.{torch_name}.weight", f"{key}/kernel", "linear"),
+                       (f"{name}.{torch_name}.bias", f"{key}/bias", "vector")]
+        self._add(f"VAEA_{channels}{self._groups_arg(channels)}", params)
+
+    def norm_silu(self, name: str, channels: int) -> None:
+        self._add(f"GN_{self.groups}_{channels}", [(f"{name}.weight", "scale", "vector"),
+                                                   (f"{name}.bias", "bias", "vector")])
+        self._add("SiLU", [])
+
+    def mid_block(self, name: str, channels: int, attention: bool) -> None:
+        self.resnet(f"{name}.resnets.0", channels, channels)
+        if attention:
+            self.attention(f"{name}.attentions.0", channels)
+        self.resnet(f"{name}.resnets.1", channels, channels)
+
+
+def _checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with defaults filled in, or WeightsError for a layout jvae cannot build."""
+    cfg = {**_DEFAULTS, **config}
+    if cfg.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise WeightsError(f"config.json describes a {cfg['_class_name']}, not an AutoencoderKL")
+    channels = cfg.get("block_out_channels")
+    if not (isinstance(channels, (list, tuple)) and channels
+            and all(type(c) is int and c > 0 for c in channels)):
+        raise WeightsError(f"config.json: block_out_channels must be a list of positive "
+                           f"integers, got {channels!r}")
+    for key, block in (("down_block_types", "DownEncoderBlock2D"),
+                       ("up_block_types", "UpDecoderBlock2D")):
+        types = list(cfg.get(key) or [block] * len(channels))
+        if types != [block] * len(channels):
+            raise WeightsError(f"config.json: {key} {types} is not supported; jvae imports "
+                               f"AutoencoderKL with {len(channels)} x {block}")
+    if cfg["act_fn"] != "silu":
+        raise WeightsError(f"config.json: act_fn {cfg['act_fn']!r} is not supported (silu only)")
+    for key in ("in_channels", "out_channels", "latent_channels", "layers_per_block",
+                "norm_num_groups"):
+        if not (type(cfg[key]) is int and cfg[key] > 0):
+            raise WeightsError(f"config.json: {key} must be a positive integer, got {cfg[key]!r}")
+    if any(c % cfg["norm_num_groups"] for c in channels):
+        raise WeightsError(f"config.json: norm_num_groups={cfg['norm_num_groups']} does not "
+                           f"divide every block_out_channels {list(channels)}")
+    return cfg
+
+
+def diffusers_layout(config: Mapping[str, Any]) -> Layout:
+    """The jvae architecture and tensor map of an AutoencoderKL config.
+
+    Mirrors diffusers' ``Encoder`` and ``Decoder``: ``conv_in``; per block
+    ``layers_per_block`` (decoder: one more) residual blocks, then a
+    downsampling conv padded ``(0, 1)`` on each axis (decoder: nearest
+    upsampling by 2 and a conv) except after the last; a mid block (residual,
+    attention, residual); GroupNorm, SiLU, ``conv_out``; the 1x1
+    ``quant_conv`` / ``post_quant_conv`` around the latent.
+
+    Args:
+      config: the ``config.json`` of an ``AutoencoderKL`` folder, as a dict.
+
+    Returns:
+      A :class:`Layout`.
+
+    Raises:
+      WeightsError: block types, activation or sizes jvae cannot build.
+    """
+    cfg = _checked_config(config)
+    ch, n, lat = list(cfg["block_out_channels"]), cfg["layers_per_block"], cfg["latent_channels"]
+    enc, dec = _Net("encoder", cfg["norm_num_groups"]), _Net("decoder", cfg["norm_num_groups"])
+
+    enc.conv("encoder.conv_in", cfg["in_channels"], ch[0], 3)
+    c = ch[0]
+    for i, out in enumerate(ch):
+        for j in range(n):
+            enc.resnet(f"encoder.down_blocks.{i}.resnets.{j}", c, out)
+            c = out
+        if i < len(ch) - 1:
+            enc.conv(f"encoder.down_blocks.{i}.downsamplers.0.conv", c, c, 3, 2, (0, 1))
+    enc.mid_block("encoder.mid_block", c, cfg["mid_block_add_attention"])
+    enc.norm_silu("encoder.conv_norm_out", c)
+    enc.conv("encoder.conv_out", c, 2 * lat, 3)
+    if cfg["use_quant_conv"]:
+        enc.conv("quant_conv", 2 * lat, 2 * lat, 1)
+
+    if cfg["use_post_quant_conv"]:
+        dec.conv("post_quant_conv", lat, lat, 1)
+    c = ch[-1]
+    dec.conv("decoder.conv_in", lat, c, 3)
+    dec.mid_block("decoder.mid_block", c, cfg["mid_block_add_attention"])
+    for i, out in enumerate(reversed(ch)):
+        for j in range(n + 1):
+            dec.resnet(f"decoder.up_blocks.{i}.resnets.{j}", c, out)
+            c = out
+        if i < len(ch) - 1:
+            dec._add("UpS_2", [])
+            dec.conv(f"decoder.up_blocks.{i}.upsamplers.0.conv", c, c, 3)
+    dec.norm_silu("decoder.conv_norm_out", c)
+    dec.conv("decoder.conv_out", c, cfg["out_channels"], 3)
+
+    factor = 2 ** (len(ch) - 1)
+    architecture = {
+        "description": f"diffusers AutoencoderKL (block_out_channels {ch}, layers_per_block {n}, "
+                       f"latent_channels {lat}, norm_num_groups {cfg['norm_num_groups']}): "
+                       f"latent at 1/{factor} resolution; H and W divisible by {factor}",
+        "latent": "spatial", "data_range": [-1, 1], "encoder": enc.spec, "decoder": dec.spec}
+    return Layout(architecture, tuple(sorted(enc.tensors + dec.tensors, key=_state_dict_rank)),
+                  cfg)
+
+
+# diffusers' state-dict order (its modules' registration order): encoder, decoder,
+# quant_conv, post_quant_conv; in each net the mid block follows the down/up
+# blocks and lists its attention before its residual blocks.
+_TOP_ORDER = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+_NET_ORDER = ("conv_in.", "down_blocks.", "up_blocks.", "mid_block.attentions.",
+              "mid_block.resnets.", "conv_norm_out.", "conv_out.")
+
+
+def _state_dict_rank(t: Tensor) -> tuple[int, int]:
+    top = next(i for i, p in enumerate(_TOP_ORDER) if t.name.startswith(p))
+    inner = t.name[len(_TOP_ORDER[top]):]
+    return top, next((i for i, p in enumerate(_NET_ORDER) if inner.startswith(p)), 0)
+
+
+def spec_layers(spec: Sequence[str]) -> list[str]:
+    """A spec's layers one per entry, in canonical form (``N*`` prefixes expanded)."""
+    return [layer.format() for layer in parse_spec(list(spec))]
+
+
+def packaged_name(architecture: Mapping[str, Any]) -> str | None:
+    """``"sd_vae"`` when the architecture is exactly the packaged one, else None."""
+    packaged = load_architecture("sd_vae")
+    same = all(spec_layers(getattr(packaged, part)) == architecture[part]
+               for part in ("encoder", "decoder"))
+    return "sd_vae" if same and packaged.data_range == (-1.0, 1.0) else None
+
+
+# --- tensors <-> parameters ------------------------------------------------------
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a safetensors file into NumPy arrays (NumPy backend, no PyTorch).
+
+    Raises:
+      WeightsError: a missing or unreadable file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: --from must be a folder saved by diffusers' "
+                           f"save_pretrained, holding {WEIGHTS_FILE} and {CONFIG_FILE}")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a corrupt header
+        raise WeightsError(f"cannot read {path}: {e}") from None
+
+
+def _modern_names(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Renames pre-0.14 attention tensors (``query`` ... ``proj_attn``) to today's."""
+    out = {}
+    for name, value in tensors.items():
+        stem, _, leaf = name.rpartition(".")
+        parent, _, module = stem.rpartition(".")
+        if ".attentions." in name and module in _LEGACY_ATTENTION:
+            name = f"{parent}.{_LEGACY_ATTENTION[module]}.{leaf}"
+        out[name] = value
+    return out
+
+
+def _to_jvae(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == "conv":
+        return value.transpose(2, 3, 1, 0)
+    if kind == "linear":
+        # Old checkpoints store attention projections as 1x1 convolutions.
+        return value.reshape(value.shape[:2]).T
+    return value
+
+
+def _to_diffusers(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == "conv":
+        return value.transpose(3, 2, 0, 1)
+    if kind == "linear":
+        return value.T
+    return value
+
+
+def _expected_shape(kind: str, jvae_shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_to_diffusers(kind, np.empty(jvae_shape, np.bool_)).shape)
+
+
+def tensors_to_params(layout: Layout, tensors: Mapping[str, np.ndarray],
+                      expected: Any = None, source: str = WEIGHTS_FILE) -> dict[str, Any]:
+    """Maps diffusers tensors to a jvae parameter pytree (float32).
+
+    Args:
+      layout: from :func:`diffusers_layout`.
+      tensors: name -> array, as read from the safetensors file.
+      expected: optional pytree of jvae parameter shapes (e.g. from
+        ``jax.eval_shape(vae.init, ...)``) every tensor is checked against.
+      source: the file's name, for messages.
+
+    Returns:
+      ``{"encoder": ..., "decoder": ...}``.
+
+    Raises:
+      WeightsError: naming the first missing tensor, else the first extra one,
+        else the first tensor of the wrong shape.
+    """
+    tensors = _modern_names(tensors)
+    wanted = {t.name for t in layout.tensors}
+    for t in layout.tensors:
+        if t.name not in tensors:
+            raise WeightsError(f"{source} does not match the layout of its {CONFIG_FILE}: "
+                               f"tensor {t.name!r} is missing")
+    for name in tensors:
+        if name not in wanted:
+            raise WeightsError(f"{source} does not match the layout of its {CONFIG_FILE}: "
+                               f"extra tensor {name!r}")
+    params: dict[str, Any] = {}
+    for t in layout.tensors:
+        value = np.asarray(tensors[t.name])
+        if not np.issubdtype(value.dtype, np.floating):
+            raise WeightsError(f"{source}: tensor {t.name!r} has dtype {value.dtype}, not a float")
+        if t.kind == "linear" and value.ndim == 4 and value.shape[2:] == (1, 1):
+            value = value.reshape(value.shape[:2])
+        value = np.ascontiguousarray(_to_jvae(t.kind, value.astype(np.float32)))
+        if expected is not None:
+            want = _lookup(expected, t.path)
+            if want is None or tuple(want.shape) != value.shape:
+                need = None if want is None else _expected_shape(t.kind, tuple(want.shape))
+                raise WeightsError(f"{source}: tensor {t.name!r} has shape "
+                                   f"{tuple(tensors[t.name].shape)}, the layout needs {need}")
+        node = params
+        for key in t.path[:-1]:
+            node = node.setdefault(key, {})
+        node[t.path[-1]] = value
+    return params
+
+
+def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def params_to_tensors(layout: Layout, params: Any) -> dict[str, np.ndarray]:
+    """Maps jvae parameters back to diffusers tensors (float32, contiguous).
+
+    Raises:
+      WeightsError: a parameter of the layout is missing from ``params``.
+    """
+    out = {}
+    for t in layout.tensors:
+        value = _lookup(params, t.path)
+        if value is None:
+            raise WeightsError(f"the run's parameters lack {'/'.join(t.path)} "
+                               f"(diffusers tensor {t.name!r})")
+        out[t.name] = np.ascontiguousarray(_to_diffusers(t.kind, np.asarray(value, np.float32)))
+    return out
+
+
+def leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(tree, Mapping):
+        return [p for k in tree for p in leaf_paths(tree[k], prefix + (k,))]
+    return [prefix]

@@ -1,0 +1,271 @@
+"""The live page's server with a plain HTTP client: pages, safety, decoding."""
+
+import http.client
+import json
+import math
+import socket
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jvae.config import make_config
+from jvae.dashboard import Dashboard
+from jvae.dashboard.explorer import DECODE_BATCH, interpolate, project_2d
+from jvae.dashboard.server import MAX_BODY, MAX_IN_FLIGHT
+from jvae.experiment import DataSpec, build
+from jvae.images import save_image_grid
+from jvae.runs import hook_info
+
+LATENT = 4
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A dashboard on port 0 serving a small untrained model and one saved epoch."""
+    workdir = tmp_path_factory.mktemp("run")
+    (workdir / "images").mkdir()
+    rng = np.random.default_rng(0)
+    save_image_grid(rng.random((4, 28, 28, 1)), workdir / "images" / "samples_epoch001.png")
+    cfg = make_config({"hidden": (16,), "latent_dim": LATENT, "epochs": 3})
+    experiment = build(cfg, DataSpec((28, 28, 1)))
+    vae = experiment.vae
+    test = {"image": rng.random((40, 28, 28, 1), dtype=np.float32),
+            "label": rng.integers(0, 10, 40)}
+    params = vae.init(jax.random.key(0), test["image"][:2])
+    dash = Dashboard("127.0.0.1", 0, quiet=True)
+    dash.on_start(hook_info(cfg, workdir, experiment, test, devices=1, placement="device",
+                            start_epoch=0, step=0, params=params, steps_per_epoch=10))
+    dash.on_chunk(5, {"loss": 200.0, "recon": 190.0, "kl": 10.0})
+    dash.on_epoch({"epoch": 1, "step": 10, "neg_elbo": 180.0, "recon": 170.0, "kl": 10.0,
+                   "loss": 180.0}, params)
+    assert dash.wait_for_snapshot(1)
+    dash.model = (vae, params)  # for tests of the model side
+    yield dash
+    dash.on_end()
+
+
+def _request(dash, method, path, body=None, host=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", dash.server.port, timeout=30)
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    if host is not False:
+        conn.putheader("Host", host or f"127.0.0.1:{dash.server.port}")
+    data = body if isinstance(body, bytes) else (None if body is None else json.dumps(body).encode())
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    if data is not None and "Content-Length" not in (headers or {}):
+        conn.putheader("Content-Length", str(len(data)))
+    conn.endheaders(data)
+    r = conn.getresponse()
+    out = r.status, r.getheader("Content-Type"), r.read()
+    conn.close()
+    return out
+
+
+def test_page_is_served_at_root_and_frontend_html(page):
+    for path in ("/", "/frontend.html"):
+        status, ctype, body = _request(page, "GET", path)
+        assert status == 200 and ctype.startswith("text/html")
+        assert b"/static/app.js" in body
+    status, ctype, body = _request(page, "GET", "/static/app.js")
+    assert status == 200 and "javascript" in ctype and b"EventSource" in body
+
+
+@pytest.mark.parametrize("path", ["/static/../server.py", "/static/../../config.py",
+                                  "/static/..%2fserver.py", "/static//etc/passwd",
+                                  "/static/%2e%2e/hook.py", "/../jvae/config.py",
+                                  "/static/", "/static/nope.js"])
+def test_static_files_come_only_from_the_package_folder(page, path):
+    status, _, body = _request(page, "GET", path)
+    assert status == 404
+    assert b"import" not in body and b"root:" not in body
+
+
+@pytest.mark.parametrize("host,ok", [(None, True), ("localhost:{port}", True),
+                                     ("localhost", True), ("evil.example:{port}", False),
+                                     ("127.0.0.1.evil.example", False), ("10.0.0.1", False),
+                                     (False, False)])
+def test_host_header_must_name_the_bound_address_or_localhost(page, host, ok):
+    if isinstance(host, str):
+        host = host.format(port=page.server.port)
+    status, _, body = _request(page, "GET", "/api/state", host=host)
+    assert status == (200 if ok else 403)
+    if not ok:
+        assert "Host" in json.loads(body)["error"]
+
+
+def test_state_carries_curves_run_card_and_latent_summary(page):
+    status, _, body = _request(page, "GET", "/api/state")
+    state = json.loads(body)
+    assert state["train"][0] == {"step": 5, "loss": 200.0, "recon": 190.0, "kl": 10.0}
+    assert state["test"][0]["neg_elbo"] == 180.0
+    assert state["info"]["latent_size"] == LATENT and state["info"]["config"]["epochs"] == 3
+    assert state["image_epochs"] == [1]
+    assert len(state["latents"]["kl"]) == LATENT
+    status, _, body = _request(page, "GET", "/api/latents")
+    lat = json.loads(body)
+    assert len(lat["xy"]) == len(lat["labels"]) == 40
+    assert np.asarray(lat["components"]).shape == (2, LATENT)
+
+
+def test_saved_images_are_served_by_kind_and_epoch(page):
+    status, ctype, body = _request(page, "GET", "/api/image?kind=samples&epoch=1")
+    assert status == 200 and ctype == "image/png" and body[:4] == b"\x89PNG"
+    assert _request(page, "GET", "/api/image?kind=samples&epoch=2")[0] == 404
+    assert _request(page, "GET", "/api/image?kind=../config&epoch=1")[0] == 404
+    assert _request(page, "GET", "/api/image?kind=samples&epoch=x")[0] == 400
+
+
+def _png_size(body):
+    import io
+    with Image.open(io.BytesIO(body)) as img:
+        return img.size
+
+
+def test_decode_returns_a_png_of_the_data_shape(page):
+    status, ctype, body = _request(page, "POST", "/api/decode", {"z": [0.5, -1, 2, 0]})
+    assert status == 200 and ctype == "image/png"
+    assert _png_size(body) == (28 * 4, 28 * 4)
+
+
+def test_interpolation_and_samples_are_strips_of_the_fixed_batch(page):
+    for query in ("/api/interpolate?a=0&b=7&mode=slerp", "/api/interpolate?a=3&b=3",
+                  "/api/samples?seed=3"):
+        status, ctype, body = _request(page, "GET", query)
+        assert status == 200 and ctype == "image/png", body
+        width, height = _png_size(body)
+        assert width == 4 * (DECODE_BATCH * 30 + 2) and height == 4 * 32
+    assert _request(page, "GET", "/api/interpolate?a=0&b=40")[0] == 400
+    assert _request(page, "GET", "/api/interpolate?a=0&b=1&mode=cubic")[0] == 400
+
+
+@pytest.mark.parametrize("body,headers", [
+    (b"not json", None), (b"[1, 2, 3, 4]", None), ({"z": [0, 0, 0]}, None),
+    ({"z": [0, 0, 0, 0, 0]}, None), ({"z": [0, 0, "1", 0]}, None), ({"z": [0, 0, True, 0]}, None),
+    (b'{"z": [0, NaN, 0, 0]}', None), (b'{"z": [0, Infinity, 0, 0]}', None),
+    ({"z": [0, 0, 1e400, 0]}, None), ({"x": [0, 0, 0, 0]}, None),
+    ({"z": [0, 0, 0, 0], "label": 3}, None),
+    (b"{" + b" " * MAX_BODY + b"}", None),
+    (b'{"z": [0, 0, 0, 0]}', {"Content-Length": "nope"})])
+def test_bad_decode_bodies_get_400_with_a_json_error(page, body, headers):
+    status, ctype, out = _request(page, "POST", "/api/decode", body, headers=headers)
+    assert status == 400 and ctype == "application/json"
+    assert json.loads(out)["error"]
+
+
+def test_decodes_beyond_the_limit_get_503_and_never_recompile(page):
+    decode = page.state.explorer.decode
+    for _ in range(MAX_IN_FLIGHT):  # requests still running hold every slot
+        assert page.server.slots.acquire(blocking=False)
+    try:
+        status, _, body = _request(page, "POST", "/api/decode", {"z": [0, 0, 0, 0]})
+        assert status == 503 and "busy" in json.loads(body)["error"]
+    finally:
+        for _ in range(MAX_IN_FLIGHT):
+            page.server.slots.release()
+    for i in range(5):
+        assert _request(page, "POST", "/api/decode", {"z": [i, 0, -i, 1]})[0] == 200
+    assert _request(page, "GET", "/api/interpolate?a=1&b=2")[0] == 200
+    assert decode._cache_size() == 1
+
+
+def test_the_page_is_read_only(page):
+    for method in ("PUT", "DELETE", "PATCH"):
+        assert _request(page, method, "/api/state", b"{}")[0] == 405
+    assert _request(page, "POST", "/api/state", b"{}")[0] in (404, 405)
+
+
+def test_events_stream_pushes_new_chunks(page):
+    sock = socket.create_connection(("127.0.0.1", page.server.port), timeout=20)
+    sock.sendall(f"GET /events HTTP/1.1\r\nHost: localhost:{page.server.port}\r\n\r\n".encode())
+    reader = sock.makefile("rb")
+
+    def next_message():
+        for line in reader:
+            if line.startswith(b"data: "):
+                return json.loads(line[6:])
+        raise AssertionError("stream ended")
+
+    first = next_message()
+    assert first["train_from"] == 0 and len(first["train"]) == first["train_total"] >= 1
+    page.on_chunk(10_000, {"loss": 123.0})
+    while True:  # later messages carry only what is new
+        msg = next_message()
+        if msg["train"]:
+            break
+    assert msg["train_from"] == first["train_total"] and msg["train"][-1]["step"] == 10_000
+    sock.close()
+
+
+def test_busy_port_warns_once_and_the_hook_does_nothing(page, capsys):
+    dash = Dashboard("127.0.0.1", page.server.port)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert dash.server is None and len(err) == 1 and "warning" in err[0]
+    dash.on_chunk(1, {"loss": 1.0})
+    dash.on_end()
+    assert dash.state.train == []
+
+
+def test_a_non_loopback_address_warns_that_anyone_can_see_the_run(capsys):
+    dash = Dashboard("0.0.0.0", 0)
+    out = capsys.readouterr()
+    assert dash.server is not None
+    assert "anyone who can reach" in out.err and out.out.count("http://") == 1
+    dash.on_end()
+
+
+def test_kl_per_dimension_adds_up_to_the_posterior_kl(page):
+    vae, params = page.model
+    x = np.random.default_rng(1).random((40, 28, 28, 1), dtype=np.float32)
+    means, kl = page.state.explorer.encode(params, x, None)  # compiled by the map already
+    total = jax.jit(lambda p, x: vae.posterior.kl(vae.encode(p, x)))(params, x)
+    np.testing.assert_allclose(np.asarray(kl).sum(1), total, rtol=1e-5)
+    assert (np.asarray(kl) >= 0).all()
+
+
+def test_projection_keeps_two_dims_and_finds_the_principal_plane():
+    rng = np.random.default_rng(0)
+    two = rng.normal(size=(20, 2))
+    xy, center, comps, _ = project_2d(two)
+    np.testing.assert_allclose(xy, two, atol=1e-6)
+    plane = rng.normal(size=(2, 6))
+    codes = rng.normal(size=(20, 2)) * [5.0, 2.0] @ plane + 3.0
+    xy, center, comps, explained = project_2d(codes)
+    np.testing.assert_allclose(center + xy @ comps, codes, atol=1e-3)
+    assert explained.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_slerp_keeps_the_norm_between_unit_vectors_and_hits_the_ends():
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.6, 0.8])
+    path = interpolate(a, b, "slerp", 7)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(path[[0, -1]], [a, b], atol=1e-6)
+    assert math.isclose(float(np.dot(path[3], a)), float(np.dot(path[3], b)), abs_tol=1e-6)
+
+
+def test_audio_runs_get_a_wav_of_the_decoded_waveform():
+    import io
+    import wave
+
+    from jvae.dashboard.server import render
+    x = np.sin(np.linspace(0, 40, 800, dtype=np.float32))[None, :, None]
+    body, ctype = render(x, sample_rate=8000)
+    assert ctype == "audio/wav"
+    with wave.open(io.BytesIO(body)) as w:
+        assert (w.getframerate(), w.getnframes(), w.getnchannels()) == (8000, 800, 1)
+        pcm = np.frombuffer(w.readframes(800), "<i2") / 32767
+    np.testing.assert_allclose(pcm, x[0, :, 0], atol=1e-4)
+
+
+def test_a_conditional_model_decodes_the_picked_class():
+    from jvae.dashboard.explorer import decode_latents, make_explorer
+    cfg = make_config({"model": "cvae", "hidden": (8,), "latent_dim": 2})
+    experiment = build(cfg, DataSpec((28, 28, 1), 3))
+    vae = experiment.vae
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    params = vae.init(jax.random.key(0), x, np.eye(3, dtype=np.float32)[:2])
+    ex = make_explorer(vae, 3)
+    z = np.array([[0.3, -0.2]], np.float32)
+    a, b = (decode_latents(ex, params, z, label) for label in (0, 2))
+    assert a.shape == (1, 28, 28, 1) and not np.allclose(a, b)
