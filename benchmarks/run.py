@@ -70,7 +70,12 @@ MODELS = {
     "mlp-dirichlet-exact": {"net": "mlp", "posterior": "dirichlet"},
     "mlp-dirichlet-approx": {"net": "mlp", "posterior": "dirichlet", "dirichlet_reparam": "approx"},
     "conv-normal": {"net": "conv", "posterior": "normal"},
+    "sd_vae-normal": {"net": "spec", "encoder_spec": "sd_vae", "posterior": "normal"},
 }
+# The model family of a MODELS name: its prefix; each family is one interleaved group.
+FAMILIES = ("mlp", "conv", "sd_vae")
+# Per-example shape of the SD-style VAE's (uniform random) images.
+SD_SHAPE = (64, 64, 3)
 
 _compiles = [0]
 
@@ -163,7 +168,7 @@ def jvae_runner(model: str, images: np.ndarray, batch_size: int, devices: int,
                 "seconds": time.perf_counter() - t, "loss": loss}
 
     post = MODELS[model]
-    info = {"model": post["net"], "posterior": post["posterior"],
+    info = {"model": model.split("-", 1)[0], "posterior": post["posterior"],
             "reparam": post.get("dirichlet_reparam", "exact") if post["posterior"] == "dirichlet"
             else None, "loop": "device_scan" if placement == "device" else "host_step_dispatch",
             "compile_s": round(program.compile_s, 3),
@@ -190,13 +195,25 @@ def minimal_runners(images: np.ndarray, batch_size: int) -> list[Runner]:
     return out
 
 
-def torch_runner(images: np.ndarray, batch_size: int) -> Runner:
-    flat = np.ascontiguousarray(images.reshape(len(images), -1))
-    runner = torch_reference.make_runner(batch_size)
+def torch_runner(images: np.ndarray, batch_size: int, family: str = "mlp",
+                 jvae_flops: float | None = None) -> Runner:
+    """PyTorch's twin of the family's jvae model (``diffusers`` for ``sd_vae``).
+
+    Its FLOPs per step are the analytic matmul count for the MLP and, for the
+    conv nets, XLA's count of jvae's same-shaped program (``jvae_flops``).
+    """
+    if family == "mlp":
+        images = np.ascontiguousarray(images.reshape(len(images), -1))
+        info = _flat_info(batch_size)
+    else:
+        info = {"model": family, "posterior": "normal", "reparam": None, "loop": None,
+                "flops_per_step": jvae_flops,
+                "flops_source": "jvae_xla_cost_analysis" if jvae_flops else None,
+                "compute_dtype": "float32"}
+    runner = torch_reference.make_runner(batch_size, model=family, image_shape=images.shape[1:])
     import torch
-    info = {**_flat_info(batch_size), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
-    return Runner("pytorch", info, lambda: runner.run_epoch(flat))
+    info = {**info, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return Runner("pytorch", info, lambda: runner.run_epoch(images))
 
 
 def run_group(runners: list[Runner], rounds: int, warmup: int, pause: float) -> None:
@@ -218,6 +235,11 @@ def run_group(runners: list[Runner], rounds: int, warmup: int, pause: float) -> 
             time.sleep(pause)  # lets one library's spinning worker threads go idle
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits (an SD-style VAE trains < 1 image/s on CPU)."""
+    return float(f"{x:.{digits}g}")
+
+
 def case_row(runner: Runner, batch_size: int, devices: int, examples: int, peak: float) -> dict:
     rate = statistics.median(runner.rates)
     step_s = statistics.median(runner.seconds) / runner.steps
@@ -228,8 +250,8 @@ def case_row(runner: Runner, batch_size: int, devices: int, examples: int, peak:
         info["compile_s"] = round(max(runner.first_s - statistics.median(runner.seconds), 0), 3)
     return {"kind": "case", "impl": runner.impl, **info,
             "batch_size": batch_size, "devices": devices, "examples_per_epoch": examples,
-            "timed_epochs": len(runner.rates), "images_per_sec": round(rate, 1),
-            "images_per_sec_each": [round(x) for x in runner.rates],
+            "timed_epochs": len(runner.rates), "images_per_sec": _sig(rate),
+            "images_per_sec_each": [_sig(x) for x in runner.rates],
             "images_per_cpu_sec": round(statistics.median(runner.cpu_rates), 1),
             "step_ms": round(step_s * 1e3, 4),
             "achieved_gflops": round(achieved, 2) if achieved else None,
@@ -240,15 +262,20 @@ def case_row(runner: Runner, batch_size: int, devices: int, examples: int, peak:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small epochs, batch 128 only (< 2 min)")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of "
-                   + ", ".join(MODELS))
+    p.add_argument("--quick", action="store_true",
+                   help="small epochs, batch 128 only, no sd_vae unless --models names it (< 2 min)")
+    p.add_argument("--models", default=None, help="comma-separated subset of "
+                   + ", ".join(MODELS) + " (default: all)")
     p.add_argument("--batch-sizes", default=None, help="default 128,1024 (quick: 128)")
     p.add_argument("--rounds", type=int, default=None, help="timed epochs (default 5, quick 3)")
     p.add_argument("--examples", type=int, default=None,
                    help="examples per MLP epoch (default: all 20k, quick 8192)")
     p.add_argument("--conv-examples", type=int, default=None,
                    help="examples per conv epoch (default 4096, quick 1024)")
+    p.add_argument("--sd-batch-sizes", default="4,8",
+                   help="batch sizes of the SD-style VAE on 64x64x3 images (default 4,8)")
+    p.add_argument("--sd-steps", type=int, default=1,
+                   help="train steps per SD-style epoch (default 1)")
     p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--placement", default="auto", choices=("auto", "device", "host"),
                    help="jvae's data placement (auto: what python -m jvae.train picks)")
@@ -259,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     quick = args.quick
-    models = [m for m in args.models.split(",") if m]
+    models = [m for m in (args.models or ",".join(
+        m for m in MODELS if not (quick and m.startswith("sd_vae")))).split(",") if m]
     unknown = set(models) - set(MODELS)
     if unknown:
         p.error(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}")
@@ -274,34 +302,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {e}; timing on uniform random images of MNIST's shape", file=sys.stderr)
         images = np.random.default_rng(0).random((20_000, 28, 28, 1), dtype=np.float32)
         source = "synthetic"
-    mlp_n = min(len(images), args.examples or (8192 if quick else len(images)))
+    mlp_n = args.examples or (min(len(images), 8192) if quick else len(images))
+    if mlp_n > len(images):  # e.g. a 60k-image epoch from the 20k shared images
+        images = np.resize(images, (mlp_n, *images.shape[1:]))
+        source += f", tiled to {mlp_n}"
     conv_n = min(len(images), args.conv_examples or (1024 if quick else 4096))
+    sd_batch_sizes = [int(b) for b in args.sd_batch_sizes.split(",") if b]
 
     devs = jax.local_devices()
     device_counts = sorted({1, len(devs)})
-    peak = matmul_peak_gflops()
+    peak = peak_f32 = matmul_peak_gflops()
+    # On accelerators bfloat16 is the matrix units' native type: its peak too.
+    peak_bf16 = None if jax.default_backend() == "cpu" else matmul_peak_gflops(jnp.bfloat16)
+    if args.compute_dtype == "bfloat16" and peak_bf16:
+        peak = peak_bf16
     torch_ok = torch_reference.available() and not args.no_torch
     emit({"kind": "env", "backend": jax.default_backend(), "device_kind": devs[0].device_kind,
           "device_count": len(devs), "jax": jax.__version__, "python": platform.python_version(),
           "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
-          "matmul_peak_gflops_f32": round(peak, 1), "data": source, "quick": quick,
+          "matmul_peak_gflops_f32": round(peak_f32, 1),
+          "matmul_peak_gflops_bf16": round(peak_bf16, 1) if peak_bf16 else None,
+          "torch_device": torch_reference.default_device() if torch_ok else None, "data": source, "quick": quick,
           "torch": __import__("torch").__version__ if torch_ok else None}, out)
 
     for devices in device_counts:
-        for bs in batch_sizes:
-            groups = {"mlp": [m for m in models if m.startswith("mlp")],
-                      "conv": [m for m in models if m.startswith("conv")]}
-            for family, names in groups.items():
-                n = mlp_n if family == "mlp" else conv_n
+        for family in FAMILIES:
+            names = [m for m in models if m.split("-", 1)[0] == family]
+            for bs in sd_batch_sizes if family == "sd_vae" else batch_sizes:
+                if family == "sd_vae":
+                    n = bs * args.sd_steps
+                    x = np.random.default_rng(0).random((n, *SD_SHAPE), dtype=np.float32)
+                else:
+                    n = mlp_n if family == "mlp" else conv_n
+                    x = images[:n]
                 if not names or n < bs or bs % devices:
                     continue
-                x = images[:n]
                 runners = [jvae_runner(m, x, bs, devices, args.compute_dtype, args.placement)
                            for m in names]
                 if family == "mlp" and devices == 1 and "mlp-normal" in names:
                     runners += minimal_runners(x, bs)
-                    if torch_ok:
-                        runners.append(torch_runner(x, bs))
+                if devices == 1 and f"{family}-normal" in names and torch_ok and (
+                        family != "sd_vae" or torch_reference.diffusers_available()):
+                    runners.append(torch_runner(x, bs, family,
+                                                runners[names.index(f"{family}-normal")]
+                                                .info["flops_per_step"]))
                 for r in runners:
                     r.batch_size = bs
                 run_group(runners, rounds, warmup=1, pause=0.1)
@@ -333,7 +377,8 @@ def _emit_ratios(rows: dict, bs: int, devices: int, out) -> None:
     def rate(name):
         return rows[name]["images_per_sec"] if name in rows else None
 
-    pairs = [("mlp-normal", "pytorch"), ("mlp-normal", "minimal_epoch"),
+    pairs = [("mlp-normal", "pytorch"), ("conv-normal", "pytorch"), ("sd_vae-normal", "pytorch"),
+             ("mlp-normal", "minimal_epoch"),
              ("mlp-normal", "minimal_step"), ("mlp-dirichlet-approx", "mlp-normal"),
              ("mlp-dirichlet-exact", "mlp-normal"), ("mlp-dirichlet-approx", "mlp-dirichlet-exact")]
     for a, b in pairs:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 
 from jvae.base import Array, Likelihood, Posterior
+from jvae.layers.conv import Conv
 from jvae.layers.heads import ACTIVATIONS, ParamHead, activation_by_name, with_cond
 from jvae.layers.upsample import ConvTranspose
 
@@ -99,8 +100,9 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"ConvEncoder expects images (batch, H, W, C), got shape {x.shape}")
         act = activation_by_name(self.activation)
         h = x
-        for c in self.channels:
-            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(h))
+        for i, c in enumerate(self.channels):
+            # jvae.layers.conv's Conv: nn.Conv's parameters and outputs, im2col on CPU.
+            h = act(Conv(c, (3, 3), strides=(2, 2), padding="SAME", name=f"Conv_{i}")(h))
         h = with_cond(h.reshape(h.shape[0], -1), cond)
         h = act(nn.Dense(self.hidden)(h))
         return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)

@@ -1,6 +1,7 @@
 """Building blocks of jvae's networks, grouped as ``equinox.nn`` groups its layers.
 
 * :mod:`jvae.layers.heads`: :class:`~jvae.layers.heads.ParamHead`, activations.
+* :mod:`jvae.layers.conv`: ``Conv`` as im2col + one GEMM on CPU (``nn.Conv``'s parameters).
 * :mod:`jvae.layers.upsample`: ``ConvTranspose`` by polyphase decomposition.
 * :mod:`jvae.layers.spec`: the layer-spec language and :class:`~jvae.layers.spec.SpecNet`.
 * :mod:`jvae.layers.spec_nets`: encoders/decoders from specs, packaged architectures.

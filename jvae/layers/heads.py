@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jvae.base import Array, Likelihood, Posterior
+from jvae.layers.conv import Conv
 
 __all__ = ["ParamHead", "ACTIVATIONS", "activation_by_name", "with_cond"]
 
@@ -58,9 +59,9 @@ class ParamHead(nn.Module):
         raw = {}
         for name, shape in self.shapes:
             if h.ndim == 4 and len(shape) == 3 and h.shape[1:3] == tuple(shape[:2]):
-                raw[name] = nn.Conv(shape[-1], (3, 3), padding="SAME", name=name)(h)
+                raw[name] = Conv(shape[-1], (3, 3), padding="SAME", name=name)(h)
             elif h.ndim == 3 and len(shape) == 2 and h.shape[1] == shape[0]:  # 1-D signals
-                raw[name] = nn.Conv(shape[-1], (9,), padding="SAME", name=name)(h)
+                raw[name] = Conv(shape[-1], (9,), padding="SAME", name=name)(h)
             else:
                 flat = h.reshape(h.shape[0], -1)
                 raw[name] = nn.Dense(math.prod(shape), name=name)(flat).reshape(

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 
 from jvae.base import JvaeError
+from jvae.layers.conv import Conv
 
 __all__ = [
     "KNOWN_TOKENS",
@@ -533,11 +534,12 @@ def _compile(
 
 
 def _conv(features: int, kernel: int, stride: int, padding: int, name: str,
-          after: int | None = None) -> nn.Conv:
+          after: int | None = None) -> Conv:
     # Explicit (lo, hi) pairs rather than 'SAME' so the output size follows
-    # the PyTorch formula regardless of stride.
+    # the PyTorch formula regardless of stride. jvae.layers.conv's Conv has
+    # nn.Conv's parameters and outputs (im2col + GEMM on CPU).
     pad = (padding, padding if after is None else after)
-    return nn.Conv(
+    return Conv(
         features=features,
         kernel_size=(kernel, kernel),
         strides=(stride, stride),
