@@ -39,9 +39,10 @@ import jax
 import numpy as np
 
 from jvae.config import make_config
+from jvae.experiment import DataSpec, build
 from jvae.parallel import data_mesh, replicate
-from jvae.train import build_objective, build_vae, train_and_evaluate
-from jvae.train_state import create_train_state, make_optimizer, make_train_step
+from jvae.train import train_and_evaluate
+from jvae.train_state import create_train_state, make_train_step
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
@@ -92,8 +93,8 @@ def run_conv(data_dir: str, workroot: Path, epochs: int, placement: str) -> None
 def run_sd(size: int, batch: int, steps: int) -> None:
     cfg = make_config({"net": "spec", "encoder_spec": "sd_vae", "likelihood": "gaussian"})
     data_shape = (size, size, 3)
-    vae = build_vae(cfg, data_shape)
-    objective, optimizer = build_objective(cfg, vae), make_optimizer(cfg.lr)
+    experiment = build(cfg, DataSpec(data_shape))
+    vae, objective, optimizer = experiment.vae, experiment.objective, experiment.optimizer
     mesh = data_mesh(1)
     x = np.random.default_rng(0).random((batch, *data_shape), dtype=np.float32)
     batch_dict = {"image": x, "mask": np.ones(batch, np.float32)}

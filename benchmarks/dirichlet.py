@@ -27,14 +27,14 @@ import statistics
 import time
 
 import jax
-import numpy as np
 
 from benchmarks.run import DEFAULT_DATA_DIR
 from jvae.config import make_config
-from jvae.epoch import binarize_key, epoch_order, make_train_epoch, put_dataset
-from jvae.parallel import data_mesh, replicate, replicated_sharding
-from jvae.train import build_objective, build_vae, evaluate, load_data
-from jvae.train_state import create_train_state, make_eval_step, make_optimizer
+from jvae.experiment import DataSpec, build, init_state
+from jvae.parallel import data_mesh, replicate
+from jvae.program import compile_program, evaluate_split, run_epoch
+from jvae.runs import load_data
+from jvae.train_state import make_eval_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,43 +50,39 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "num_devices": 1}
     train, test = load_data(make_config(base))
     mesh = data_mesh(1)
-    rep = replicated_sharding(mesh)
-    data = put_dataset(train, mesh)
-    n, bs = len(train["image"]), args.batch_size
-    steps = n // bs
-    exact_vae = build_vae(make_config(base), train["image"].shape[1:])
-    exact_eval = make_eval_step(build_objective(make_config(base), exact_vae), mesh=mesh)
+    spec = DataSpec.of(train)
+    exact_eval = make_eval_step(build(make_config(base), spec).objective, mesh=mesh)
 
     runs = {}
     for reparam in ("exact", "approx"):
         cfg = make_config(base, {"dirichlet_reparam": reparam})
-        vae = build_vae(cfg, train["image"].shape[1:])
-        objective = build_objective(cfg, vae)
-        opt = make_optimizer(cfg.lr)
-        state = replicate(create_train_state(vae, objective, opt, jax.random.key(cfg.seed),
-                                             {k: v[:bs] for k, v in train.items()}), mesh)
-        runs[reparam] = {"objective": objective, "state": state, "rates": [],
-                         "run": make_train_epoch(objective, opt, mesh=mesh)}
+        experiment = build(cfg, spec)
+        example = {"image": train["image"][:args.batch_size]}
+        state = replicate(init_state(experiment, jax.random.key(cfg.seed), example), mesh)
+        program = compile_program(experiment, mesh, state, {"image": train["image"]},
+                                  placement="device", batch_size=args.batch_size,
+                                  seed=args.seed, chunks_per_epoch=None)
+        runs[reparam] = {"objective": experiment.objective, "state": state, "rates": [],
+                         "program": program}
 
     for epoch in range(args.epochs):
-        order = jax.device_put(epoch_order(n, bs, seed=args.seed, epoch=epoch), rep)
-        key = jax.device_put(binarize_key(args.seed, epoch), rep)
         for r in runs.values():
             t = time.perf_counter()
-            r["state"], sums = r["run"](r["state"], data, order, key, np.int32(0))
+            r["state"], sums = run_epoch(r["program"], r["state"], epoch)
+            steps = r["program"].steps_per_epoch
             r["train_loss"] = float(sums["loss"]) / steps
-            r["rates"].append(steps * bs / (time.perf_counter() - t))
+            r["rates"].append(steps * args.batch_size / (time.perf_counter() - t))
 
     eval_key = jax.random.key(args.seed + 1)
     for reparam, r in runs.items():
         params, loss_state = r["state"].params, r["state"].loss_state
-        exact = evaluate(exact_eval, params, test, 1000, eval_key, mesh, loss_state)
-        own = evaluate(make_eval_step(r["objective"], mesh=mesh), params, test, 1000, eval_key,
+        exact = evaluate_split(exact_eval, params, test, 1000, eval_key, mesh, loss_state)
+        own = evaluate_split(make_eval_step(r["objective"], mesh=mesh), params, test, 1000, eval_key,
                        mesh, loss_state)
         rates = r["rates"][1:] or r["rates"]  # the first epoch includes compilation
         print(json.dumps({
             "kind": "dirichlet_quality", "reparam": reparam, "epochs": args.epochs,
-            "batch_size": bs, "train_examples": n, "backend": jax.default_backend(),
+            "batch_size": args.batch_size, "train_examples": len(train["image"]), "backend": jax.default_backend(),
             "train_images_per_sec": round(statistics.median(rates), 1),
             "test_neg_elbo_exact": round(exact["neg_elbo"], 3),
             "test_recon": round(exact["recon"], 3), "test_kl_exact": round(exact["kl"], 3),

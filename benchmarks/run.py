@@ -54,13 +54,12 @@ from jax import monitoring
 
 from benchmarks import minimal, torch_reference
 from jvae.config import make_config
-from jvae.data import DataError, batches, load_dataset, to_float
-from jvae.epoch import (binarize_key, device_loop_is_fast, epoch_order, make_train_epoch,
-                        put_dataset)
+from jvae.data import DataError, load_dataset, to_float
+from jvae.experiment import DataSpec, build, init_state
 from jvae.memory import compiled_bytes, estimate_max_batch_size
-from jvae.parallel import batch_sharding, data_mesh, replicate, replicated_sharding
-from jvae.train import build_objective, build_vae
-from jvae.train_state import create_train_state, make_optimizer, make_train_step
+from jvae.parallel import data_mesh, replicate
+from jvae.program import compile_program, resolve_placement
+from jvae.program import run_epoch as run_program_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -136,67 +135,41 @@ class Runner:
 
 def jvae_runner(model: str, images: np.ndarray, batch_size: int, devices: int,
                 compute_dtype: str, placement: str = "auto") -> Runner:
-    """jvae's training path for the config, AOT-compiled, as ``python -m jvae.train`` runs it.
+    """jvae's training path for the config, as ``jvae train`` runs it.
 
-    ``placement="auto"`` picks what the CLI picks: the on-device epoch loop,
-    or one dispatch per host batch for convolutions on XLA:CPU.
+    The program is :mod:`jvae.program`'s, the one the ``train`` command
+    compiles: ``placement="auto"`` picks what it picks (the on-device epoch
+    loop, or one dispatch per host batch for convolutions on XLA:CPU), and a
+    device epoch is one dispatch (no progress bar).
     """
     cfg = make_config(MODELS[model], {"batch_size": batch_size, "num_devices": devices,
                                       "compute_dtype": compute_dtype})
     mesh = data_mesh(devices)
-    rep = replicated_sharding(mesh)
-    vae = build_vae(cfg, images.shape[1:])
-    objective = build_objective(cfg, vae)
-    optimizer = make_optimizer(cfg.lr)
+    experiment = build(cfg, DataSpec(images.shape[1:]))
+    train = {"image": images}
     example = {"image": images[:batch_size]}
-    state = replicate(create_train_state(vae, objective, optimizer, jax.random.key(0), example),
-                      mesh)
-    on_device = placement == "device" or (placement == "auto" and device_loop_is_fast(
-        objective, optimizer, state, example))
-    n = len(images)
-    steps = n // batch_size
-    spec = lambda shape, dtype, s=rep: jax.ShapeDtypeStruct(shape, dtype, sharding=s)  # noqa: E731
-    t0 = time.perf_counter()
-    if on_device:
-        data = put_dataset({"image": images}, mesh)
-        run = make_train_epoch(objective, optimizer, mesh=mesh).lower(
-            state, data, spec((steps, batch_size), jnp.int32),
-            spec((), jax.random.key(0).dtype), spec((), jnp.int32)).compile()
-    else:
-        batch = {"image": spec((batch_size, *images.shape[1:]), jnp.float32, batch_sharding(mesh)),
-                 "mask": spec((batch_size,), jnp.float32, batch_sharding(mesh))}
-        run = make_train_step(objective, optimizer, mesh=mesh).lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
-    cost = run.cost_analysis() or {}
-    if isinstance(cost, list):
-        cost = cost[0] if cost else {}
-    # XLA's cost analysis counts a loop body once: either way the figure is one step's.
-    flops = cost.get("flops")
+    state = replicate(init_state(experiment, jax.random.key(0), example), mesh)
+    placement = resolve_placement(placement, experiment, state, example)
+    program = compile_program(experiment, mesh, state, train, placement=placement,
+                              batch_size=batch_size, seed=0, chunks_per_epoch=None)
     holder = {"state": state, "epoch": 0}
 
     def run_epoch() -> dict:
-        e = holder["epoch"]
         t = time.perf_counter()
-        if on_device:
-            order = jax.device_put(epoch_order(n, batch_size, seed=0, epoch=e), rep)
-            key = jax.device_put(binarize_key(0, e), rep)
-            holder["state"], sums = run(holder["state"], data, order, key, np.int32(0))
-        else:
-            sums = None
-            for b in batches({"image": images}, batch_size, seed=0, epoch=e, mesh=mesh):
-                holder["state"], m = run(holder["state"], b)
-                sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-        loss = float(sums["loss"]) / steps  # waits for the epoch
+        holder["state"], sums = run_program_epoch(program, holder["state"], holder["epoch"])
+        loss = float(sums["loss"]) / program.steps_per_epoch  # waits for the epoch
         holder["epoch"] += 1
-        return {"images": steps * batch_size, "seconds": time.perf_counter() - t, "loss": loss}
+        return {"images": program.steps_per_epoch * batch_size,
+                "seconds": time.perf_counter() - t, "loss": loss}
 
     post = MODELS[model]
     info = {"model": post["net"], "posterior": post["posterior"],
             "reparam": post.get("dirichlet_reparam", "exact") if post["posterior"] == "dirichlet"
-            else None, "loop": "device_scan" if on_device else "host_step_dispatch",
-            "compile_s": round(compile_s, 3),
-            "flops_per_step": flops, "flops_source": "xla_cost_analysis" if flops else None,
-            "planned_device_mb": round(compiled_bytes(run) / 2**20, 2),
+            else None, "loop": "device_scan" if placement == "device" else "host_step_dispatch",
+            "compile_s": round(program.compile_s, 3),
+            "flops_per_step": program.flops,
+            "flops_source": "xla_cost_analysis" if program.flops else None,
+            "planned_device_mb": round(compiled_bytes(program.run) / 2**20, 2),
             "compute_dtype": compute_dtype}
     return Runner("jvae", info, run_epoch)
 
@@ -343,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_max_batch:
         for model in ("mlp-normal",) if quick else ("mlp-normal", "conv-normal"):
             cfg = make_config(MODELS[model], {"num_devices": len(devs)})
-            fit = estimate_max_batch_size(cfg, (28, 28, 1), 60_000)
+            fit = estimate_max_batch_size(cfg, DataSpec((28, 28, 1)), 60_000)
             emit({"kind": "max_batch", "model": model, "devices": len(devs),
                   "resident_examples": 60_000, "fixed_mb": round(fit.intercept / 2**20, 2),
                   "per_example_kb": round(fit.slope / 2**10, 3),

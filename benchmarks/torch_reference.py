@@ -138,7 +138,8 @@ class TorchVAERunner:
         return {"images": n, "seconds": time.perf_counter() - start, "loss": mean_loss}
 
 
-def make_runner(batch_size: int, latent_dim: int = 20, hidden: int = 400, seed: int = 0, num_threads: int | None = None):
+def make_runner(batch_size: int, latent_dim: int = 20, hidden: int = 400, seed: int = 0,
+                num_threads: int | None = None):
     """Builds a PyTorch VAE trainer for epoch-level timing.
 
     Args:

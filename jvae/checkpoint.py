@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,15 +31,14 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from jvae.base import JvaeError, PyTree
 from jvae.parallel import replicated_sharding
 from jvae.train_state import TrainState
-
-PyTree = Any
 
 __all__ = ["Checkpointer", "CheckpointError", "read_metrics", "truncate_metrics"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(JvaeError):
     """No checkpoint of the run can be used; the message names the workdir and the fix."""
 
 

@@ -1,8 +1,13 @@
 """Run configuration: a frozen dataclass that a JSON/TOML file and flags override.
 
 Precedence, lowest first: the dataclass defaults, a ``--config`` file, then
-command-line flags. Unknown keys and ill-typed or out-of-range values raise
-:class:`ConfigError` with a message naming the key and the accepted values.
+command-line flags. Every field carries its own description, group and
+accepted values in ``dataclasses.field`` metadata: the command line's flags and
+``--help`` are generated from it, and validation reads the same metadata, so a
+setting is described once. Named choices come from the registries of
+:mod:`jvae.experiment` (and the modules that define them). Unknown keys and
+ill-typed or out-of-range values raise :class:`ConfigError` with a message
+naming the key and the accepted values.
 """
 
 from __future__ import annotations
@@ -15,133 +20,173 @@ import typing
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "load_config_file", "make_config", "config_to_dict",
-           "RESUMABLE_CHANGES"]
+from jvae import experiment as ex
+from jvae.base import ConfigError
+from jvae.data import BINARIZE_MODES
+from jvae.layers.spec import SpecError
+from jvae.layers.spec_nets import resolve_spec_pair
+from jvae.program import PLACEMENTS
+
+__all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
+           "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
+
+# Groups of settings, in the order ``--help`` lists them.
+GROUPS = ("data", "model", "objective", "optimisation", "run")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and the fix."""
+def _setting(default: Any, help: str, group: str, *, choices: Any = None,
+             check: str | None = None) -> Any:
+    """A :class:`Config` field with its description.
+
+    Args:
+      default: the default value.
+      help: one sentence for ``--help`` (type, choices and default are appended).
+      group: one of :data:`GROUPS`.
+      choices: a registry (dict or tuple) whose keys are the accepted values.
+      check: ``"positive"`` or ``"non_negative"`` for numbers.
+    """
+    assert group in GROUPS, group
+    return dataclasses.field(default=default, metadata={
+        "help": help, "group": group, "choices": choices, "check": check})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a training run.
+    """Everything that defines a training run; see each field's ``help`` metadata
+    (``python -m jvae train --help`` prints them, grouped)."""
 
-    Attributes:
-      dataset: dataset name (``mnist``; any tfds image dataset with ``--data-dir`` unset).
-      data_dir: folder with MNIST IDX files; None reads the dataset from tfds.
-      tfds_data_dir: tfds data directory (tfds' default when None).
-      epochs: total epochs; a resumed run continues up to this number.
-      batch_size: global training batch size (divisible by the device count).
-      eval_batch_size: evaluation batch size (the last batch is padded and masked).
-      latent_dim: number of latent dimensions.
-      posterior: ``normal`` or ``dirichlet``.
-      dirichlet_prior: concentration of the symmetric Dirichlet prior.
-      net: ``mlp``, ``conv``, ``spec`` (layer specs, see ``encoder_spec``) or
-        ``rnn`` (recurrent sequence nets over the data's first axis, see
-        :mod:`jvae.sequence`).
-      encoder_spec: for ``net=spec``: a packaged architecture name
-        (``mnist_mlp``, ``mnist_conv``, ``sd_vae``, ``sd_vae_mnist``), a path to a
-        JSON file, or an inline JSON list of layer specs (:mod:`jvae.spec_nets`);
-        its ``encoder`` part is used. A config file may give the list itself.
-        A spatial architecture (``sd_vae``) takes its latent shape from the
-        encoder's output, and ``latent_dim`` is then unused.
-      decoder_spec: likewise for the decoder; None takes ``encoder_spec``'s.
-      rnn_cell: ``lstm`` or ``gru`` (``net=rnn``).
-      rnn_hidden: recurrent state size (``net=rnn``).
-      decoder_mode: ``repeat_latent``, ``concat_output_latent`` or
-        ``output_as_input``: what the recurrent decoder reads at each step.
-      hidden: hidden layer widths of the MLP (first entry: Dense width of conv nets).
-      activation: activation function name.
-      likelihood: ``bernoulli`` or ``gaussian``.
-      lr: Adam learning rate.
-      beta: KL weight in the loss.
-      num_samples: posterior samples per example in the training ELBO (the k of
-        ``model=iwae``).
-      binarize: ``none`` (grey levels in [0, 1]), ``dynamic`` or ``static``.
-      seed: seed of initialization, shuffling, sampling and binarization.
-      keep_checkpoints: number of most recent checkpoints kept.
-      num_devices: devices to train on; 0 means all local devices.
-      num_images: images in each saved PNG grid.
-      model: model family (:mod:`jvae.zoo`): ``vae`` (beta-VAE with ``beta``),
-        ``ae`` (deterministic autoencoder), ``cvae`` (encoder and decoder
-        conditioned on one-hot labels), ``iwae`` (importance-weighted bound
-        with ``num_samples`` = k) or ``vq`` (vector-quantized latents).
-      alpha: weight of the reconstruction term in the loss.
-      kl_warmup_steps: the KL weight ramps linearly from 0 to ``beta`` over this
-        many steps (0: no warm-up).
-      ssim_weight: weight of the ``1 - SSIM`` term (0: off).
-      sparsity_weight: weight of the scale-free L1 penalty on the latent code (0: off).
-      decoder_l2: weight of the L2 penalty on the decoder's weights (0: off).
-      flow_layers: coupling layers on the posterior (0: no flow).
-      flow_coupling: ``spline`` (rational-quadratic) or ``affine`` couplings.
-      flow_hidden: hidden widths of each coupling layer's conditioner.
-      flow_bins: spline bins per coupling.
-      flow_context: size of the per-example context the encoder feeds the flow.
-      vq_codes: codebook size of a ``vq`` model.
-      vq_code_dim: dimension of one code vector (``latent_dim`` must be a multiple).
-      vq_commitment: weight of the VQ commitment loss.
-      logistic_components: mixture components of the ``logistic_mixture`` likelihood.
-      gaussian_scale: standard deviation of the fixed-scale ``gaussian`` likelihood.
-      dirichlet_reparam: ``exact`` (``jax.random.dirichlet``) or ``approx`` (the
-        DirVAE inverse-CDF reparameterization and Gamma KL, several times faster;
-        see :func:`~jvae.posteriors.dirichlet_posterior`).
-      compute_dtype: ``float32`` or ``bfloat16``: the dtype encoder and decoder
-        compute in; parameters, optimizer state and the loss stay float32
-        (:mod:`jvae.precision`; for GPU and TPU).
-      data_placement: ``device`` keeps the training split on the devices and
-        runs each epoch as one on-device loop (:mod:`jvae.epoch`); ``host``
-        feeds one host batch per step (for data larger than device memory);
-        ``auto`` is ``device`` except for models with convolutions on CPU,
-        which XLA:CPU runs faster one step per dispatch
-        (:func:`~jvae.epoch.device_loop_is_fast`).
-    """
-
-    dataset: str = "mnist"
-    data_dir: str | None = None
-    tfds_data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    latent_dim: int = 20
-    posterior: str = "normal"
-    dirichlet_prior: float = 0.98
-    net: str = "mlp"
-    encoder_spec: str | None = None
-    decoder_spec: str | None = None
-    rnn_cell: str = "lstm"
-    rnn_hidden: int = 256
-    decoder_mode: str = "repeat_latent"
-    hidden: tuple[int, ...] = (400,)
-    activation: str = "relu"
-    likelihood: str = "bernoulli"
-    lr: float = 1e-3
-    beta: float = 1.0
-    num_samples: int = 1
-    binarize: str = "none"
-    seed: int = 0
-    keep_checkpoints: int = 3
-    num_devices: int = 0
-    num_images: int = 64
-    model: str = "vae"
-    alpha: float = 1.0
-    kl_warmup_steps: int = 0
-    ssim_weight: float = 0.0
-    sparsity_weight: float = 0.0
-    decoder_l2: float = 0.0
-    flow_layers: int = 0
-    flow_coupling: str = "spline"
-    flow_hidden: tuple[int, ...] = (64, 64)
-    flow_bins: int = 8
-    flow_context: int = 16
-    vq_codes: int = 128
-    vq_code_dim: int = 4
-    vq_commitment: float = 0.25
-    logistic_components: int = 5
-    gaussian_scale: float = 1.0
-    dirichlet_reparam: str = "exact"
-    compute_dtype: str = "float32"
-    data_placement: str = "auto"
+    # data
+    dataset: str = _setting(
+        "mnist", "Dataset name: mnist read from --data-dir IDX files, or any tfds image "
+        "dataset when --data-dir is unset.", "data")
+    data_dir: str | None = _setting(
+        None, "Folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ...); unset "
+        "reads the dataset from tensorflow-datasets.", "data")
+    tfds_data_dir: str | None = _setting(
+        None, "tensorflow-datasets data directory (tfds' own default when unset).", "data")
+    binarize: str = _setting(
+        "none", "Pixel binarization: none keeps grey levels in [0, 1], dynamic resamples "
+        "binary pixels every batch, static binarizes once with a fixed seed.", "data",
+        choices=BINARIZE_MODES)
+    # model
+    model: str = _setting(
+        "vae", "Model family: vae (beta-VAE), cvae (encoder and decoder conditioned on the "
+        "one-hot label), iwae (importance-weighted bound with --num-samples k), ae "
+        "(deterministic autoencoder) or vq (vector-quantized latents).", "model",
+        choices=ex.MODELS)
+    latent_dim: int = _setting(
+        20, "Number of latent dimensions (a spatial spec architecture takes its latent "
+        "shape from the encoder instead).", "model", check="positive")
+    posterior: str = _setting(
+        "normal", "Posterior family of vae, cvae and iwae: normal (diagonal Gaussian, "
+        "N(0, I) prior) or dirichlet (symmetric Dirichlet prior).", "model",
+        choices=ex.POSTERIORS)
+    dirichlet_prior: float = _setting(
+        0.98, "Concentration of the symmetric Dirichlet prior.", "model", check="positive")
+    dirichlet_reparam: str = _setting(
+        "exact", "Dirichlet sampler: exact (implicit reparameterization) or approx (the "
+        "inverse-CDF Gamma approximation with its Gamma KL; faster, biased).", "model",
+        choices=ex.DIRICHLET_REPARAMS)
+    net: str = _setting(
+        "mlp", "Encoder/decoder: mlp, conv (strided convolutions), spec (built from layer "
+        "specs, see --encoder-spec) or rnn (LSTM/GRU over the data's first axis).", "model",
+        choices=ex.NETS)
+    encoder_spec: str | None = _setting(
+        None, "With --net spec: a packaged architecture (mnist_mlp, mnist_conv, sd_vae, "
+        "sd_vae_mnist), a .json path or an inline JSON list of layer specs.", "model")
+    decoder_spec: str | None = _setting(
+        None, "With --net spec: the decoder's specs, in the forms --encoder-spec takes; "
+        "unset uses the encoder spec's architecture.", "model")
+    hidden: tuple[int, ...] = _setting(
+        (400,), "Hidden layer widths of the MLP, comma-separated (conv nets: the first is "
+        "their Dense width).", "model")
+    activation: str = _setting(
+        "relu", "Activation function of the built-in nets.", "model", choices=ex.ACTIVATIONS)
+    rnn_cell: str = _setting(
+        "lstm", "Recurrent cell of --net rnn.", "model", choices=ex.RNN_CELLS)
+    rnn_hidden: int = _setting(
+        256, "Recurrent state size of --net rnn.", "model", check="positive")
+    decoder_mode: str = _setting(
+        "repeat_latent", "What the recurrent decoder reads at each step: z (repeat_latent), "
+        "z and its previous output (concat_output_latent) or its previous output only "
+        "(output_as_input).", "model", choices=ex.DECODER_MODES)
+    likelihood: str = _setting(
+        "bernoulli", "Observation model p(x|z): bernoulli (logits), gaussian (fixed "
+        "--gaussian-scale), gaussian_learned (per-pixel scale) or logistic_mixture "
+        "(discretized, 256 levels; reported in bits/dim).", "model", choices=ex.LIKELIHOODS)
+    gaussian_scale: float = _setting(
+        1.0, "Standard deviation of the fixed-scale gaussian likelihood.", "model",
+        check="positive")
+    logistic_components: int = _setting(
+        5, "Mixture components of the logistic_mixture likelihood.", "model",
+        check="positive")
+    flow_layers: int = _setting(
+        0, "Coupling layers of a normalizing flow on the posterior (0: no flow).", "model",
+        check="non_negative")
+    flow_coupling: str = _setting(
+        "spline", "Flow coupling: spline (rational-quadratic) or affine.", "model",
+        choices=ex.FLOW_COUPLINGS)
+    flow_hidden: tuple[int, ...] = _setting(
+        (64, 64), "Hidden widths of each coupling layer's conditioner.", "model")
+    flow_bins: int = _setting(8, "Spline bins per coupling.", "model", check="positive")
+    flow_context: int = _setting(
+        16, "Size of the per-example context the encoder feeds the flow.", "model",
+        check="non_negative")
+    vq_codes: int = _setting(128, "Codebook size of --model vq.", "model", check="positive")
+    vq_code_dim: int = _setting(
+        4, "Dimension of one code vector of --model vq (--latent-dim must be a multiple).",
+        "model", check="positive")
+    compute_dtype: str = _setting(
+        "float32", "Dtype the networks compute in; parameters, optimizer state and the "
+        "loss stay float32 (bfloat16 is for GPU and TPU).", "model",
+        choices=ex.COMPUTE_DTYPES)
+    # objective
+    beta: float = _setting(
+        1.0, "Weight of the KL term (beta-VAE); alias --kld-weight.", "objective",
+        check="non_negative")
+    alpha: float = _setting(
+        1.0, "Weight of the reconstruction term.", "objective", check="non_negative")
+    num_samples: int = _setting(
+        1, "Posterior samples per example in the training objective (the k of --model "
+        "iwae).", "objective", check="positive")
+    kl_warmup_steps: int = _setting(
+        0, "Steps over which the KL weight ramps linearly from 0 to --beta (0: none).",
+        "objective", check="non_negative")
+    ssim_weight: float = _setting(
+        0.0, "Weight of the 1 - SSIM term (0: off).", "objective", check="non_negative")
+    sparsity_weight: float = _setting(
+        0.0, "Weight of the scale-free L1 penalty on the latent code (0: off).", "objective",
+        check="non_negative")
+    decoder_l2: float = _setting(
+        0.0, "Weight of the L2 penalty on the decoder's weights (0: off).", "objective",
+        check="non_negative")
+    vq_commitment: float = _setting(
+        0.25, "Weight of the VQ commitment loss.", "objective", check="non_negative")
+    # optimisation
+    epochs: int = _setting(
+        10, "Total epochs; a resumed run continues up to this number.", "optimisation",
+        check="positive")
+    batch_size: int = _setting(
+        128, "Global training batch size (divisible by the device count).", "optimisation",
+        check="positive")
+    lr: float = _setting(1e-3, "Adam learning rate.", "optimisation", check="positive")
+    seed: int = _setting(
+        0, "Seed of initialization, shuffling, sampling and binarization.", "optimisation",
+        check="non_negative")
+    # run
+    eval_batch_size: int = _setting(
+        1000, "Evaluation batch size (the last batch is padded and masked).", "run",
+        check="positive")
+    keep_checkpoints: int = _setting(
+        3, "Number of most recent checkpoints kept.", "run", check="positive")
+    num_devices: int = _setting(
+        0, "Devices to train on (0: all local devices).", "run", check="non_negative")
+    num_images: int = _setting(
+        64, "Images in each saved sample and reconstruction grid.", "run", check="positive")
+    data_placement: str = _setting(
+        "auto", "Where the training split lives: device (each epoch one on-device loop), "
+        "host (one host batch per step, for data larger than device memory) or auto "
+        "(device, except convolutional nets on CPU).", "run", choices=PLACEMENTS)
 
     def __post_init__(self):
         _validate(self)
@@ -155,36 +200,24 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                # dynamic binarization's noise stream differs).
                                "data_placement"})
 
-_CHOICES = {
-    "posterior": ("normal", "dirichlet"),
-    "net": ("mlp", "conv", "spec", "rnn"),
-    "rnn_cell": ("lstm", "gru"),
-    "decoder_mode": ("repeat_latent", "concat_output_latent", "output_as_input"),
-    "likelihood": ("bernoulli", "gaussian", "gaussian_learned", "logistic_mixture"),
-    "model": ("vae", "ae", "cvae", "iwae", "vq"),
-    "flow_coupling": ("spline", "affine"),
-    "binarize": ("none", "dynamic", "static"),
-    "dirichlet_reparam": ("exact", "approx"),
-    "compute_dtype": ("float32", "bfloat16"),
-    "data_placement": ("auto", "device", "host"),
-}
-_POSITIVE = ("epochs", "batch_size", "eval_batch_size", "latent_dim", "rnn_hidden", "num_samples",
-             "keep_checkpoints", "num_images", "lr", "dirichlet_prior", "flow_bins",
-             "vq_codes", "vq_code_dim", "logistic_components", "gaussian_scale")
-_NON_NEGATIVE = ("beta", "num_devices", "seed", "alpha", "kl_warmup_steps", "ssim_weight",
-                 "sparsity_weight", "decoder_l2", "flow_layers", "flow_context", "vq_commitment")
+
+def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
+    """The accepted values of a field with named choices, else None."""
+    choices = field.metadata.get("choices")
+    return None if choices is None else tuple(choices)
 
 
 def _validate(cfg: Config) -> None:
-    for name, choices in _CHOICES.items():
-        if getattr(cfg, name) not in choices:
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(choices)}")
-    for name in _POSITIVE:
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in _NON_NEGATIVE:
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        choices = choices_of(f)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+        check = f.metadata.get("check")
+        if check == "positive" and not value > 0:
+            raise ConfigError(f"{f.name} must be positive, got {value}")
+        if check == "non_negative" and value < 0:
+            raise ConfigError(f"{f.name} must be >= 0, got {value}")
     if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
@@ -194,9 +227,6 @@ def _validate(cfg: Config) -> None:
                           "--posterior dirichlet only")
     _validate_model(cfg)
     _validate_net(cfg)
-    from jvae.nets import ACTIVATIONS
-    if cfg.activation not in ACTIVATIONS:
-        raise ConfigError(f"activation={cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}")
 
 
 def _validate_model(cfg: Config) -> None:
@@ -240,8 +270,6 @@ def _validate_net(cfg: Config) -> None:
     if cfg.encoder_spec is None:
         raise ConfigError("net=spec needs encoder_spec (--encoder-spec): a packaged "
                           "architecture such as mnist_conv, a .json path or a JSON list")
-    from jvae.spec import SpecError
-    from jvae.spec_nets import resolve_spec_pair
     try:
         resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec)
     except SpecError as e:

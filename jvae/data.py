@@ -21,10 +21,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jvae.base import JvaeError
 from jvae.parallel import shard_batch
 
 __all__ = ["DataError", "read_idx", "write_idx", "load_mnist_idx", "load_tfds", "load_dataset",
-           "to_float", "binarize", "BINARIZE_MODES", "num_batches", "batches"]
+           "to_float", "binarize", "BINARIZE_MODES", "num_batches", "batches", "add_condition"]
 
 BINARIZE_MODES = ("none", "dynamic", "static")
 
@@ -35,7 +36,7 @@ _MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-class DataError(RuntimeError):
+class DataError(JvaeError, RuntimeError):
     """Data that cannot be found, read or prepared; the message says how to fix it."""
 
 
@@ -231,7 +232,7 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
 
 def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoch: int = 0,
             shuffle: bool = True, drop_remainder: bool = True, dynamic_binarize: bool = False,
-            mesh: Mesh | None = None) -> Iterator[dict[str, jax.Array]]:
+            mesh: Mesh | None = None, start: int = 0) -> Iterator[dict[str, jax.Array]]:
     """Yields batches of one epoch, placed on the mesh.
 
     The order is a permutation drawn from ``(seed, epoch)``, so an epoch's
@@ -253,6 +254,8 @@ def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoc
       drop_remainder: see above.
       dynamic_binarize: resample binary pixels ``1[u < x]`` for every batch.
       mesh: device mesh to shard the batch over; host NumPy arrays if None.
+      start: index of the first batch to yield (a run resumed mid-epoch
+        continues with the batch it would have seen next).
 
     Yields:
       Dicts with the arrays of ``data`` plus ``"mask"`` (float32, ``(batch,)``).
@@ -263,9 +266,8 @@ def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoc
     if drop_remainder and n < batch_size:
         raise ValueError(f"batch size {batch_size} exceeds the {n} examples available; "
                          "use a smaller --batch-size")
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n) if shuffle else np.arange(n)
-    for i in range(num_batches(n, batch_size, drop_remainder)):
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    for i in range(start, num_batches(n, batch_size, drop_remainder)):
         idx = order[i * batch_size:(i + 1) * batch_size]
         batch = {k: v[idx] for k, v in data.items()}
         mask = np.ones(len(idx), np.float32)
@@ -276,6 +278,18 @@ def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoc
             mask = np.concatenate([mask, np.zeros(pad, np.float32)])
         if dynamic_binarize:
             x = batch["image"]
-            batch["image"] = binarize(x, rng.random(x.shape, dtype=np.float32))
+            # A stream per batch: batch i's noise does not depend on where the epoch began.
+            u = np.random.default_rng([seed, epoch, i]).random(x.shape, dtype=np.float32)
+            batch["image"] = binarize(x, u)
         batch["mask"] = mask
         yield batch if mesh is None else shard_batch(batch, mesh)
+
+
+def add_condition(split: dict[str, np.ndarray], num_classes: int,
+                  key: str = "cond") -> dict[str, np.ndarray]:
+    """Adds one-hot labels ``(N, num_classes)`` float32 under ``key``."""
+    labels = np.asarray(split["label"])
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, "
+                         f"{labels.max()}]")
+    return {**split, key: np.eye(num_classes, dtype=np.float32)[labels]}

@@ -36,13 +36,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Sharding
 
+from jvae.base import ConfigError
+
 PyTree = Any
 
 __all__ = ["DistributedError", "cluster_detected", "initialize", "is_primary",
            "local_rows", "put_global_batch", "put_replicated", "to_host", "local_copy", "barrier"]
 
 
-class DistributedError(ValueError):
+class DistributedError(ConfigError):
     """Distributed settings that cannot work; the message names the fix."""
 
 

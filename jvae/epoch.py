@@ -14,8 +14,8 @@ donated. (On XLA:CPU, models with convolutions run slower inside a loop; see
 The batch order is the permutation :func:`jvae.data.batches` draws from
 ``(seed, epoch)``, so the on-device path visits exactly the batches the host
 iterator yields, and a resumed run replays an uninterrupted one. It is drawn
-with NumPy on the host (0.3 ms for 20k examples) rather than with
-``jax.random.permutation`` (a sort: ~17 ms on XLA:CPU) and shipped as an int32
+with NumPy on the host rather than with ``jax.random.permutation`` (a sort,
+slow on XLA:CPU) and shipped as an int32
 array of ``steps * batch_size`` entries.
 """
 
@@ -31,13 +31,11 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
+from jvae.base import Array, Batch
 from jvae.data import binarize, num_batches
 from jvae.objectives import Objective
 from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
 from jvae.train_state import TrainState, make_update_fn
-
-Array = jax.Array
-Batch = dict[str, Array]
 
 __all__ = ["epoch_order", "put_dataset", "make_train_epoch", "binarize_key", "chunk_length",
            "has_convolutions", "device_loop_is_fast"]
@@ -188,8 +186,8 @@ def device_loop_is_fast(objective: Objective, optimizer: optax.GradientTransform
     """Whether :func:`make_train_epoch`'s on-device loop suits this model on this backend.
 
     XLA:CPU (jax 0.10) compiles convolutions inside a loop body without the
-    XNNPACK kernels it uses at the top level of a program: the conv VAE's step
-    ran 16x slower in the loop (4.0 s vs 0.25 s at batch 128). On CPU, models
+    XNNPACK kernels it uses at the top level of a program, and the conv VAE's
+    step runs several times slower in the loop (``benchmarks/README.md``). On CPU, models
     with convolutions are therefore better served one dispatch per step
     (:func:`~jvae.train_state.make_train_step`); everything else, and every
     model on GPU and TPU, runs the loop.

@@ -1,4 +1,4 @@
-"""Evaluate a trained run on its test split: ``python -m jvae.evaluate --workdir DIR``.
+"""Evaluate a trained run on its test split: ``jvae evaluate --workdir DIR``.
 
 Restores the run's ``config.json`` and newest checkpoint and reports, as JSON:
 
@@ -22,7 +22,6 @@ An autoencoder has no likelihood bound; only its reconstruction error is reporte
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -34,23 +33,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jvae import zoo
-from jvae.checkpoint import Checkpointer
-from jvae.config import Config, ConfigError, make_config
-from jvae.data import DataError
+from jvae import flags
+from jvae.base import Array, ConfigError
 from jvae.logistic import bits_per_dim
-from jvae.model import VAE
-from jvae.objectives import decode_samples
+from jvae.masked import masked_sums
+from jvae.model import VAE, decode_samples
 from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
 from jvae.posteriors import sample_and_log_prob
-from jvae.train import build_objective, build_vae, evaluate, load_data
-from jvae.train_state import create_train_state, make_eval_step, make_optimizer
+from jvae.program import evaluate_split
+from jvae.runs import restore_run
+from jvae.train_state import make_eval_step
 from jvae.vq import code_indices, codebook_usage
 
-Array = jax.Array
-
 __all__ = ["iwae_log_likelihood", "make_iwae_evaluator", "iwae_over_split", "active_units",
-           "restore_run", "evaluate_run", "main"]
+           "evaluate_run", "MODE", "main"]
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -123,9 +119,7 @@ def make_iwae_evaluator(vae: VAE, num_samples: int, *, chunk_size: int = 250,
         cond = None if cond_key is None else batch[cond_key]
         out = iwae_log_likelihood(vae, params, batch["image"], key, num_samples,
                                   chunk_size=chunk_size, cond=cond)
-        mask = batch.get("mask", jnp.ones(batch["image"].shape[0], jnp.float32))
-        sums = {k: jnp.sum(v * mask) for k, v in out.items()}
-        sums["count"] = jnp.sum(mask)
+        sums = masked_sums(out, batch.get("mask"))
         return sums
 
     return jax.jit(run, in_shardings=(replicated_sharding(mesh), batch_sharding(mesh),
@@ -138,7 +132,7 @@ def iwae_over_split(evaluator, params, data: dict[str, np.ndarray], batch_size: 
     """Means of :func:`make_iwae_evaluator`'s outputs over every example of ``data``."""
     # Same padded, masked pass over the split as the ELBO evaluation; the
     # evaluator just takes no objective state.
-    return evaluate(lambda p, batch, k, _: evaluator(p, batch, k), params, data, batch_size,
+    return evaluate_split(lambda p, batch, k, _: evaluator(p, batch, k), params, data, batch_size,
                     key, mesh)
 
 
@@ -151,40 +145,6 @@ def active_units(codes: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) ->
     """
     codes = np.asarray(codes, np.float64).reshape(len(codes), -1)
     return int(np.sum(codes.var(axis=0) > threshold))
-
-
-def restore_run(workdir: str | Path, *, data_dir: str | None = None) -> tuple:
-    """Rebuilds a run's model, objective and data and restores its newest checkpoint.
-
-    Args:
-      workdir: a ``python -m jvae.train`` working directory.
-      data_dir: overrides the saved ``data_dir`` (e.g. the data moved).
-
-    Returns:
-      ``(cfg, vae, objective, state, meta, train, test)``.
-
-    Raises:
-      ConfigError: no ``config.json`` or no checkpoint in ``workdir``.
-    """
-    workdir = Path(workdir)
-    path = workdir / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: --workdir must be a jvae.train run directory")
-    saved = json.loads(path.read_text())
-    if data_dir is not None:
-        saved["data_dir"] = data_dir
-    cfg: Config = make_config(saved)
-    train, test = load_data(cfg)
-    vae = build_vae(cfg, train["image"].shape[1:])
-    objective = build_objective(cfg, vae)
-    example = {k: v[:cfg.batch_size] for k, v in train.items()}
-    template = create_train_state(vae, objective, make_optimizer(cfg.lr), jax.random.key(cfg.seed),
-                                  example, cond_key=zoo.cond_key_from_config(cfg))
-    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
-        if ckpt.latest_step() is None:
-            raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
-        state, meta = ckpt.restore(template)
-    return cfg, vae, objective, state, meta, train, test
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -210,9 +170,10 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
       The JSON-serializable report.
     """
     t_start = time.perf_counter()
-    cfg, vae, objective, state, meta, _, test = restore_run(workdir, data_dir=data_dir)
+    run = restore_run(workdir, data_dir=data_dir)
+    cfg, state, meta, test = run.cfg, run.state, run.meta, run.test
+    vae, objective, cond_key = run.experiment.vae, run.experiment.objective, run.experiment.cond_key
     mesh = data_mesh(cfg.num_devices or None)
-    cond_key = zoo.cond_key_from_config(cfg)
     key_elbo, key_iw = jax.random.split(jax.random.key(seed))
     n_all = len(test["image"])
     report: dict[str, Any] = {
@@ -222,7 +183,7 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
         "conditional": cond_key is not None}
 
     eval_bs = _round_up(min(cfg.eval_batch_size, n_all), mesh.size)
-    scores = evaluate(make_eval_step(objective, mesh=mesh), state.params, test, eval_bs, key_elbo,
+    scores = evaluate_split(make_eval_step(objective, mesh=mesh), state.params, test, eval_bs, key_elbo,
                       mesh, state.loss_state)
     report.update({k: v for k, v in scores.items() if k != "loss"})
 
@@ -262,52 +223,51 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
     return report
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+def _add_arguments(parser) -> None:
+    flags.add_workdir_flag(parser, required=True)
+    parser.add_argument("--iw-samples", type=int, default=5000, metavar="K",
+                        help="posterior samples k of the IWAE bound (int; default: 5000)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="read the test split from this folder instead of the run's saved "
+                             "data directory (default: the saved one)")
+    parser.add_argument("--num-test-images", type=int, default=None, metavar="N",
+                        help="evaluate the bound on the first N test images only; the ELBO "
+                             "terms always cover the whole split (int; default: all)")
+    parser.add_argument("--batch-size", type=int, default=100, metavar="N",
+                        help="images per bound batch, rounded up to the device count "
+                             "(int; default: 100)")
+    parser.add_argument("--chunk-size", type=int, default=250, metavar="N",
+                        help="posterior samples per decoder call; bounds memory, not the "
+                             "result (int; default: 250)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the evaluation's samples (int; default: 0)")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="JSON file to write (default: WORKDIR/eval_k<K>.json)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(prog="python -m jvae.evaluate", description=__doc__.split("\n\n")[0],
-                        allow_abbrev=False)
-    p.add_argument("--workdir", required=True, help="a jvae.train run directory")
-    p.add_argument("--iw-samples", type=int, default=5000, help="k of the IWAE bound (5000)")
-    p.add_argument("--data-dir", default=None, help="override the run's saved data directory")
-    p.add_argument("--num-test-images", type=int, default=None,
-                   help="bound on the first N test images only (default: all)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per bound batch (100)")
-    p.add_argument("--chunk-size", type=int, default=250,
-                   help="posterior samples per decoder call (250)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's samples")
-    p.add_argument("--output", default=None,
-                   help="JSON file to write (default WORKDIR/eval_k<K>.json)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: prints the report as one JSON object and writes it to a file."""
-    args = _parser().parse_args(argv)
-    for name in ("iw_samples", "batch_size", "chunk_size"):
-        if getattr(args, name) < 1:
-            print(f"python -m jvae.evaluate: error: --{name.replace('_', '-')} must be positive",
-                  file=sys.stderr)
-            return 2
-    if args.num_test_images is not None and args.num_test_images < 1:
-        print("python -m jvae.evaluate: error: --num-test-images must be positive",
-              file=sys.stderr)
-        return 2
-    try:
-        report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
-                              num_test_images=args.num_test_images, batch_size=args.batch_size,
-                              chunk_size=args.chunk_size, seed=args.seed)
-    except (ConfigError, DataError) as e:
-        print(f"python -m jvae.evaluate: error: {e}", file=sys.stderr)
-        return 2
+def _run(args) -> int:
+    """Prints the report as one JSON object and writes it to a file."""
+    for name in ("iw_samples", "batch_size", "chunk_size", "num_test_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
+                          num_test_images=args.num_test_images, batch_size=args.batch_size,
+                          chunk_size=args.chunk_size, seed=args.seed)
     text = json.dumps(report)
     out = Path(args.output) if args.output else Path(args.workdir) / f"eval_k{args.iw_samples}.json"
     out.write_text(text + "\n")
     print(text, flush=True)
     return 0
+
+
+MODE = flags.Mode("evaluate", "Evaluate a run's newest checkpoint on its test split: -ELBO, "
+                  "the k-sample IWAE bound, active units.", _add_arguments, _run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m jvae.evaluate``: the evaluate mode; returns the exit status."""
+    return flags.run_mode(MODE, argv, prog="python -m jvae.evaluate")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jvae.base import Array
 from jvae.posteriors import Posterior, normal_posterior, sample_and_log_prob
-
-Array = jax.Array
 
 __all__ = ["CouplingConditioner", "flow_posterior", "coupling_masks", "COUPLINGS"]
 

@@ -6,10 +6,9 @@ from typing import Callable
 
 import jax
 
+from jvae.base import Array
 from jvae.model import VAE
 from jvae.posteriors import sample_prior
-
-Array = jax.Array
 
 __all__ = ["make_sampler", "make_reconstructor"]
 

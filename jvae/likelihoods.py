@@ -8,45 +8,20 @@ axis (posterior samples, batch), so the result is in nats per example.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, NamedTuple
-
 import distrax
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
-Params = dict[str, Array]
+from jvae.base import Array, Likelihood
 
-__all__ = ["Likelihood", "bernoulli", "gaussian", "likelihood_by_name"]
-
-
-class Likelihood(NamedTuple):
-    """An observation model as pure functions.
-
-    Attributes:
-      name: short identifier, also used by the CLI.
-      param_shapes: ``data_shape -> {name: shape}`` the decoder head must emit.
-      constrain: raw head outputs -> likelihood parameters.
-      log_prob: ``(params, x) -> params' leading axes``: log p(x|z) summed over
-        the ``x.ndim - 1`` data dimensions; ``x`` broadcasts over leading
-        sample axes of ``params``.
-      mean: ``params -> E[x|z]``, used for reconstructions and samples.
-    """
-
-    name: str
-    param_shapes: Callable[[tuple[int, ...]], dict[str, tuple[int, ...]]]
-    constrain: Callable[[Params], Params]
-    log_prob: Callable[[Params, Array], Array]
-    mean: Callable[[Params], Array]
+__all__ = ["Likelihood", "bernoulli", "gaussian"]
 
 
 def _flat_data(a: Array, data_ndim: int) -> Array:
     """Merges the trailing ``data_ndim`` axes into one (a free reshape).
 
-    Elementwise math on ``(..., 28, 28, 1)`` arrays ran 25% slower on XLA:CPU
-    than on ``(..., 784)`` (the MLP VAE's whole loss and gradient): its loops
-    vectorize the innermost axis, here of size 1.
+    Elementwise math on ``(..., 28, 28, 1)`` arrays is slower on XLA:CPU than
+    on ``(..., 784)``: its loops vectorize the innermost axis, here of size 1.
     """
     return a.reshape(*a.shape[:a.ndim - data_ndim], -1)
 
@@ -105,24 +80,3 @@ def gaussian(scale: float = 1.0, learn_scale: bool = False, min_scale: float = 1
         return jnp.sum(distrax.Normal(loc, sigma).log_prob(_flat_data(x, n)), axis=-1)
 
     return Likelihood("gaussian", param_shapes, constrain, log_prob, lambda p: p["loc"])
-
-
-def likelihood_by_name(name: str, **kwargs) -> Likelihood:
-    """Returns the likelihood registered under ``name``: ``bernoulli``,
-    ``gaussian`` (fixed scale), ``gaussian_learned`` (per-pixel learned scale)
-    or ``logistic_mixture`` (discretized, :mod:`jvae.logistic`)."""
-    from jvae.logistic import discretized_logistic_mixture  # builds on this module
-
-    def gaussian_learned(**kw):
-        return gaussian(learn_scale=True, **kw)
-    factories = {"bernoulli": bernoulli, "gaussian": gaussian,
-                 "gaussian_learned": gaussian_learned,
-                 "logistic_mixture": discretized_logistic_mixture}
-    if name not in factories:
-        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(factories)}")
-    return factories[name](**kwargs)
-
-
-def data_size(data_shape: tuple[int, ...]) -> int:
-    """Number of data dimensions of one example (784 for MNIST)."""
-    return math.prod(data_shape)

@@ -19,12 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from jvae.base import JvaeError
+
 __all__ = ["LockError", "WorkdirLock"]
 
 LOCK_NAME = ".lock"
 
 
-class LockError(RuntimeError):
+class LockError(JvaeError):
     """The workdir cannot be locked: another run holds it, or it cannot be written."""
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jvae.likelihoods import Likelihood
-
-Array = jax.Array
+from jvae.base import Array, Likelihood
 
 __all__ = ["discretized_logistic_mixture", "bits_per_dim"]
 

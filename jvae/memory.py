@@ -14,24 +14,27 @@ may hand out) and, on CPU, the host's available memory (``MemAvailable`` in
 ``/proc/meminfo``) shared by the host's devices, times ``fraction`` (headroom
 for what the plan does not count: the runtime, the eval step, fragmentation).
 
-CLI: ``python -m jvae.memory`` takes the same model flags as ``python -m
-jvae.train`` (``--net conv --posterior dirichlet ...``) and prints one JSON
-object with the estimate.
+CLI: ``jvae memory`` takes the same model flags as ``jvae train`` (``--net
+conv --posterior dirichlet ...``) and prints one JSON object with the estimate.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from typing import Callable, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
+
+from jvae import flags
+from jvae.base import ConfigError
+from jvae.experiment import DataSpec, build, example_batch, init_state
+from jvae.parallel import data_mesh, replicated_sharding
+from jvae.program import lower_program, resolve_placement
 
 __all__ = ["MemoryFit", "compiled_bytes", "device_memory_budget", "fit_memory",
-           "estimate_max_batch_size", "train_program_planner", "main"]
+           "estimate_max_batch_size", "train_program_planner", "MODE", "main"]
 
 
 class MemoryFit(NamedTuple):
@@ -168,79 +171,50 @@ def fit_memory(planned: Callable[[int], int], sizes: Sequence[int], budget: int,
                      int(budget), int(best))
 
 
-def train_program_planner(cfg, data_shape: tuple[int, ...], num_examples: int
+def train_program_planner(cfg, data_spec: DataSpec, num_examples: int
                           ) -> tuple[Callable[[int], int], int]:
     """``batch_size -> planned bytes`` of the train program ``cfg`` describes.
 
-    The program is the one ``python -m jvae.train`` compiles: with
-    ``data_placement`` ``device`` (or ``auto`` where that resolves to it, see
-    :func:`~jvae.epoch.device_loop_is_fast`), :func:`~jvae.epoch.make_train_epoch`'s
-    with ``num_examples`` examples of shape ``data_shape`` resident on device;
-    else :func:`~jvae.train_state.make_train_step`'s, fed host batches. Only
-    shapes are used: no data is read and nothing is executed.
+    The program is the one ``jvae train`` compiles (:func:`~jvae.program.lower_program`),
+    with the placement it would choose: on ``device``, ``num_examples``
+    examples resident; on ``host``, one batch per step. Only shapes are used:
+    no data is read and nothing is executed.
 
     Returns:
       ``(planned, device_count)``.
     """
-    from jvae import zoo
-    from jvae.epoch import device_loop_is_fast, make_train_epoch
-    from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
-    from jvae.train import build_objective, build_vae
-    from jvae.train_state import create_train_state, make_optimizer, make_train_step
-
     mesh = data_mesh(cfg.num_devices or None)
-    vae = build_vae(cfg, tuple(data_shape))
-    objective = build_objective(cfg, vae)
-    optimizer = make_optimizer(cfg.lr)
-    rep, shard = replicated_sharding(mesh), batch_sharding(mesh)
-    cond_key = zoo.cond_key_from_config(cfg)
-    # Per-example shapes of the training arrays (a cvae's one-hot labels: 10 classes).
-    fields = {"image": tuple(data_shape), **({cond_key: (10,)} if cond_key else {})}
+    experiment = build(cfg, data_spec)
+    rep = replicated_sharding(mesh)
+    example = example_batch(experiment, mesh.size)
+    placement = resolve_placement(cfg.data_placement, experiment,
+                                  init_state(experiment, jax.random.key(0), example), example)
 
-    def spec(n, sharding):
-        return {k: jax.ShapeDtypeStruct((n, *shape), jnp.float32, sharding=sharding)
-                for k, shape in fields.items()}
-
-    def state_spec(batch_size):
-        state = jax.eval_shape(lambda ex: create_train_state(
-            vae, objective, optimizer, jax.random.key(0), ex, cond_key=cond_key),
-            spec(batch_size, None))
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), state)
-
-    example = {k: jnp.zeros((mesh.size, *shape), jnp.float32) for k, shape in fields.items()}
-    on_device = cfg.data_placement == "device" or (
-        cfg.data_placement == "auto" and device_loop_is_fast(
-            objective, optimizer, create_train_state(vae, objective, optimizer,
-                                                     jax.random.key(0), example,
-                                                     cond_key=cond_key), example))
+    def shapes(tree, sharding):
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                            tree)
 
     def planned(batch_size: int) -> int:
-        state = state_spec(batch_size)
-        if not on_device:
-            batch = {**spec(batch_size, shard),
-                     "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard)}
-            return compiled_bytes(make_train_step(objective, optimizer, mesh=mesh).lower(
-                state, batch).compile())
+        state = shapes(jax.eval_shape(lambda ex: init_state(experiment, jax.random.key(0), ex),
+                                      example_batch(experiment, batch_size)), rep)
+        data = shapes(jax.eval_shape(lambda: example_batch(experiment, num_examples)), rep)
         steps = max(num_examples // batch_size, 1)
-        order = jax.ShapeDtypeStruct((steps, batch_size), jnp.int32, sharding=rep)
-        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
-        start = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-        run = make_train_epoch(objective, optimizer, mesh=mesh,
-                               dynamic_binarize=cfg.binarize == "dynamic")
-        return compiled_bytes(run.lower(state, spec(num_examples, rep), order, key,
-                                        start).compile())
+        return compiled_bytes(lower_program(experiment, mesh, state, data, placement=placement,
+                                            batch_size=batch_size, chunk=steps,
+                                            dynamic_binarize=cfg.binarize == "dynamic"
+                                            ).compile())
 
     return planned, mesh.size
 
 
-def estimate_max_batch_size(cfg, data_shape: tuple[int, ...] = (28, 28, 1),
+def estimate_max_batch_size(cfg, data_spec: DataSpec | None = None,
                             num_examples: int = 60_000, *, sizes: Sequence[int] = (256, 1024),
                             fraction: float = 0.9, budget: int | None = None) -> MemoryFit:
     """The largest training batch for ``cfg`` on the current devices.
 
     Args:
       cfg: a :class:`~jvae.config.Config` (model, posterior, devices...).
-      data_shape: per-example data shape.
+      data_spec: the data's per-example shape and label count (default: MNIST's).
       num_examples: training examples resident on device.
       sizes: the two batch sizes compiled to fit the line (multiples of the
         device count).
@@ -250,57 +224,65 @@ def estimate_max_batch_size(cfg, data_shape: tuple[int, ...] = (28, 28, 1),
     Returns:
       A :class:`MemoryFit` whose ``max_batch_size`` is the answer.
     """
-    planned, n_devices = train_program_planner(cfg, data_shape, num_examples)
+    planned, n_devices = train_program_planner(cfg, data_spec or DataSpec((28, 28, 1), 10),
+                                               num_examples)
     sizes = [s - s % n_devices or n_devices for s in sizes]
     if budget is None:
         budget = device_memory_budget(fraction=fraction)
     return fit_memory(planned, sizes, budget, multiple=n_devices, limit=num_examples)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: prints the max batch size estimate for the model flags given."""
-    from jvae.config import ConfigError
-    from jvae.train import _parser, parse_args
+def _add_arguments(parser) -> None:
+    parser.add_argument("--num-examples", type=int, default=60_000, metavar="N",
+                        help="training examples resident on device (int; default: 60000)")
+    parser.add_argument("--data-shape", default="28,28,1", metavar="H,W,C",
+                        help="per-example data shape (comma-separated ints; default: 28,28,1)")
+    parser.add_argument("--num-classes", type=int, default=10, metavar="N",
+                        help="labels of a conditional model's data (int; default: 10)")
+    parser.add_argument("--fraction", type=float, default=0.9,
+                        help="share of each device's memory to plan for (float; default: 0.9)")
+    parser.add_argument("--sizes", default="256,1024", metavar="B1,B2",
+                        help="the two batch sizes compiled to fit the memory line "
+                             "(comma-separated ints; default: 256,1024)")
+    parser.add_argument("--budget-mb", type=float, default=None, metavar="MB",
+                        help="plan for this many MiB per device instead of the devices' own "
+                             "(float; default: the devices' memory)")
+    flags.add_config_flags(parser, groups=("model", "objective", "optimisation", "run"))
 
-    extra = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    extra.add_argument("--num-examples", type=int, default=60_000)
-    extra.add_argument("--data-shape", default="28,28,1")
-    extra.add_argument("--fraction", type=float, default=0.9)
-    extra.add_argument("--sizes", default="256,1024")
-    extra.add_argument("--budget-mb", type=float, default=None)
-    if argv is None:
-        argv = sys.argv[1:]
-    if "-h" in argv or "--help" in argv:
-        print("usage: python -m jvae.memory [--num-examples N] [--data-shape H,W,C] "
-              "[--fraction F] [--budget-mb MB] [--sizes B1,B2] "
-              "[model flags of python -m jvae.train]\n\n"
-              + __doc__.split("\n\n")[0])
-        _parser().print_help()
-        return 0
-    ours, rest = extra.parse_known_args(argv)
+
+def _run(args) -> int:
+    """Prints the max batch size estimate for the model flags given as one JSON object."""
+    cfg, _ = flags.config_from_args(args)
     try:
-        cfg, _ = parse_args(rest)
-        shape = tuple(int(d) for d in ours.data_shape.split(","))
-        sizes = tuple(int(s) for s in ours.sizes.split(","))
-        budget = None if ours.budget_mb is None else int(ours.budget_mb * 2**20)
-        fit = estimate_max_batch_size(cfg, shape, ours.num_examples, sizes=sizes,
-                                      fraction=ours.fraction, budget=budget)
-    except (ConfigError, ValueError) as e:
-        print(f"python -m jvae.memory: error: {e}", file=sys.stderr)
-        return 2
+        shape = tuple(int(d) for d in args.data_shape.split(","))
+        sizes = tuple(int(s) for s in args.sizes.split(","))
+    except ValueError:
+        raise ConfigError("--data-shape and --sizes take comma-separated integers") from None
+    budget = None if args.budget_mb is None else int(args.budget_mb * 2**20)
+    fit = estimate_max_batch_size(cfg, DataSpec(shape, args.num_classes), args.num_examples,
+                                  sizes=sizes, fraction=args.fraction, budget=budget)
     dev = jax.local_devices()[0]
     print(json.dumps({
         "backend": jax.default_backend(), "device_kind": dev.device_kind,
         "devices": len(jax.local_devices()) if not cfg.num_devices else cfg.num_devices,
         "net": cfg.net, "posterior": cfg.posterior, "hidden": list(cfg.hidden),
-        "latent_dim": cfg.latent_dim, "num_examples": ours.num_examples,
+        "latent_dim": cfg.latent_dim, "num_examples": args.num_examples,
         "fixed_mb": round(fit.intercept / 2**20, 2),
         "per_example_kb": round(fit.slope / 2**10, 3),
         "budget_mb_per_device": round(fit.budget / 2**20, 1),
         "fit_sizes": list(fit.sizes), "planned_mb": [round(m / 2**20, 2) for m in fit.measured],
         "max_batch_size": fit.max_batch_size,
-        "limited_by": "dataset" if fit.max_batch_size >= ours.num_examples else "memory"}))
+        "limited_by": "dataset" if fit.max_batch_size >= args.num_examples else "memory"}))
     return 0
+
+
+MODE = flags.Mode("memory", "Estimate the largest training batch that fits, from the "
+                  "compiled memory plan (nothing is run).", _add_arguments, _run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m jvae.memory``: the memory mode; returns the exit status."""
+    return flags.run_mode(MODE, argv, prog="python -m jvae.memory")
 
 
 if __name__ == "__main__":

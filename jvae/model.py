@@ -7,41 +7,16 @@ of an explicit parameter pytree ``{"encoder": ..., "decoder": ...}``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from jvae.likelihoods import Likelihood
-from jvae.posteriors import Posterior
+from jvae.base import VAE, Array, Likelihood, Posterior, PyTree
 
-Array = jax.Array
-PyTree = Any
-
-__all__ = ["VAE", "make_vae"]
-
-
-class VAE(NamedTuple):
-    """An encoder/decoder pair with its posterior family and likelihood.
-
-    Attributes:
-      init: ``(key, x, cond=None) -> params`` with ``params`` a dict holding
-        ``"encoder"`` and ``"decoder"`` subtrees (and ``"posterior"`` for a
-        family with shared parameters, see ``Posterior.init_shared``).
-      encode: ``(params, x, cond=None) -> posterior parameters``.
-      decode: ``(params, z, cond=None) -> likelihood parameters``.
-      posterior: the :class:`~jvae.posteriors.Posterior` family.
-      likelihood: the :class:`~jvae.likelihoods.Likelihood`.
-      latent_shape: per-example latent shape.
-    """
-
-    init: Callable[..., PyTree]
-    encode: Callable[..., dict[str, Array]]
-    decode: Callable[..., dict[str, Array]]
-    posterior: Posterior
-    likelihood: Likelihood
-    latent_shape: tuple[int, ...]
+__all__ = ["VAE", "make_vae", "decode_samples"]
 
 
 def _call_args(x, cond):
@@ -123,3 +98,15 @@ def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
         return dec_apply(params["decoder"], z, cond)
 
     return VAE(init, encode, decode, posterior, likelihood, latent_shape)
+
+
+def decode_samples(vae: VAE, params: PyTree, z: Array, cond: Array | None = None) -> dict:
+    """Decodes ``z`` of shape ``(S, B, *latent)`` to likelihood params ``(S, B, ...)``.
+
+    Samples are folded into the batch axis so the decoder runs once.
+    """
+    s, b = z.shape[:2]
+    flat_cond = None if cond is None else jnp.broadcast_to(
+        cond[None], (s, *cond.shape)).reshape(s * b, *cond.shape[1:])
+    out = vae.decode(params, z.reshape(s * b, *z.shape[2:]), flat_cond)
+    return jax.tree.map(lambda a: a.reshape(s, b, *a.shape[1:]), out)

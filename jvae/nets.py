@@ -15,81 +15,16 @@ parameters a :class:`~jvae.posteriors.Posterior` or
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
-from jvae.likelihoods import Likelihood
-from jvae.posteriors import Posterior
-from jvae.upsample import ConvTranspose
-
-Array = jax.Array
+from jvae.base import Array, Likelihood, Posterior
+from jvae.layers.heads import ACTIVATIONS, ParamHead, activation_by_name, with_cond
+from jvae.layers.upsample import ConvTranspose
 
 __all__ = ["ParamHead", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
            "activation_by_name", "ACTIVATIONS"]
-
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "tanh": nn.tanh,
-    "elu": nn.elu, "leaky_relu": nn.leaky_relu, "softplus": nn.softplus,
-}
-
-
-def activation_by_name(name: str) -> Callable[[Array], Array]:
-    """Looks up an activation by name (one of :data:`ACTIVATIONS`)."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
-
-
-def _with_cond(h: Array, cond: Array | None) -> Array:
-    """Concatenates a flattened conditioning input to flat features."""
-    if cond is None:
-        return h
-    return jnp.concatenate([h, cond.reshape(cond.shape[0], -1).astype(h.dtype)], axis=-1)
-
-
-class ParamHead(nn.Module):
-    """Emits named distribution parameters from features, then constrains them.
-
-    Flat features ``(batch, f)`` go through one Dense layer per parameter;
-    spatial features ``(batch, h, w, c)`` whose ``h, w`` match the parameter's
-    leading dims go through a 3x3 convolution (so decoders stay convolutional).
-
-    Attributes:
-      shapes: ``((name, per_example_shape), ...)``.
-      constrain: maps the raw dict to distribution parameters.
-    """
-
-    shapes: tuple[tuple[str, tuple[int, ...]], ...]
-    constrain: Callable[[dict[str, Array]], dict[str, Array]]
-
-    @nn.compact
-    def __call__(self, h: Array) -> dict[str, Array]:
-        raw = {}
-        for name, shape in self.shapes:
-            if h.ndim == 4 and len(shape) == 3 and h.shape[1:3] == tuple(shape[:2]):
-                raw[name] = nn.Conv(shape[-1], (3, 3), padding="SAME", name=name)(h)
-            else:
-                flat = h.reshape(h.shape[0], -1)
-                raw[name] = nn.Dense(math.prod(shape), name=name)(flat).reshape(
-                    (h.shape[0], *shape))
-        return self.constrain(raw)
-
-    @classmethod
-    def for_posterior(cls, posterior: Posterior, latent_shape: Sequence[int], **kw) -> "ParamHead":
-        """A head emitting ``posterior``'s parameters for ``latent_shape``."""
-        return cls(tuple(posterior.param_shapes(tuple(latent_shape)).items()),
-                   posterior.constrain, **kw)
-
-    @classmethod
-    def for_likelihood(cls, likelihood: Likelihood, data_shape: Sequence[int], **kw) -> "ParamHead":
-        """A head emitting ``likelihood``'s parameters for ``data_shape``."""
-        return cls(tuple(likelihood.param_shapes(tuple(data_shape)).items()),
-                   likelihood.constrain, **kw)
-
 
 class MLPEncoder(nn.Module):
     """x -> flatten -> [Dense -> activation] * len(hidden) -> posterior head.
@@ -109,7 +44,7 @@ class MLPEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: Array, cond: Array | None = None) -> dict[str, Array]:
         act = activation_by_name(self.activation)
-        h = _with_cond(x.reshape(x.shape[0], -1), cond)
+        h = with_cond(x.reshape(x.shape[0], -1), cond)
         for width in self.hidden:
             h = act(nn.Dense(width)(h))
         return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)
@@ -133,7 +68,7 @@ class MLPDecoder(nn.Module):
     @nn.compact
     def __call__(self, z: Array, cond: Array | None = None) -> dict[str, Array]:
         act = activation_by_name(self.activation)
-        h = _with_cond(z.reshape(z.shape[0], -1), cond)
+        h = with_cond(z.reshape(z.shape[0], -1), cond)
         for width in self.hidden:
             h = act(nn.Dense(width)(h))
         # A flat head keeps the MLP a pure stack of Dense layers (784 outputs).
@@ -165,7 +100,7 @@ class ConvEncoder(nn.Module):
         h = x
         for c in self.channels:
             h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(h))
-        h = _with_cond(h.reshape(h.shape[0], -1), cond)
+        h = with_cond(h.reshape(h.shape[0], -1), cond)
         h = act(nn.Dense(self.hidden)(h))
         return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)
 
@@ -198,13 +133,13 @@ class ConvDecoder(nn.Module):
             raise ValueError(f"ConvDecoder with {len(self.channels)} upsampling layers needs "
                              f"H and W divisible by {factor}, got data shape {self.data_shape}")
         act = activation_by_name(self.activation)
-        h = _with_cond(z.reshape(z.shape[0], -1), cond)
+        h = with_cond(z.reshape(z.shape[0], -1), cond)
         h = act(nn.Dense(self.hidden)(h))
         hh, ww = height // factor, width // factor
         h = act(nn.Dense(hh * ww * self.channels[0])(h)).reshape(-1, hh, ww, self.channels[0])
         for i, c in enumerate(self.channels):
-            # jvae.upsample's ConvTranspose: Flax's parameters and outputs, but a
-            # kernel gradient XLA:CPU runs ~9x faster. Named as Flax would.
+            # jvae.layers.upsample's ConvTranspose: Flax's parameters and outputs, but a
+            # kernel gradient XLA:CPU has fast kernels for. Named as Flax would.
             h = act(ConvTranspose(c, (3, 3), (2, 2), name=f"ConvTranspose_{i}")(h))
         return ParamHead.for_likelihood(self.likelihood, self.data_shape, name="head")(h)
 

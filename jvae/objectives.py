@@ -13,44 +13,10 @@ train state stores it as a pytree.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from jvae.base import VAE, Objective
+from jvae.terms import compose, elbo_terms, neg_elbo_metric
 
-import jax
-import jax.numpy as jnp
-
-from jvae.model import VAE
-
-Array = jax.Array
-PyTree = Any
-Batch = dict[str, Array]
-
-__all__ = ["Objective", "elbo", "decode_samples"]
-
-
-class Objective(NamedTuple):
-    """A loss as pure functions.
-
-    Attributes:
-      init: ``() -> loss_state``, the objective's own state (``()`` if none).
-      terms: ``(params, batch, key, loss_state) -> (terms, loss_state)`` where
-        ``terms`` maps names to per-example arrays of shape ``(batch,)`` and
-        contains ``"loss"``.
-    """
-
-    init: Callable[[], PyTree]
-    terms: Callable[[PyTree, Batch, Array, PyTree], tuple[dict[str, Array], PyTree]]
-
-
-def decode_samples(vae: VAE, params: PyTree, z: Array, cond: Array | None = None) -> dict:
-    """Decodes ``z`` of shape ``(S, B, *latent)`` to likelihood params ``(S, B, ...)``.
-
-    Samples are folded into the batch axis so the decoder runs once.
-    """
-    s, b = z.shape[:2]
-    flat_cond = None if cond is None else jnp.broadcast_to(
-        cond[None], (s, *cond.shape)).reshape(s * b, *cond.shape[1:])
-    out = vae.decode(params, z.reshape(s * b, *z.shape[2:]), flat_cond)
-    return jax.tree.map(lambda a: a.reshape(s, b, *a.shape[1:]), out)
+__all__ = ["Objective", "elbo"]
 
 
 def elbo(vae: VAE, *, beta: float = 1.0, num_samples: int = 1,
@@ -76,8 +42,5 @@ def elbo(vae: VAE, *, beta: float = 1.0, num_samples: int = 1,
     Returns:
       An :class:`Objective` with terms ``loss, neg_elbo, recon, kl``.
     """
-    # The ELBO is the composition recon + beta * kl of jvae.terms (imported
-    # here: jvae.terms builds on this module).
-    from jvae.terms import compose, elbo_terms, neg_elbo_metric
     return compose(vae, elbo_terms(beta=beta), num_samples=num_samples, cond_key=cond_key,
                    derived=neg_elbo_metric)

@@ -22,14 +22,13 @@ from either.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-Array = jax.Array
-PyTree = Any
+from jvae.base import Array, PyTree
 
 __all__ = ["ClippedAdamState", "SkipState", "clipped_adam", "skip_if_not_finite", "skip_counts",
            "zero_nans", "finite_global_norm", "is_finite_step"]
@@ -125,7 +124,7 @@ def skip_if_not_finite(inner: optax.GradientTransformation
 
 
 def clipped_adam(learning_rate: float | optax.Schedule = 1e-3, *, b1: float = 0.9,
-                 b2: float = 0.999, eps: float = 1e-8, clip_norm: float = 1.0
+                 b2: float = 0.99, eps: float = 1e-8, clip_norm: float = 1.0
                  ) -> optax.GradientTransformationExtraArgs:
     """Zero NaNs, skip non-finite steps, clip to global norm ``clip_norm``, then Adam.
 

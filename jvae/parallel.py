@@ -9,13 +9,14 @@ order. ``jax.pmap`` is not used (it is legacy in current JAX).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-PyTree = Any
+from jvae.base import PyTree
 
 __all__ = ["data_mesh", "batch_sharding", "replicated_sharding", "shard_batch", "replicate"]
 

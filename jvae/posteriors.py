@@ -10,63 +10,17 @@ so spatial latents (``latent_shape=(h, w, c)``) work as well as vectors.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import distrax
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
-Params = dict[str, Array]
+from jvae.base import Array, Params, Posterior
 
 __all__ = ["Posterior", "normal_posterior", "dirichlet_posterior", "DIRICHLET_REPARAMS",
-           "point_posterior", "posterior_by_name", "sample_and_log_prob", "sample_prior",
+           "point_posterior", "sample_and_log_prob", "sample_prior",
            "kl_estimate"]
-
-
-class Posterior(NamedTuple):
-    """A posterior family and its prior, as pure functions.
-
-    Attributes:
-      name: short identifier, also used by the CLI.
-      param_shapes: ``latent_shape -> {name: shape}``, the per-example shape of
-        each unconstrained parameter the encoder head must emit.
-      constrain: raw head outputs -> distribution parameters.
-      sample: ``(key, params, num_samples) -> z`` of shape
-        ``(num_samples, batch, *latent_shape)``, reparameterized.
-      log_prob: ``(params, z) -> (num_samples, batch)`` log q(z|x).
-      kl: ``params -> (batch,)`` analytic KL(q(z|x) || p(z)).
-      mean: ``params -> (batch, *latent_shape)`` posterior mean.
-      prior_sample: ``(key, latent_shape, n) -> (n, *latent_shape)``; a family
-        with shared parameters takes them as a fourth argument (see
-        :func:`sample_prior`).
-      prior_log_prob: ``(z, latent_shape) -> z.shape[:-len(latent_shape)]``.
-      analytic_kl: whether ``kl`` is a closed form. When False (flows), ``kl``
-        raises and objectives use the Monte Carlo estimate
-        ``log q(z|x) - log p(z)`` on the samples they draw (see :func:`kl_estimate`).
-      sample_and_log_prob: optional ``(key, params, num_samples) -> (z, log q(z|x))``
-        computed in one pass (a flow pushes samples forward and accumulates its
-        log-determinants rather than inverting); None means
-        ``sample`` followed by ``log_prob``.
-      init_shared: optional ``(key, latent_shape) -> pytree`` of parameters
-        shared by all examples (a flow's conditioner weights, a VQ codebook).
-        :func:`~jvae.model.make_vae` stores them under ``params["posterior"]``
-        and ``encode`` hands them to the family as ``params["shared"]``.
-    """
-
-    name: str
-    param_shapes: Callable[[tuple[int, ...]], dict[str, tuple[int, ...]]]
-    constrain: Callable[[Params], Params]
-    sample: Callable[[Array, Params, int], Array]
-    log_prob: Callable[[Params, Array], Array]
-    kl: Callable[[Params], Array]
-    mean: Callable[[Params], Array]
-    prior_sample: Callable[[Array, tuple[int, ...], int], Array]
-    prior_log_prob: Callable[[Array, tuple[int, ...]], Array]
-    analytic_kl: bool = True
-    sample_and_log_prob: Callable[[Array, Params, int], tuple[Array, Array]] | None = None
-    init_shared: Callable[[Array, tuple[int, ...]], Any] | None = None
 
 
 def _sum_trailing(x: Array, n: int) -> Array:
@@ -299,28 +253,3 @@ def kl_estimate(posterior: Posterior, params: Params, log_q: Array, log_pz: Arra
     if posterior.analytic_kl:
         return posterior.kl(params)
     return jnp.mean(log_q - log_pz, axis=0)
-
-
-def posterior_by_name(name: str, **kwargs) -> Posterior:
-    """Returns the posterior family registered under ``name``.
-
-    Flow and VQ posteriors are built by :mod:`jvae.flows` and :mod:`jvae.vq`
-    (they wrap or replace these families and take more settings).
-
-    Args:
-      name: ``"normal"``, ``"dirichlet"`` or ``"point"``.
-      **kwargs: forwarded to the family's factory.
-
-    Returns:
-      A :class:`Posterior`.
-    """
-    factories = {"normal": normal_posterior, "dirichlet": dirichlet_posterior,
-                 "point": point_posterior}
-    if name not in factories:
-        raise ValueError(f"unknown posterior {name!r}; choose one of {sorted(factories)}")
-    return factories[name](**kwargs)
-
-
-def latent_size(latent_shape: tuple[int, ...]) -> int:
-    """Number of latent dimensions in one example."""
-    return math.prod(latent_shape)

@@ -13,14 +13,11 @@ whose matrix units are bfloat16-native; on most CPUs it is slower than float32.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
+from jvae.base import PyTree
 from jvae.model import VAE
-
-PyTree = Any
 
 __all__ = ["COMPUTE_DTYPES", "mixed_precision"]
 

@@ -19,7 +19,9 @@ import threading
 import time
 from typing import Callable
 
-__all__ = ["CheckpointSchedule", "StopSignals", "RunFailed", "DivergedError", "SaveFailed",
+from jvae.base import JvaeError
+
+__all__ = ["CheckpointSchedule", "StopSignals", "RunFailed", "Divergence", "SaveFailed",
            "parse_interval", "EXIT_BAD_INPUT", "EXIT_RUN_FAILED"]
 
 EXIT_BAD_INPUT = 2
@@ -28,13 +30,13 @@ EXIT_RUN_FAILED = 3
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class RunFailed(RuntimeError):
+class RunFailed(JvaeError):
     """A run that cannot continue; ``exit_code`` is the process status to end with."""
 
     exit_code = EXIT_RUN_FAILED
 
 
-class DivergedError(RunFailed):
+class Divergence(RunFailed):
     """Training diverged (too many skipped steps, or a non-finite test loss)."""
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from jvae.base import Array
 
 __all__ = ["ssim", "gaussian_window"]
 

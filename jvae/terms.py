@@ -25,71 +25,20 @@ add metrics of its own, and ``derived`` adds metrics computed from the values.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from jvae.model import VAE
-from jvae.objectives import Objective, decode_samples
+from jvae.base import VAE, Array, Batch, Forward, Objective, PyTree, Term, Weight
+from jvae.masked import masked_mean
+from jvae.model import decode_samples
 from jvae.posteriors import kl_estimate, sample_and_log_prob
 from jvae.ssim import ssim
-
-Array = jax.Array
-PyTree = Any
-Batch = dict[str, Array]
 
 __all__ = ["Forward", "Term", "Weight", "forward", "compose", "stateless", "linear_warmup",
            "reconstruction", "kl_divergence", "iwae_bound", "ssim_loss", "latent_sparsity",
            "decoder_l2", "elbo_terms", "neg_elbo_metric", "log_mean_exp"]
-
-
-class Forward(NamedTuple):
-    """One encode/sample/decode pass, shared by all terms.
-
-    Attributes:
-      vae: the model.
-      params: model parameters.
-      x: the batch's data ``(B, *data_shape)``.
-      cond: the conditioning input or None.
-      mask: ``(B,)`` 1 for real rows, 0 for padding, or None (all real).
-      post: posterior parameters (per example, plus ``"shared"`` if the family has any).
-      z: posterior samples ``(S, B, *latent_shape)``.
-      log_q: ``log q(z|x)`` of the samples, ``(S, B)``.
-      log_pz: ``log p(z)`` of the samples, ``(S, B)``.
-      lik: likelihood parameters for every sample, ``(S, B, ...)``.
-      log_px: ``log p(x|z)``, ``(S, B)``.
-    """
-
-    vae: VAE
-    params: PyTree
-    x: Array
-    cond: Array | None
-    mask: Array | None
-    post: dict
-    z: Array
-    log_q: Array
-    log_pz: Array
-    lik: dict
-    log_px: Array
-
-
-class Term(NamedTuple):
-    """One additive piece of an objective.
-
-    Attributes:
-      init: ``vae -> state`` (``()`` for a stateless term).
-      apply: ``(forward, state) -> (value, metrics, state)`` with ``value`` the
-        per-example term ``(B,)`` and ``metrics`` a dict of extra per-example
-        arrays to report (often empty).
-    """
-
-    init: Callable[[VAE], PyTree]
-    apply: Callable[[Forward, PyTree], tuple[Array, dict[str, Array], PyTree]]
-
-
-# A weight is a constant or a schedule ``step -> weight`` (step: int32 scalar).
-Weight = float | Callable[[Array], Array]
 
 
 def stateless(fn: Callable[[Forward], Array]) -> Term:
@@ -187,13 +136,6 @@ def linear_warmup(weight: float, steps: int) -> Callable[[Array], Array]:
     return lambda step: weight * jnp.minimum(1.0, step.astype(jnp.float32) / steps)
 
 
-def _masked_mean(x: Array, mask: Array | None, axis: int = 0) -> Array:
-    if mask is None:
-        return jnp.mean(x, axis)
-    m = mask.reshape(mask.shape + (1,) * (x.ndim - 1)).astype(x.dtype)
-    return jnp.sum(x * m, axis) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def log_mean_exp(a: Array, axis: int = 0) -> Array:
     """``log(mean(exp(a)))`` along ``axis``, computed stably."""
     return jax.nn.logsumexp(a, axis=axis) - math.log(a.shape[axis])
@@ -261,7 +203,7 @@ def latent_sparsity(momentum: float = 0.99, eps: float = 1e-6) -> Term:
     def apply(fwd, state):
         code = fwd.vae.posterior.mean(fwd.post)
         code = code.reshape(code.shape[0], -1)
-        batch_moment = _masked_mean(jax.lax.stop_gradient(code) ** 2, fwd.mask)
+        batch_moment = masked_mean(jax.lax.stop_gradient(code) ** 2, fwd.mask)
         v = momentum * state["second_moment"] + (1 - momentum) * batch_moment
         value = jnp.sum(jnp.abs(code) / jnp.sqrt(v + eps), axis=-1)
         return value, {}, {"second_moment": v}

@@ -1,6 +1,6 @@
-"""Train a VAE from the command line: ``python -m jvae.train --dataset=mnist``.
+"""Train a VAE: ``jvae train --dataset=mnist`` (also ``python -m jvae.train``).
 
-The CLI parses flags into a :class:`~jvae.config.Config` and calls
+The command parses flags into a :class:`~jvae.config.Config` and calls
 :func:`train_and_evaluate`; everything it does is importable. A run's working
 directory holds::
 
@@ -14,157 +14,55 @@ Running again with the same ``--workdir`` resumes from the newest checkpoint.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from jvae import flags
+from jvae.base import ConfigError, JvaeError
 from jvae.checkpoint import Checkpointer
-from jvae.config import (ALIASES, RESUMABLE_CHANGES, Config, ConfigError, config_to_dict,
-                         load_config_file, make_config)
-from jvae.data import DataError, batches, load_dataset, num_batches, static_binarize, to_float
+from jvae.config import Config, config_to_dict
+from jvae.experiment import DataSpec, build, init_state
 from jvae.generate import make_reconstructor, make_sampler
 from jvae.images import save_image_grid
-from jvae.likelihoods import likelihood_by_name
-from jvae.model import VAE, make_vae
-from jvae.nets import make_nets
-from jvae.sequence import make_rnn_nets
-from jvae.spec_nets import make_spec_nets
-from jvae import zoo
-from jvae.objectives import Objective
-from jvae.epoch import (binarize_key, chunk_length, device_loop_is_fast, epoch_order,
-                        make_train_epoch, put_dataset)
-from jvae.parallel import batch_sharding, data_mesh, replicate, replicated_sharding
-from jvae.precision import mixed_precision
-from jvae.train_state import create_train_state, make_eval_step, make_optimizer, make_train_step
+from jvae.parallel import data_mesh, replicate
+from jvae.program import compile_program, evaluate_split, resolve_placement, run_epoch
+from jvae.runs import check_resumable, load_data
+from jvae.train_state import make_eval_step
 
-__all__ = ["build_vae", "build_objective", "load_data", "evaluate", "train_and_evaluate",
-           "parse_args", "main"]
+__all__ = ["Hook", "train_and_evaluate", "MODE", "main"]
 
 
-def build_vae(cfg: Config, data_shape: tuple[int, ...]) -> VAE:
-    """The model a config describes, for data of per-example shape ``data_shape``."""
-    posterior = zoo.posterior_from_config(cfg)
-    likelihood = likelihood_by_name(cfg.likelihood, **_likelihood_kwargs(cfg))
-    latent_shape = zoo.latent_shape_from_config(cfg)
-    if cfg.net in ("spec", "rnn"):
-        encoder, decoder, latent_shape = _config_nets(cfg, posterior, likelihood, latent_shape,
-                                                      tuple(data_shape))
-    else:
-        encoder, decoder = make_nets(cfg.net, posterior=posterior, likelihood=likelihood,
-                                     latent_shape=latent_shape, data_shape=data_shape,
-                                     activation=cfg.activation, hidden=cfg.hidden)
-    return mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape),
-                           cfg.compute_dtype)
+class Hook(Protocol):
+    """Observes a training run; every method is optional.
 
-
-def _config_nets(cfg: Config, posterior, likelihood, latent_shape, data_shape):
-    """Spec or recurrent nets; a spec's latent shape may come from its encoder."""
-    try:
-        if cfg.net == "spec":
-            return make_spec_nets(cfg.encoder_spec, cfg.decoder_spec, posterior=posterior,
-                                  likelihood=likelihood, data_shape=data_shape,
-                                  latent_shape=latent_shape)
-        encoder, decoder = make_rnn_nets(posterior=posterior, likelihood=likelihood,
-                                         latent_shape=latent_shape, data_shape=data_shape,
-                                         cell=cfg.rnn_cell, hidden=cfg.rnn_hidden,
-                                         mode=cfg.decoder_mode)
-        return encoder, decoder, latent_shape
-    except ValueError as e:  # SpecError included: bad shapes are config mistakes.
-        raise ConfigError(str(e)) from None
-
-
-def _likelihood_kwargs(cfg: Config) -> dict[str, Any]:
-    if cfg.likelihood == "gaussian":
-        return {"scale": cfg.gaussian_scale}
-    if cfg.likelihood == "logistic_mixture":
-        return {"num_components": cfg.logistic_components}
-    return {}
-
-
-def build_objective(cfg: Config, vae: VAE) -> Objective:
-    """The training objective a config describes (its ``model`` family, see :mod:`jvae.zoo`)."""
-    return zoo.objective_from_config(cfg, vae)
-
-
-def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Loads train and test splits as float32 images in [0, 1] plus labels.
-
-    Static binarization is applied here, once, with seeds derived from
-    ``cfg.seed``; under dynamic binarization the test split is binarized once
-    (a fixed evaluation set) and training batches are resampled every batch.
+    ``on_start(info)`` once, with the run's settings and devices;
+    ``on_chunk(step, metrics)`` after each chunk of steps with the chunk's
+    metric means (host floats); ``on_epoch(row, params)`` after each
+    evaluation, with the ``metrics.jsonl`` row and a copy of the parameters
+    (never a buffer a later donated step frees); ``on_end()`` once.
     """
-    splits = []
-    for i, split in enumerate(("train", "test")):
-        raw = load_dataset(cfg.dataset, split, data_dir=cfg.data_dir,
-                           tfds_data_dir=cfg.tfds_data_dir)
-        images = to_float(raw["image"])
-        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
-            images = static_binarize(images, seed=cfg.seed * 2 + i)
-        splits.append({"image": images, "label": raw["label"]})
-    if cfg.model == "cvae":  # conditioned on one-hot labels, batch entry zoo.COND_KEY
-        num_classes = int(max(s["label"].max() for s in splits)) + 1
-        splits = [zoo.add_condition(s, num_classes) for s in splits]
-    return splits[0], splits[1]
 
 
-def _accumulate(total, new):
-    """Adds a dict of device scalars to a running total (None at the start), on device."""
-    return new if total is None else jax.tree.map(jnp.add, total, new)
+class Divergence(JvaeError):
+    """The test loss is not finite: the run stops without a checkpoint of that epoch."""
+
+    exit_code = 3
 
 
-def evaluate(eval_step, params, data: dict[str, np.ndarray], batch_size: int, key: jax.Array,
-             mesh, loss_state: Any = ()) -> dict[str, float]:
-    """Means of the objective's terms over a whole split (every example once).
-
-    Args:
-      eval_step: from :func:`~jvae.train_state.make_eval_step`.
-      params: model parameters.
-      data: the split, float images.
-      batch_size: evaluation batch size; the last batch is padded and masked.
-      key: PRNG key; batch ``i`` uses ``fold_in(key, i)``.
-      mesh: device mesh.
-      loss_state: the objective's state.
-
-    Returns:
-      ``{term: mean}`` in nats per example.
-    """
-    totals: dict[str, jax.Array] | None = None
-    for i, batch in enumerate(batches(data, batch_size, shuffle=False, drop_remainder=False,
-                                      mesh=mesh)):
-        sums = eval_step(params, batch, jax.random.fold_in(key, i), loss_state)
-        totals = _accumulate(totals, sums)
-    totals = jax.device_get(totals)
-    count = float(totals.pop("count"))
-    return {k: float(v) / count for k, v in totals.items()}
-
-
-def _check_resumable(workdir: Path, cfg: Config) -> None:
-    """Refuses to resume a run whose saved settings differ in a way that matters."""
-    path = workdir / "config.json"
-    if not path.exists():
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ConfigError(f"{path} is corrupt; move it away to resume with the current flags") from None
-    current = config_to_dict(cfg)
-    # A setting added after the run was saved took its default in that run.
-    saved = {**config_to_dict(Config()), **saved}
-    diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
-             if k not in RESUMABLE_CHANGES and saved.get(k) != v]
-    if diffs:
-        raise ConfigError(f"workdir {workdir} holds a run with other settings ({'; '.join(diffs)}); "
-                          "use a new --workdir or the saved settings")
+def _call(hooks: Sequence[Any], name: str, *args) -> None:
+    for hook in hooks:
+        method = getattr(hook, name, None)
+        if method is not None:
+            method(*args)
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
@@ -177,16 +75,22 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
         path.write_text("".join(r + "\n" for r in keep))
 
 
-def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
+                       hooks: Sequence[Any] = ()) -> dict[str, Any]:
     """Trains, evaluates after every epoch, writes metrics, images and checkpoints.
 
     Args:
       cfg: the run's settings.
       workdir: output directory; an existing run there is resumed.
       quiet: no progress bar or per-epoch lines.
+      hooks: objects observing the run (see :class:`Hook`).
 
     Returns:
       The last evaluation row (as written to ``metrics.jsonl``).
+
+    Raises:
+      ConfigError, DataError: settings or data that cannot be used; raised
+        before anything in ``workdir`` is written.
     """
     workdir = Path(workdir)
     train, test = load_data(cfg)
@@ -198,22 +102,17 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
     if cfg.batch_size > len(train["image"]):
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train['image'])} "
                           "training examples")
-    # Built before anything is written, so a spec that does not fit the data
-    # fails without leaving a workdir behind.
-    data_shape = train["image"].shape[1:]
-    vae = build_vae(cfg, data_shape)
-    _check_resumable(workdir, cfg)
+    # Built before anything is written, so settings that do not fit the data
+    # fail without leaving a workdir behind.
+    experiment = build(cfg, DataSpec.of(train))
+    check_resumable(workdir, cfg)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images").mkdir(exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
 
-    objective = build_objective(cfg, vae)
-    optimizer = make_optimizer(cfg.lr)
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
-    example = {k: v[:cfg.batch_size] for k, v in train.items()}
-    cond_key = zoo.cond_key_from_config(cfg)
-    state = replicate(create_train_state(vae, objective, optimizer, init_key, example,
-                                         cond_key=cond_key), mesh)
+    example = {k: v[:cfg.batch_size] for k, v in train.items() if k != "label"}
+    state = replicate(init_state(experiment, init_key, example), mesh)
 
     metrics_path = workdir / "metrics.jsonl"
     start_epoch, wall_total, last_row = 0, 0.0, {}
@@ -232,123 +131,91 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False)
                       "nothing to do", flush=True)
             return last_row
 
-        steps_per_epoch = num_batches(len(train["image"]), cfg.batch_size, True)
-        on_device = cfg.data_placement == "device" or (
-            cfg.data_placement == "auto" and device_loop_is_fast(
-                objective, optimizer, state, example))
-        # Chunks of an epoch let a progress bar move; without one, one call per epoch.
-        chunk = (chunk_length(steps_per_epoch) if not quiet and sys.stderr.isatty()
-                 else steps_per_epoch)
-        train_data = put_dataset(train, mesh) if on_device else None
-        t0 = time.perf_counter()
-        # Compiled ahead of time: one compile per run, and a shape change
-        # would raise instead of silently recompiling.
-        if on_device:
-            train_step = _compile_device_epoch(cfg, objective, optimizer, mesh, state,
-                                               train_data, chunk)
-        else:
-            batch_spec = {k: jax.ShapeDtypeStruct((cfg.batch_size, *v.shape[1:]), v.dtype,
-                                                  sharding=batch_sharding(mesh))
-                          for k, v in {**example, "mask": np.ones(1, np.float32)}.items()}
-            train_step = make_train_step(objective, optimizer, mesh=mesh).lower(
-                state, batch_spec).compile()
-        compile_s = time.perf_counter() - t0
-        eval_step = make_eval_step(objective, mesh=mesh)
-        sample_cond = _sample_condition(test, cond_key)
-        sampler = make_sampler(vae, cfg.num_images if sample_cond is None else len(sample_cond))
-        reconstruct = make_reconstructor(vae)
+        placement = resolve_placement(cfg.data_placement, experiment, state, example)
+        # Chunks of an epoch let a progress bar (or a hook) move; else one call per epoch.
+        live = bool(hooks) or (not quiet and sys.stderr.isatty())
+        program = compile_program(experiment, mesh, state, train, placement=placement,
+                                  batch_size=cfg.batch_size, seed=cfg.seed,
+                                  dynamic_binarize=cfg.binarize == "dynamic",
+                                  chunks_per_epoch=20 if live else None)
+        eval_step = make_eval_step(experiment.objective, mesh=mesh)
+        sample_cond = _sample_condition(test, experiment.cond_key)
+        sampler = make_sampler(experiment.vae,
+                               cfg.num_images if sample_cond is None else len(sample_cond))
+        reconstruct = make_reconstructor(experiment.vae)
+        _call(hooks, "on_start", {"config": config_to_dict(cfg), "workdir": str(workdir),
+                                  "devices": mesh.size, "placement": placement,
+                                  "start_epoch": start_epoch, "step": int(state.step)})
 
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            bar = tqdm(total=program.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        unit="step", disable=quiet or None, leave=False, file=sys.stderr)
-            if on_device:
-                state, train_sums = _device_epoch(cfg, train_step, state, train_data, mesh,
-                                                  epoch, steps_per_epoch, chunk, bar, t0)
-            else:
-                state, train_sums = _host_epoch(cfg, train_step, state, train, mesh, epoch,
-                                                steps_per_epoch, bar, t0)
+            progress = _Progress(bar, hooks, cfg.batch_size, program.steps_per_epoch * epoch,
+                                 t0)
+            state, train_sums = run_epoch(program, state, epoch,
+                                          on_chunk=progress if live else None)
             jax.block_until_ready(state)
             train_s = time.perf_counter() - t0
             bar.close()
             wall_total += train_s
 
-            scores = evaluate(eval_step, state.params, test, cfg.eval_batch_size, eval_key, mesh,
-                              state.loss_state)
-            train_means = {f"train_{k}": float(v) / steps_per_epoch
+            scores = evaluate_split(eval_step, state.params, test, cfg.eval_batch_size,
+                                    eval_key, mesh, state.loss_state)
+            train_means = {f"train_{k}": float(v) / program.steps_per_epoch
                            for k, v in jax.device_get(train_sums).items()}
             # An autoencoder has no KL, hence no neg_elbo: those fields are null.
             row = {"epoch": epoch + 1, "step": int(state.step), "split": "test",
                    "neg_elbo": scores.get("neg_elbo"), "recon": scores["recon"],
                    "kl": scores.get("kl"),
-                   "images_per_sec": steps_per_epoch * cfg.batch_size / train_s,
-                   "wall_s": wall_total, "epoch_s": train_s, "compile_s": compile_s,
-                   "data_placement": "device" if on_device else "host",
+                   "images_per_sec": program.steps_per_epoch * cfg.batch_size / train_s,
+                   "wall_s": wall_total, "epoch_s": train_s, "compile_s": program.compile_s,
+                   "data_placement": placement,
                    **{k: v for k, v in scores.items() if k not in ("neg_elbo", "recon", "kl")},
                    **train_means}
             if not math.isfinite(scores["loss"]):
-                raise FloatingPointError(f"test loss is {scores['loss']} at epoch {epoch + 1}; "
-                                         "lower --lr or check the data range")
+                last = ckpt.latest_step()
+                raise Divergence(
+                    f"test loss is {scores['loss']} at epoch {epoch + 1}; no checkpoint was "
+                    f"written for it (last good: {'none' if last is None else f'epoch {last}'}"
+                    f" in {workdir / 'checkpoints'}); lower --lr or check the data range")
             ckpt.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": wall_total,
                                          "last_row": row, "config": config_to_dict(cfg)})
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
-                         test, sample_key, cfg.num_images, cond_key, sample_cond)
+                         test, sample_key, cfg.num_images, experiment.cond_key, sample_cond)
             last_row = row
+            if hooks:
+                _call(hooks, "on_epoch", row, jax.tree.map(jnp.copy, state.params))
             if not quiet:
                 bound = (f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None
                          else "")
                 kl = f"KL {row['kl']:.2f}  " if row["kl"] is not None else ""
                 print(f"epoch {epoch + 1}/{cfg.epochs}  test {bound}recon {row['recon']:.2f}  "
                       f"{kl}{row['images_per_sec']:,.0f} img/s", flush=True)
+    _call(hooks, "on_end")
     return last_row
 
 
-def _compile_device_epoch(cfg: Config, objective, optimizer, mesh, state, train_data,
-                          chunk: int):
-    """AOT-compiles :func:`~jvae.epoch.make_train_epoch` for chunks of ``chunk`` steps."""
-    rep = replicated_sharding(mesh)
-    order = jax.ShapeDtypeStruct((chunk, cfg.batch_size), jnp.int32, sharding=rep)
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
-    start = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
-    run = make_train_epoch(objective, optimizer, mesh=mesh,
-                           dynamic_binarize=cfg.binarize == "dynamic")
-    return run.lower(state, train_data, order, key, start).compile()
+class _Progress:
+    """The per-chunk callback: moves the progress bar and informs the hooks."""
 
+    def __init__(self, bar, hooks, batch_size: int, step0: int, t0: float):
+        self.bar, self.hooks, self.batch_size = bar, hooks, batch_size
+        self.step0, self.t0, self.done = step0, t0, 0
 
-def _device_epoch(cfg: Config, run, state, train_data, mesh, epoch: int, steps: int,
-                  chunk: int, bar, t0):
-    """One epoch on device: ``steps / chunk`` dispatches (one without a progress bar)."""
-    rep = replicated_sharding(mesh)
-    order = epoch_order(len(train_data["image"]), cfg.batch_size, seed=cfg.seed, epoch=epoch)
-    key = jax.device_put(binarize_key(cfg.seed, epoch), rep)
-    total = None
-    for start in range(0, steps, chunk):
-        stop = start + chunk
-        state, sums = run(state, train_data, jax.device_put(order[start:stop], rep), key,
-                          np.int32(start))
-        total = _accumulate(total, sums)
-        if not bar.disable:  # reading the loss waits for the chunk: the bar tells the truth
-            loss = float(sums["loss"]) / (stop - start)
-            bar.update(stop - start)
-            rate = stop * cfg.batch_size / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss:.2f}", img_s=f"{rate:,.0f}")
-    return state, total
-
-
-def _host_epoch(cfg: Config, train_step, state, train, mesh, epoch: int, steps: int, bar, t0):
-    """One epoch of host batches, one dispatch per step."""
-    total = None
-    for i, batch in enumerate(batches(train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                      dynamic_binarize=cfg.binarize == "dynamic", mesh=mesh)):
-        state, metrics = train_step(state, batch)
-        total = _accumulate(total, metrics)
-        bar.update(1)
-        if not bar.disable and (i % 20 == 19 or i == steps - 1):
-            rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", img_s=f"{rate:,.0f}")
-    return state, total
+    def __call__(self, done: int, sums: dict, state) -> None:
+        steps = done - self.done
+        self.done = done
+        if self.bar.disable and not self.hooks:
+            return
+        # Reading the loss waits for the chunk: the bar tells the truth.
+        means = {k: float(v) / steps for k, v in jax.device_get(sums).items()}
+        rate = done * self.batch_size / (time.perf_counter() - self.t0)
+        self.bar.update(steps)
+        self.bar.set_postfix(loss=f"{means['loss']:.2f}", img_s=f"{rate:,.0f}")
+        _call(self.hooks, "on_chunk", self.step0 + done, {**means, "images_per_sec": rate})
 
 
 def _sample_condition(test, cond_key: str | None) -> np.ndarray | None:
@@ -373,52 +240,26 @@ def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, k
     save_image_grid(pairs, folder / f"reconstructions_epoch{epoch:03d}.png", ncol=8)
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """Reports errors as one line and exit code 2, with no usage dump."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(prog="python -m jvae.train", description=__doc__.split("\n\n")[0],
-                        argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    p.add_argument("--config", help="JSON or TOML file of settings; flags override it")
-    p.add_argument("--workdir",
-                   help="output directory; an existing run there is resumed (default runs/mnist)")
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        p.add_argument(flag, dest=f.name, metavar=f.name.upper(),
-                       help=f"(default {shown})")
-    for alias, name in ALIASES.items():
-        p.add_argument("--" + alias.replace("_", "-"), dest=name, metavar=name.upper(),
-                       help=f"same as --{name.replace('_', '-')}")
-    return p
+def _add_arguments(parser) -> None:
+    flags.add_workdir_flag(parser, required=False,
+                           help="output directory; an existing run there is resumed "
+                                "(default: runs/DATASET)")
+    flags.add_config_flags(parser)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, str]:
-    """Parses flags into ``(config, workdir)``; raises ConfigError on bad values."""
-    args = vars(_parser().parse_args(argv))
-    flag_workdir = args.pop("workdir", None)
-    file_values = load_config_file(args.pop("config")) if "config" in args else {}
-    file_workdir = file_values.pop("workdir", None)
-    return make_config(file_values, args), flag_workdir or file_workdir or "runs/mnist"
+def _run(args) -> int:
+    cfg, workdir = flags.config_from_args(args)
+    train_and_evaluate(cfg, workdir or f"runs/{cfg.dataset}")
+    return 0
+
+
+MODE = flags.Mode("train", "Train a VAE, evaluating after every epoch; resumes a run "
+                  "found in --workdir.", _add_arguments, _run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the process exit code."""
-    try:
-        cfg, workdir = parse_args(argv)
-        train_and_evaluate(cfg, workdir)
-    except (ConfigError, DataError) as e:
-        print(f"python -m jvae.train: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the newest finished checkpoint is kept", file=sys.stderr)
-        return 130
-    return 0
+    """``python -m jvae.train``: the train mode; returns the exit status."""
+    return flags.run_mode(MODE, argv, prog="python -m jvae.train")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import flax.struct
 import jax
@@ -10,14 +10,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jvae.model import VAE
+from jvae.base import VAE, Array, Batch, Objective, PyTree
+from jvae.masked import masked_mean, masked_sums
 from jvae.optim import clipped_adam, finite_global_norm, is_finite_step
-from jvae.objectives import Objective
 from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
-
-Array = jax.Array
-PyTree = Any
-Batch = dict[str, Array]
 
 __all__ = ["TrainState", "make_optimizer", "create_train_state", "make_update_fn",
            "make_train_step", "make_eval_step"]
@@ -87,14 +83,6 @@ def create_train_state(vae: VAE, objective: Objective, optimizer: optax.Gradient
                       loss_state=objective.init())
 
 
-def _masked_mean(x: Array, mask: Array | None) -> Array:
-    """Mean over the leading (batch) axis, weighted by ``mask``."""
-    if mask is None:
-        return jnp.mean(x, axis=0)
-    m = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
-    return jnp.sum(x * m, axis=0) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def make_update_fn(objective: Objective, optimizer: optax.GradientTransformation
                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Array]]]:
     """The un-jitted update ``(state, batch) -> (state, metrics)`` of one step.
@@ -127,7 +115,7 @@ def make_update_fn(objective: Objective, optimizer: optax.GradientTransformation
 
         def loss_fn(params):
             terms, loss_state = objective.terms(params, batch, sub, state.loss_state)
-            return _masked_mean(terms["loss"], mask), (terms, loss_state)
+            return masked_mean(terms["loss"], mask), (terms, loss_state)
 
         (loss, (terms, loss_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
@@ -136,7 +124,7 @@ def make_update_fn(objective: Objective, optimizer: optax.GradientTransformation
         # One reduction for every term (a reduction per term is an XLA op each,
         # and small ops dominate a small model's step on CPU).
         names = list(terms)
-        means = _masked_mean(jnp.stack([terms[k] for k in names], axis=-1), mask)
+        means = masked_mean(jnp.stack([terms[k] for k in names], axis=-1), mask)
         metrics = {k: means[i] for i, k in enumerate(names)}
         metrics["grad_norm"] = norm = finite_global_norm(grads)
         ok = is_finite_step(norm, loss)
@@ -196,12 +184,7 @@ def make_eval_step(objective: Objective, *, mesh: Mesh | None = None
 
     def evaluate(params, batch, key, loss_state):
         terms, _ = objective.terms(params, batch, key, loss_state)
-        mask = batch.get("mask")
-        if mask is None:
-            mask = jnp.ones(terms["loss"].shape[0], jnp.float32)
-        sums = {k: jnp.sum(v * mask) for k, v in terms.items()}
-        sums["count"] = jnp.sum(mask)
-        return sums
+        return masked_sums(terms, batch.get("mask"))
 
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
     jitted = jax.jit(evaluate, in_shardings=(rep, data, rep, rep), out_shardings=rep)

@@ -21,10 +21,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jvae.posteriors import Posterior
-from jvae.terms import Term, stateless
-
-Array = jax.Array
+from jvae.base import Array, Posterior, Term
+from jvae.masked import masked_mean
+from jvae.terms import stateless
 
 __all__ = ["vq_posterior", "quantize", "code_indices", "vq_codebook_loss", "vq_commitment_loss",
            "codebook_usage"]
@@ -144,10 +143,7 @@ def vq_codebook_loss(num_codes: int, momentum: float = 0.99) -> Term:
         if codebook.shape[0] != num_codes:
             raise ValueError(f"codebook has {codebook.shape[0]} codes, the term expects {num_codes}")
         onehot = jax.nn.one_hot(idx.reshape(idx.shape[0], -1), num_codes).mean(axis=1)
-        if fwd.mask is not None:
-            freq = jnp.sum(onehot * fwd.mask[:, None], 0) / jnp.maximum(jnp.sum(fwd.mask), 1.0)
-        else:
-            freq = jnp.mean(onehot, 0)
+        freq = masked_mean(onehot, fwd.mask)
         usage = momentum * state["usage"] + (1 - momentum) * freq
         p = usage / jnp.sum(usage)
         perplexity = jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(p), 0.0)))

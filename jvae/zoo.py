@@ -15,37 +15,31 @@ model     posterior                       objective (weights)
 
 All accept the optional terms ``ssim``, ``sparsity`` and ``decoder_l2``
 (``extra`` below), and report ``neg_elbo = recon + kl`` wherever the family
-has a KL (not for ``ae``). The Python builders take a :class:`~jvae.model.VAE`;
-the ``*_from_config`` functions are what the CLI uses.
+has a KL (not for ``ae``). The builders take a :class:`~jvae.model.VAE`;
+:mod:`jvae.experiment` maps a run's settings onto them.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-import jax
-import numpy as np
-
-from jvae.config import Config
-from jvae.flows import flow_posterior
 from jvae.model import VAE
 from jvae.objectives import Objective
-from jvae.posteriors import Posterior, posterior_by_name
-from jvae.terms import (Term, Weight, compose, decoder_l2, elbo_terms, iwae_bound, kl_divergence,
-                        latent_sparsity, linear_warmup, neg_elbo_metric, reconstruction,
-                        ssim_loss)
-from jvae.vq import vq_codebook_loss, vq_commitment_loss, vq_posterior
+from jvae.terms import (
+    Term,
+    Weight,
+    compose,
+    elbo_terms,
+    iwae_bound,
+    kl_divergence,
+    neg_elbo_metric,
+    reconstruction,
+)
+from jvae.vq import vq_codebook_loss, vq_commitment_loss
 
-Array = jax.Array
 Terms = Mapping[str, tuple[Weight, Term]]
 
-__all__ = ["MODELS", "COND_KEY", "beta_vae", "cvae", "iwae", "autoencoder", "vq_vae",
-           "posterior_from_config", "latent_shape_from_config", "extra_terms_from_config",
-           "objective_from_config", "cond_key_from_config", "add_condition"]
-
-MODELS = ("vae", "ae", "cvae", "iwae", "vq")
-# Batch entry holding the one-hot labels a CLI ``cvae`` is conditioned on.
-COND_KEY = "cond"
+__all__ = ["beta_vae", "cvae", "iwae", "autoencoder", "vq_vae"]
 
 
 def _merge(base: Terms, extra: Terms | None) -> dict:
@@ -66,7 +60,7 @@ def beta_vae(vae: VAE, *, beta: Weight = 1.0, alpha: float = 1.0, num_samples: i
                    num_samples=num_samples, cond_key=cond_key, derived=neg_elbo_metric)
 
 
-def cvae(vae: VAE, *, cond_key: str = COND_KEY, **kwargs) -> Objective:
+def cvae(vae: VAE, *, cond_key: str = "cond", **kwargs) -> Objective:
     """A conditional VAE's ELBO ``log p(x|y) >= E_q(z|x,y)[log p(x|z,y)] - KL(q(z|x,y) || p(z))``
     (Sohn et al., 2015): :func:`beta_vae` with encoder and decoder fed ``batch[cond_key]``."""
     return beta_vae(vae, cond_key=cond_key, **kwargs)
@@ -110,72 +104,3 @@ def vq_vae(vae: VAE, *, num_codes: int, commitment: float = 0.25, alpha: float =
              "vq_codebook": (1.0, vq_codebook_loss(num_codes)),
              "vq_commitment": (commitment, vq_commitment_loss())}
     return compose(vae, _merge(terms, extra), cond_key=cond_key, derived=neg_elbo_metric)
-
-
-def posterior_from_config(cfg: Config) -> Posterior:
-    """The posterior family a config's ``model``, ``posterior`` and ``flow_*`` select."""
-    if cfg.model == "ae":
-        return posterior_by_name("point")
-    if cfg.model == "vq":
-        return vq_posterior(cfg.vq_codes)
-    if cfg.posterior == "dirichlet":
-        return posterior_by_name("dirichlet", prior_concentration=cfg.dirichlet_prior,
-                                 reparam=cfg.dirichlet_reparam)
-    base = posterior_by_name(cfg.posterior)
-    if cfg.flow_layers:
-        return flow_posterior(base, num_layers=cfg.flow_layers, coupling=cfg.flow_coupling,
-                              hidden=cfg.flow_hidden, num_bins=cfg.flow_bins,
-                              context_dim=cfg.flow_context)
-    return base
-
-
-def latent_shape_from_config(cfg: Config) -> tuple[int, ...]:
-    """``(latent_dim,)``, or ``(latent_dim // vq_code_dim, vq_code_dim)`` for ``vq``."""
-    if cfg.model == "vq":
-        return (cfg.latent_dim // cfg.vq_code_dim, cfg.vq_code_dim)
-    return (cfg.latent_dim,)
-
-
-def extra_terms_from_config(cfg: Config) -> dict[str, tuple[Weight, Term]]:
-    """The switchable terms a config turns on (each off at weight 0)."""
-    extra = {}
-    if cfg.ssim_weight:
-        extra["ssim"] = (cfg.ssim_weight, ssim_loss())
-    if cfg.sparsity_weight:
-        extra["sparsity"] = (cfg.sparsity_weight, latent_sparsity())
-    if cfg.decoder_l2:
-        extra["decoder_l2"] = (cfg.decoder_l2, decoder_l2())
-    return extra
-
-
-def cond_key_from_config(cfg: Config) -> str | None:
-    """``COND_KEY`` for a ``cvae`` (see :func:`add_condition`), else None."""
-    return COND_KEY if cfg.model == "cvae" else None
-
-
-def objective_from_config(cfg: Config, vae: VAE) -> Objective:
-    """The training objective of a config's model family and loss-term weights."""
-    extra = extra_terms_from_config(cfg)
-    cond_key = cond_key_from_config(cfg)
-    if cfg.model in ("vae", "cvae"):
-        kl_weight = linear_warmup(cfg.beta, cfg.kl_warmup_steps) if cfg.kl_warmup_steps else cfg.beta
-        return beta_vae(vae, beta=kl_weight, alpha=cfg.alpha, num_samples=cfg.num_samples,
-                        cond_key=cond_key, extra=extra)
-    if cfg.model == "iwae":
-        return iwae(vae, num_samples=cfg.num_samples, extra=extra)
-    if cfg.model == "ae":
-        return autoencoder(vae, alpha=cfg.alpha, extra=extra)
-    if cfg.model == "vq":
-        return vq_vae(vae, num_codes=cfg.vq_codes, commitment=cfg.vq_commitment, alpha=cfg.alpha,
-                      extra=extra)
-    raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
-
-
-def add_condition(split: dict[str, np.ndarray], num_classes: int,
-                  key: str = COND_KEY) -> dict[str, np.ndarray]:
-    """Adds one-hot labels ``(N, num_classes)`` float32 under ``key``."""
-    labels = np.asarray(split["label"])
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, "
-                         f"{labels.max()}]")
-    return {**split, key: np.eye(num_classes, dtype=np.float32)[labels]}

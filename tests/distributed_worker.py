@@ -20,14 +20,14 @@ def setup(mesh):
     """The model, a fresh replicated state and the jitted step (same on every process)."""
     import jax
     from jvae.config import make_config
+    from jvae.experiment import DataSpec, build, init_state
     from jvae.parallel import replicate
-    from jvae.train import build_objective, build_vae
-    from jvae.train_state import create_train_state, make_optimizer, make_train_step
-    cfg = make_config({"hidden": (16,), "latent_dim": 2})
-    vae = build_vae(cfg, (4, 4, 1))
-    objective, opt = build_objective(cfg, vae), make_optimizer(1e-2)
-    state = create_train_state(vae, objective, opt, jax.random.key(0), batch(0))
-    return replicate(state, mesh), make_train_step(objective, opt, mesh=mesh, donate=False)
+    from jvae.train_state import make_train_step
+    experiment = build(make_config({"hidden": (16,), "latent_dim": 2, "lr": 1e-2}),
+                       DataSpec((4, 4, 1)))
+    state = init_state(experiment, jax.random.key(0), {"image": batch(0)["image"]})
+    return replicate(state, mesh), make_train_step(experiment.objective, experiment.optimizer,
+                                                   mesh=mesh, donate=False)
 
 
 def batch(i):

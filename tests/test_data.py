@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jvae.data import (DataError, batches, load_dataset, load_mnist_idx, read_idx,
-                       static_binarize, to_float, write_idx)
+from jvae.data import (
+    DataError,
+    batches,
+    load_dataset,
+    load_mnist_idx,
+    read_idx,
+    static_binarize,
+    to_float,
+    write_idx,
+)
 from jvae.parallel import data_mesh
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jvae.config import ConfigError, make_config
+from jvae.experiment import DataSpec, build
 from jvae.posteriors import dirichlet_posterior
-from jvae.train import build_vae
 
 APPROX, EXACT = dirichlet_posterior(reparam="approx"), dirichlet_posterior()
 
@@ -69,7 +69,7 @@ def test_gamma_kl_bounds_the_dirichlet_kl_and_vanishes_at_the_prior():
 
 def test_config_selects_the_reparameterization():
     cfg = make_config({"posterior": "dirichlet", "dirichlet_reparam": "approx", "latent_dim": 3})
-    vae = build_vae(cfg, (4, 4, 1))
+    vae = build(cfg, DataSpec((4, 4, 1))).vae
     alpha = {"concentration": jnp.array([[0.5, 0.5, 0.5]])}
     z = vae.posterior.sample(jax.random.key(0), alpha, 3)
     np.testing.assert_allclose(z, APPROX.sample(jax.random.key(0), alpha, 3))

@@ -74,20 +74,13 @@ def test_non_finite_steps_are_skipped_whole_and_counted(make):
 
 
 def test_train_step_skips_a_nan_batch():
-    from jvae.model import make_vae
-    from jvae.nets import make_nets
-    from jvae.objectives import elbo
-    from jvae.likelihoods import likelihood_by_name
-    from jvae.posteriors import normal_posterior
-    from jvae.train_state import create_train_state, make_optimizer, make_update_fn
-    post, lik = normal_posterior(), likelihood_by_name("bernoulli")
-    enc, dec = make_nets("mlp", posterior=post, likelihood=lik, latent_shape=(2,),
-                         data_shape=(4, 4, 1), hidden=(8,))
-    vae = make_vae(enc, dec, post, lik, (2,))
-    opt = make_optimizer(1e-2)
+    from jvae.config import make_config
+    from jvae.experiment import DataSpec, build, init_state
+    from jvae.train_state import make_update_fn
+    experiment = build(make_config({"hidden": (8,), "latent_dim": 2}), DataSpec((4, 4, 1)))
     x = np.random.default_rng(0).random((4, 4, 4, 1), dtype=np.float32)
-    state = create_train_state(vae, elbo(vae), opt, jax.random.key(0), {"image": x})
-    step = jax.jit(make_update_fn(elbo(vae), opt))
+    state = init_state(experiment, jax.random.key(0), {"image": x})
+    step = jax.jit(make_update_fn(experiment.objective, experiment.optimizer))
     corrupt = x.copy()
     corrupt[0] = np.nan
     bad, metrics = step(state, {"image": corrupt})

@@ -1,4 +1,4 @@
-"""Tests for jvae.sequence: recurrent encoders/decoders and their three decoder modes."""
+"""Tests for jvae.layers.sequence: recurrent encoders/decoders and their three decoder modes."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from PIL import Image
 
 from jvae.config import ConfigError, make_config
 from jvae.data import load_mnist_idx, to_float
+from jvae.experiment import DataSpec, build
+from jvae.layers.sequence import DECODER_MODES, RNNDecoder, make_rnn_nets
 from jvae.likelihoods import bernoulli, gaussian
 from jvae.model import make_vae
 from jvae.objectives import elbo
 from jvae.posteriors import normal_posterior
-from jvae.sequence import DECODER_MODES, RNNDecoder, make_rnn_nets
-from jvae.train import build_vae, main
+from jvae.train import main
 from jvae.train_state import create_train_state, make_optimizer, make_update_fn
 
 LATENT, HIDDEN = 6, 16
@@ -137,7 +138,7 @@ def test_bad_settings():
         make_rnn_nets(posterior=normal_posterior(), likelihood=bernoulli(), latent_shape=(4,),
                       data_shape=(28, 28, 1), cell="rnn")
     with pytest.raises(ConfigError, match="steps, features"):
-        build_vae(make_config({"net": "rnn"}), (784,))
+        build(make_config({"net": "rnn"}), DataSpec((784,)))
     with pytest.raises(ConfigError, match="decoder_mode='teacher' is not one of"):
         make_config({"net": "rnn", "decoder_mode": "teacher"})
     with pytest.raises(ValueError, match="decoder mode"):

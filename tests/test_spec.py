@@ -1,4 +1,4 @@
-"""Tests for jvae.spec: parsing, shape inference and module construction."""
+"""Tests for jvae.layers.spec: parsing, shape inference and module construction."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jvae.spec import (
+from jvae.layers.spec import (
     KNOWN_TOKENS,
     MAX_REPEAT,
     LayerSpec,
@@ -25,7 +25,6 @@ from jvae.spec import (
     output_shape,
     parse_spec,
 )
-
 
 # XLA compilation dominates runtime on CPU, so most structural checks trace
 # abstractly with ``jax.eval_shape``; a few tests execute under ``jax.jit``

@@ -1,4 +1,4 @@
-"""Tests for jvae.spec_nets: spec encoders/decoders, packaged architectures, CLI wiring."""
+"""Tests for jvae.layers.spec_nets: spec encoders/decoders, packaged architectures, CLI wiring."""
 
 from __future__ import annotations
 
@@ -12,17 +12,25 @@ import pytest
 from PIL import Image
 
 from jvae.config import ConfigError, load_config_file, make_config
+from jvae.experiment import DataSpec
+from jvae.experiment import build as build_experiment
+from jvae.layers.spec import SpecError, SpecNet, build, default_num_groups, parse_spec
+from jvae.layers.spec_nets import (
+    SpecDecoder,
+    SpecEncoder,
+    available_architectures,
+    decoder_input_shape,
+    load_architecture,
+    make_spec_nets,
+    resolve_spec_pair,
+)
 from jvae.likelihoods import bernoulli, gaussian
 from jvae.model import make_vae
 from jvae.nets import make_nets
 from jvae.objectives import elbo
-from jvae.posteriors import dirichlet_posterior, normal_posterior
-from jvae.spec import SpecError, SpecNet, build, default_num_groups, parse_spec
-from jvae.spec_nets import (SpecDecoder, SpecEncoder, available_architectures,
-                            decoder_input_shape, load_architecture, make_spec_nets,
-                            resolve_spec_pair)
-from jvae.train import build_vae, main
 from jvae.parallel import data_mesh, replicate
+from jvae.posteriors import dirichlet_posterior, normal_posterior
+from jvae.train import main
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
 
 # Abstract tracing (jax.eval_shape) checks structure without XLA compiles,
@@ -309,10 +317,10 @@ def test_config_file_may_inline_specs(tmp_path):
                                 "decoder_spec": {"decoder": list(arch.decoder)}}))
     cfg = make_config(load_config_file(path))
     assert json.loads(cfg.encoder_spec) == list(arch.encoder)
-    vae = build_vae(cfg, (28, 28, 1))
+    vae = build_experiment(cfg, DataSpec((28, 28, 1))).vae
     assert vae.latent_shape == (20,)
     with pytest.raises(ConfigError, match="in=3 does not match"):
-        build_vae(make_config({"net": "spec", "encoder_spec": "sd_vae"}), (28, 28, 1))
+        build_experiment(make_config({"net": "spec", "encoder_spec": "sd_vae"}), DataSpec((28, 28, 1)))
 
 
 def test_cli_trains_a_spec_net(tiny_mnist_dir, tmp_path):

@@ -12,8 +12,9 @@ from PIL import Image
 
 from jvae.checkpoint import Checkpointer
 from jvae.config import ConfigError, make_config
+from jvae.experiment import DataSpec, build
 from jvae.parallel import data_mesh, replicate, shard_batch
-from jvae.train import build_objective, build_vae, main, train_and_evaluate
+from jvae.train import main, train_and_evaluate
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
 
 TINY = dict(batch_size=64, eval_batch_size=128, hidden=(64,), latent_dim=8, num_images=16)
@@ -25,8 +26,8 @@ def _cfg(data_dir, **kw):
 
 def test_checkpoint_round_trip_continues_the_same_trajectory(tmp_path):
     cfg = make_config({"hidden": (32,), "latent_dim": 4})
-    vae = build_vae(cfg, (28, 28, 1))
-    objective, opt = build_objective(cfg, vae), make_optimizer(1e-3)
+    exp = build(cfg, DataSpec((28, 28, 1)))
+    vae, objective, opt = exp.vae, exp.objective, exp.optimizer
     mesh = data_mesh()
     x = np.random.default_rng(0).random((3, 16, 28, 28, 1), dtype=np.float32)
     batches = [shard_batch({"image": xi, "mask": np.ones(16, np.float32)}, mesh) for xi in x]
@@ -54,8 +55,8 @@ def test_checkpoint_round_trip_continues_the_same_trajectory(tmp_path):
 
 def test_checkpointer_keeps_the_last_n(tmp_path):
     cfg = make_config({"hidden": (8,), "latent_dim": 2})
-    vae = build_vae(cfg, (28, 28, 1))
-    state = create_train_state(vae, build_objective(cfg, vae), make_optimizer(), jax.random.key(0),
+    exp = build(cfg, DataSpec((28, 28, 1)))
+    state = create_train_state(exp.vae, exp.objective, make_optimizer(), jax.random.key(0),
                                {"image": np.zeros((2, 28, 28, 1), np.float32)})
     with Checkpointer(tmp_path, keep=3) as ckpt:
         for s in range(1, 6):
@@ -159,8 +160,12 @@ def test_unknown_flag_exits_2_without_traceback():
 
 
 def test_kld_weight_is_an_alias_of_beta(tmp_path):
-    from jvae.train import parse_args
-    assert parse_args(["--kld-weight", "0.5"])[0].beta == 0.5
+    from jvae.flags import config_from_args, make_parser
+    from jvae.train import MODE
+
+    def parse(argv):
+        return config_from_args(make_parser(MODE, "jvae train").parse_args(argv))[0]
+    assert parse(["--kld-weight", "0.5"]).beta == 0.5
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text('{"kld_weight": 2}')
-    assert parse_args(["--config", str(cfg_file)])[0].beta == 2.0
+    assert parse(["--config", str(cfg_file)]).beta == 2.0

@@ -37,11 +37,24 @@ def test_nan_in_one_gradient_leaf_leaves_update_finite():
     assert all(jnp.all(leaf == 0) for leaf in jax.tree.leaves(lost))
 
 
-def test_clipping_bounds_the_global_norm():
-    opt = optax.chain(optax.zero_nans(), optax.clip_by_global_norm(1.0))
-    grads = {"a": jnp.array([30.0, 40.0, 0.0]), "b": jnp.array([[jnp.nan, 0.0]])}
-    updates, _ = opt.update(grads, opt.init(_params()))
-    np.testing.assert_allclose(optax.tree.norm(updates), 1.0, rtol=1e-6)
+def test_make_optimizer_is_nan_zeroing_then_clipping_then_adam_0_9_0_99():
+    # Gradients far above the clip norm and with a NaN entry, over several
+    # steps (Adam's first update ignores the gradient's scale, so one step
+    # could not tell clipping, or b2, apart).
+    reference = optax.chain(optax.zero_nans(), optax.clip_by_global_norm(1.0),
+                            optax.adam(1e-2, b1=0.9, b2=0.99))
+    ours = make_optimizer(1e-2)
+    params = _params()
+    s_ref, s_ours = reference.init(params), ours.init(params)
+    for i in range(4):
+        scale = 50.0 if i % 2 else 0.01  # alternating: the clipped and unclipped regimes
+        grads = {"a": scale * jnp.array([3.0, jnp.nan, -4.0 + i]),
+                 "b": scale * jnp.array([[1.0, -2.0]])}
+        u_ref, s_ref = reference.update(grads, s_ref, params)
+        u_ours, s_ours = ours.update(grads, s_ours, params)
+        for a, b in zip(jax.tree.leaves(u_ref), jax.tree.leaves(u_ours)):
+            np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-8)
+        params = optax.apply_updates(params, u_ours)
 
 
 def _setup(posterior, kind="mlp"):

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jvae.layers.upsample import ConvTranspose
 from jvae.likelihoods import bernoulli
 from jvae.nets import make_nets
 from jvae.posteriors import normal_posterior
-from jvae.upsample import ConvTranspose
 
 
 @pytest.mark.parametrize("kernel,strides,shape", [

@@ -45,6 +45,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jvae.base import JvaeError
+
 __all__ = [
     "KNOWN_TOKENS",
     "MAX_ELEMENTS",
@@ -66,7 +68,7 @@ Shape = tuple[int, int, int]
 SpecSource = Union[str, os.PathLike, Sequence[str]]
 
 
-class SpecError(ValueError):
+class SpecError(JvaeError, ValueError):
     """Raised when a layer spec is malformed or shape-inconsistent."""
 
 

@@ -28,14 +28,12 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from jvae.base import Array
+from jvae.layers.heads import ParamHead, with_cond
 from jvae.likelihoods import Likelihood
-from jvae.nets import ParamHead, _with_cond
 from jvae.posteriors import Posterior
-
-Array = jax.Array
 
 __all__ = ["DECODER_MODES", "RNN_CELLS", "RNNDecoder", "RNNEncoder", "make_rnn_nets",
            "sequence_layout"]
@@ -85,7 +83,7 @@ class RNNEncoder(nn.Module):
         steps, features = sequence_layout(x.shape[1:])
         seq = x.reshape(x.shape[0], steps, features)
         outputs = nn.RNN(_make_cell(self.cell, self.hidden), name="rnn")(seq)
-        h = _with_cond(outputs[:, -1], cond)
+        h = with_cond(outputs[:, -1], cond)
         return ParamHead.for_posterior(self.posterior, self.latent_shape, name="head")(h)
 
 
@@ -139,7 +137,7 @@ class RNNDecoder(nn.Module):
                              f"{', '.join(DECODER_MODES)}")
         steps, features = sequence_layout(self.data_shape)
         batch = z.shape[0]
-        context = _with_cond(z.reshape(batch, -1), cond)
+        context = with_cond(z.reshape(batch, -1), cond)
         # The initial state (an LSTM's (c, h), a GRU's h) is a learned function of z.
         init = [nn.tanh(nn.Dense(self.hidden, name=f"init_{i}")(context))
                 for i in range(2 if self.cell == "lstm" else 1)]

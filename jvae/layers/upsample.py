@@ -2,9 +2,8 @@
 
 ``flax.linen.ConvTranspose`` lowers to one convolution with *input dilation*
 (``lhs_dilation``): zeros between the input pixels. Its kernel gradient is a
-convolution XLA:CPU has no fast kernel for: with the conv decoder of
-``jvae.nets`` at batch 128 it took 2.8 s against 35 ms for the forward pass,
-99% of the train step.
+convolution XLA:CPU has no fast kernel for, and it dominated the conv
+decoder's train step (figures in ``benchmarks/README.md``).
 
 This module computes the same map by its polyphase (sub-pixel) decomposition
 (Shi et al., 2016, arXiv:1609.05158): output pixels of phase ``r`` along each
@@ -12,8 +11,8 @@ axis (``o = s * i + r``) see only the kernel taps ``t`` with ``(r + t - p) % s
 == 0`` (``p`` the leading padding), so each phase is an ordinary stride-1
 convolution of the *undilated* input with a sub-kernel, and the ``s^d``
 phases are interleaved by a reshape. No multiply touches an inserted zero,
-and both gradients are ordinary convolutions: the kernel gradient runs 20x
-faster on XLA:CPU; on GPU/TPU the convolution libraries handle either form.
+and both gradients are ordinary convolutions, which XLA:CPU has fast
+kernels for; on GPU/TPU the convolution libraries handle either form.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Encoders and decoders built from layer specs, and the packaged architectures.
 
-:class:`SpecEncoder` and :class:`SpecDecoder` wrap a :class:`~jvae.spec.SpecNet`
+:class:`SpecEncoder` and :class:`SpecDecoder` wrap a :class:`~jvae.layers.spec.SpecNet`
 so it follows jvae's call contract (``encoder(x[, cond]) -> posterior params``,
 ``decoder(z[, cond]) -> likelihood params``). The spec net's output becomes
 distribution parameters in one of two ways:
@@ -38,15 +38,13 @@ from importlib import resources
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from jvae.base import Array
+from jvae.layers.heads import ParamHead
+from jvae.layers.spec import SpecError, SpecNet, load_spec, output_shape, parse_spec
 from jvae.likelihoods import Likelihood
-from jvae.nets import ParamHead
 from jvae.posteriors import Posterior
-from jvae.spec import SpecError, SpecNet, load_spec, output_shape, parse_spec
-
-Array = jax.Array
 
 __all__ = ["Architecture", "LATENT_LAYOUTS", "SpecDecoder", "SpecEncoder", "SpecPair",
            "available_architectures", "decoder_input_shape", "load_architecture",

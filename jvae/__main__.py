@@ -1,0 +1,8 @@
+"""``python -m jvae <mode>``: the ``jvae`` command."""
+
+import sys
+
+from jvae.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The contracts every part of jvae is written against.
+
+As optax's ``base`` module does for gradient transformations, this module
+holds only types: a :class:`Posterior` and a :class:`Likelihood` (families as
+NamedTuples of pure functions), a :class:`VAE` (an encoder/decoder pair bound to
+them), an :class:`Objective` (per-example loss terms), and the :class:`Forward`
+pass and :class:`Term` an objective is composed of; plus the error type every
+user-facing failure derives from. Every other module imports downward from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+Array = jax.Array
+PyTree = Any
+Batch = dict[str, Array]
+Params = dict[str, Array]
+
+__all__ = ["Array", "PyTree", "Batch", "Params", "JvaeError", "ConfigError", "Posterior", "Likelihood", "VAE",
+           "Objective", "Forward", "Term", "Weight"]
+
+
+class JvaeError(Exception):
+    """A failure the user can fix: the message names the problem and the fix.
+
+    Command-line entry points print it as one line and exit with
+    ``exit_code`` (2: bad input or settings), never with a traceback.
+    """
+
+    exit_code: int = 2
+
+
+class ConfigError(JvaeError, ValueError):
+    """A setting that cannot be used; the message names the key and the fix."""
+
+
+class Posterior(NamedTuple):
+    """A posterior family and its prior, as pure functions.
+
+    Attributes:
+      name: short identifier, also used by the CLI.
+      param_shapes: ``latent_shape -> {name: shape}``, the per-example shape of
+        each unconstrained parameter the encoder head must emit.
+      constrain: raw head outputs -> distribution parameters.
+      sample: ``(key, params, num_samples) -> z`` of shape
+        ``(num_samples, batch, *latent_shape)``, reparameterized.
+      log_prob: ``(params, z) -> (num_samples, batch)`` log q(z|x).
+      kl: ``params -> (batch,)`` analytic KL(q(z|x) || p(z)).
+      mean: ``params -> (batch, *latent_shape)`` posterior mean.
+      prior_sample: ``(key, latent_shape, n) -> (n, *latent_shape)``; a family
+        with shared parameters takes them as a fourth argument (see
+        :func:`sample_prior`).
+      prior_log_prob: ``(z, latent_shape) -> z.shape[:-len(latent_shape)]``.
+      analytic_kl: whether ``kl`` is a closed form. When False (flows), ``kl``
+        raises and objectives use the Monte Carlo estimate
+        ``log q(z|x) - log p(z)`` on the samples they draw (see :func:`kl_estimate`).
+      sample_and_log_prob: optional ``(key, params, num_samples) -> (z, log q(z|x))``
+        computed in one pass (a flow pushes samples forward and accumulates its
+        log-determinants rather than inverting); None means
+        ``sample`` followed by ``log_prob``.
+      init_shared: optional ``(key, latent_shape) -> pytree`` of parameters
+        shared by all examples (a flow's conditioner weights, a VQ codebook).
+        :func:`~jvae.model.make_vae` stores them under ``params["posterior"]``
+        and ``encode`` hands them to the family as ``params["shared"]``.
+    """
+
+    name: str
+    param_shapes: Callable[[tuple[int, ...]], dict[str, tuple[int, ...]]]
+    constrain: Callable[[Params], Params]
+    sample: Callable[[Array, Params, int], Array]
+    log_prob: Callable[[Params, Array], Array]
+    kl: Callable[[Params], Array]
+    mean: Callable[[Params], Array]
+    prior_sample: Callable[[Array, tuple[int, ...], int], Array]
+    prior_log_prob: Callable[[Array, tuple[int, ...]], Array]
+    analytic_kl: bool = True
+    sample_and_log_prob: Callable[[Array, Params, int], tuple[Array, Array]] | None = None
+    init_shared: Callable[[Array, tuple[int, ...]], Any] | None = None
+
+
+class Likelihood(NamedTuple):
+    """An observation model as pure functions.
+
+    Attributes:
+      name: short identifier, also used by the CLI.
+      param_shapes: ``data_shape -> {name: shape}`` the decoder head must emit.
+      constrain: raw head outputs -> likelihood parameters.
+      log_prob: ``(params, x) -> params' leading axes``: log p(x|z) summed over
+        the ``x.ndim - 1`` data dimensions; ``x`` broadcasts over leading
+        sample axes of ``params``.
+      mean: ``params -> E[x|z]``, used for reconstructions and samples.
+    """
+
+    name: str
+    param_shapes: Callable[[tuple[int, ...]], dict[str, tuple[int, ...]]]
+    constrain: Callable[[Params], Params]
+    log_prob: Callable[[Params, Array], Array]
+    mean: Callable[[Params], Array]
+
+
+class VAE(NamedTuple):
+    """An encoder/decoder pair with its posterior family and likelihood.
+
+    Attributes:
+      init: ``(key, x, cond=None) -> params`` with ``params`` a dict holding
+        ``"encoder"`` and ``"decoder"`` subtrees (and ``"posterior"`` for a
+        family with shared parameters, see ``Posterior.init_shared``).
+      encode: ``(params, x, cond=None) -> posterior parameters``.
+      decode: ``(params, z, cond=None) -> likelihood parameters``.
+      posterior: the :class:`~jvae.posteriors.Posterior` family.
+      likelihood: the :class:`~jvae.likelihoods.Likelihood`.
+      latent_shape: per-example latent shape.
+    """
+
+    init: Callable[..., PyTree]
+    encode: Callable[..., dict[str, Array]]
+    decode: Callable[..., dict[str, Array]]
+    posterior: Posterior
+    likelihood: Likelihood
+    latent_shape: tuple[int, ...]
+
+
+class Objective(NamedTuple):
+    """A loss as pure functions.
+
+    Attributes:
+      init: ``() -> loss_state``, the objective's own state (``()`` if none).
+      terms: ``(params, batch, key, loss_state) -> (terms, loss_state)`` where
+        ``terms`` maps names to per-example arrays of shape ``(batch,)`` and
+        contains ``"loss"``.
+    """
+
+    init: Callable[[], PyTree]
+    terms: Callable[[PyTree, Batch, Array, PyTree], tuple[dict[str, Array], PyTree]]
+
+
+class Forward(NamedTuple):
+    """One encode/sample/decode pass, shared by all terms.
+
+    Attributes:
+      vae: the model.
+      params: model parameters.
+      x: the batch's data ``(B, *data_shape)``.
+      cond: the conditioning input or None.
+      mask: ``(B,)`` 1 for real rows, 0 for padding, or None (all real).
+      post: posterior parameters (per example, plus ``"shared"`` if the family has any).
+      z: posterior samples ``(S, B, *latent_shape)``.
+      log_q: ``log q(z|x)`` of the samples, ``(S, B)``.
+      log_pz: ``log p(z)`` of the samples, ``(S, B)``.
+      lik: likelihood parameters for every sample, ``(S, B, ...)``.
+      log_px: ``log p(x|z)``, ``(S, B)``.
+    """
+
+    vae: VAE
+    params: PyTree
+    x: Array
+    cond: Array | None
+    mask: Array | None
+    post: dict
+    z: Array
+    log_q: Array
+    log_pz: Array
+    lik: dict
+    log_px: Array
+
+
+class Term(NamedTuple):
+    """One additive piece of an objective.
+
+    Attributes:
+      init: ``vae -> state`` (``()`` for a stateless term).
+      apply: ``(forward, state) -> (value, metrics, state)`` with ``value`` the
+        per-example term ``(B,)`` and ``metrics`` a dict of extra per-example
+        arrays to report (often empty).
+    """
+
+    init: Callable[[VAE], PyTree]
+    apply: Callable[[Forward, PyTree], tuple[Array, dict[str, Array], PyTree]]
+
+
+# A weight is a constant or a schedule ``step -> weight`` (step: int32 scalar).
+Weight = float | Callable[[Array], Array]

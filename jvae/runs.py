@@ -1,0 +1,131 @@
+"""Run directories: a run's data, its saved settings, and its newest checkpoint.
+
+A run directory (``--workdir``) holds ``config.json``, ``metrics.jsonl``,
+``images/`` and ``checkpoints/``. Everything that reads one goes through here:
+training resumes with :func:`check_resumable`, and every other mode
+(evaluate, encode, sample, ...) starts from :func:`restore_run`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jvae.base import ConfigError
+from jvae.checkpoint import Checkpointer
+from jvae.config import RESUMABLE_CHANGES, Config, config_to_dict, make_config
+from jvae.data import add_condition, load_dataset, static_binarize, to_float
+from jvae.experiment import DataSpec, Experiment, build, example_batch, init_state
+from jvae.train_state import TrainState
+
+__all__ = ["load_data", "saved_config", "check_resumable", "Run", "restore_run"]
+
+
+def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Loads train and test splits as float32 images in [0, 1] plus labels.
+
+    Static binarization is applied here, once, with seeds derived from
+    ``cfg.seed``; under dynamic binarization the test split is binarized once
+    (a fixed evaluation set) and training batches are resampled every batch.
+    A conditional model's splits get one-hot labels under its ``cond_key``.
+    """
+    splits = []
+    for i, split in enumerate(("train", "test")):
+        raw = load_dataset(cfg.dataset, split, data_dir=cfg.data_dir,
+                           tfds_data_dir=cfg.tfds_data_dir)
+        images = to_float(raw["image"])
+        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and split == "test"):
+            images = static_binarize(images, seed=cfg.seed * 2 + i)
+        splits.append({"image": images, "label": raw["label"]})
+    spec = DataSpec.of(splits[0])
+    if spec.num_classes and cfg.model == "cvae":
+        splits = [add_condition(s, spec.num_classes) for s in splits]
+    return splits[0], splits[1]
+
+
+def saved_config(workdir: str | Path, **overrides: Any) -> Config:
+    """The settings a run directory was trained with (``config.json``), with overrides.
+
+    Raises:
+      ConfigError: no ``config.json`` there, or one that cannot be read.
+    """
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --workdir must be a run directory written by "
+                          "jvae train")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is corrupt; restore it or train into a new --workdir") from None
+    return make_config(saved, {k: v for k, v in overrides.items() if v is not None})
+
+
+def check_resumable(workdir: Path, cfg: Config) -> None:
+    """Refuses to resume a run whose saved settings differ in a way that matters."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is corrupt; move it away to resume with the current "
+                          "flags") from None
+    current = config_to_dict(cfg)
+    # A setting added after the run was saved took its default in that run.
+    saved = {**config_to_dict(Config()), **saved}
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
+             if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+    if diffs:
+        raise ConfigError(f"workdir {workdir} holds a run with other settings "
+                          f"({'; '.join(diffs)}); use a new --workdir or the saved settings")
+
+
+class Run(NamedTuple):
+    """A restored run.
+
+    Attributes:
+      cfg: its settings.
+      experiment: the model, objective and optimizer built from them.
+      state: the newest checkpoint's train state (on the default device).
+      meta: the checkpoint's metadata (``epoch``, ``wall_s``, ...).
+      train: the training split.
+      test: the test split.
+    """
+
+    cfg: Config
+    experiment: Experiment
+    state: TrainState
+    meta: dict
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+
+def restore_run(workdir: str | Path, **overrides: Any) -> Run:
+    """Rebuilds a run's model and data and restores its newest checkpoint.
+
+    Args:
+      workdir: a run directory written by ``jvae train``.
+      **overrides: settings to change (e.g. ``data_dir`` when the data moved);
+        None values are ignored.
+
+    Returns:
+      A :class:`Run`.
+
+    Raises:
+      ConfigError: no run or no checkpoint in ``workdir``.
+    """
+    workdir = Path(workdir)
+    cfg = saved_config(workdir, **overrides)
+    train, test = load_data(cfg)
+    experiment = build(cfg, DataSpec.of(train))
+    template = init_state(experiment, jax.random.key(cfg.seed),
+                          example_batch(experiment, cfg.batch_size))
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+        if ckpt.latest_step() is None:
+            raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
+        state, meta = ckpt.restore(template)
+    return Run(cfg, experiment, state, meta, train, test)
