@@ -26,6 +26,7 @@ from jvae.data import BINARIZE_MODES
 from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
 from jvae.program import PLACEMENTS
+from jvae.run_guard import parse_interval
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
            "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
@@ -187,6 +188,20 @@ class Config:
         "auto", "Where the training split lives: device (each epoch one on-device loop), "
         "host (one host batch per step, for data larger than device memory) or auto "
         "(device, except convolutional nets on CPU).", "run", choices=PLACEMENTS)
+    checkpoint_every: str = _setting(
+        "30m", "Checkpoints within an epoch, on top of the one at each epoch's end: every N "
+        "steps (500), every duration (90s, 10m, 2h), or epoch for epoch ends only. A run "
+        "resumed from one continues at the next batch of the same epoch.", "run")
+    max_consecutive_skips: int = _setting(
+        50, "Steps in a row whose loss or gradient norm is not finite (each one skipped) "
+        "before the run stops with exit status 3 as diverged.", "run", check="positive")
+    coordinator_address: str | None = _setting(
+        None, "HOST:PORT of process 0 in a multi-process run (jax.distributed); unset under "
+        "SLURM and other launchers JAX detects.", "run")
+    num_processes: int | None = _setting(
+        None, "Number of processes of a multi-process run.", "run")
+    process_id: int | None = _setting(
+        None, "This process's index in a multi-process run (0 writes the files).", "run")
 
     def __post_init__(self):
         _validate(self)
@@ -198,7 +213,10 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                "keep_checkpoints", "num_images",
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
-                               "data_placement"})
+                               "data_placement",
+                               # How the run is guarded and launched, not what it computes.
+                               "checkpoint_every", "max_consecutive_skips",
+                               "coordinator_address", "num_processes", "process_id"})
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -220,6 +238,14 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{f.name} must be >= 0, got {value}")
     if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
+    try:
+        parse_interval(cfg.checkpoint_every)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.num_processes is not None and cfg.num_processes < 1:
+        raise ConfigError(f"num_processes must be positive, got {cfg.num_processes}")
+    if cfg.process_id is not None and cfg.process_id < 0:
+        raise ConfigError(f"process_id must be >= 0, got {cfg.process_id}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
