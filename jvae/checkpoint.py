@@ -141,7 +141,8 @@ class Checkpointer:
             meta=ocp.args.JsonRestore()))["meta"] or {})
 
     def restore_newest_valid(self, template: TrainState, mesh: Mesh | None = None,
-                             validate=None) -> tuple[TrainState, dict] | None:
+                             validate=None, move_aside: bool = True
+                             ) -> tuple[TrainState, dict] | None:
         """Restores the newest checkpoint that reads back and passes validation.
 
         A checkpoint that cannot be read (a truncated or missing file), whose
@@ -153,6 +154,8 @@ class Checkpointer:
           template: as for :meth:`restore`.
           mesh: as for :meth:`restore`.
           validate: optional ``meta -> str | None``; a string is the reason to skip.
+          move_aside: move skipped checkpoints aside (training, which writes
+            new ones); False leaves them in place (read-only uses).
 
         Returns:
           ``(state, meta)``, or None when there is no checkpoint at all.
@@ -184,12 +187,16 @@ class Checkpointer:
                 reason = f"it cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
             if reason is None:
                 return state, meta
-            where = self._move_aside(step)
             skipped.append(step)
-            _say(f"warning: skipping checkpoint {step}: {reason}; moved to {where}")
+            if move_aside:
+                where = self._move_aside(step)
+                _say(f"warning: skipping checkpoint {step}: {reason}; moved to {where}")
+            else:
+                _say(f"warning: skipping checkpoint {step}: {reason}")
+        where = f" (moved to {self.directory}.unreadable)" if move_aside else ""
         raise CheckpointError(
-            f"no usable checkpoint in {self.directory} (steps {', '.join(map(str, skipped))} "
-            f"moved to {self.directory}.unreadable); to start over use a new --workdir or move "
+            f"no usable checkpoint in {self.directory}: steps {', '.join(map(str, skipped))} "
+            f"cannot be read{where}; to start over use a new --workdir or move "
             f"{self.directory} away")
 
     def _move_aside(self, step: int) -> Path:

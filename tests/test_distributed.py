@@ -1,21 +1,26 @@
 """Two processes on 127.0.0.1 with 4 simulated CPU devices each, against one with 8."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-import distributed_worker as worker
 from jvae import distributed
-from jvae.parallel import data_mesh
+from jvae.config import make_config
+from jvae.runs import restore_run
+from jvae.train import train_and_evaluate
 
-WORKER = Path(worker.__file__)
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {"epochs": 2, "batch_size": 64, "eval_batch_size": 128, "hidden": (32,),
+            "latent_dim": 4, "num_images": 16, "checkpoint_every": "2"}
 
 
 def _free_port() -> int:
@@ -24,37 +29,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _job(workdir, phase):
-    """Runs both processes of one phase; returns their exit codes."""
-    port = str(_free_port())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), port, str(workdir), phase],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    out = [p.communicate(timeout=240)[0] for p in procs]
-    return [p.returncode for p in procs], out
+def _launch(data_dir, workdir):
+    """Starts both processes of a two-process ``python -m jvae.train`` run."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+             for k, v in SETTINGS.items()]
+    base = [sys.executable, "-m", "jvae.train", "--data-dir", str(data_dir), "--workdir",
+            str(workdir), *flags, "--coordinator-address", f"127.0.0.1:{_free_port()}",
+            "--num-processes", "2"]
+    return [subprocess.Popen(base + ["--process-id", str(i)], env=env, cwd=REPO, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for i in range(2)]
 
 
-def test_two_processes_equal_one_with_eight_devices_across_a_kill(tmp_path):
-    codes, out = _job(tmp_path, "first")
-    assert codes == [-signal.SIGKILL] * 2, out
-    codes, out = _job(tmp_path, "resume")
-    assert codes == [0, 0], out
-    mesh = data_mesh(8)  # this process: one process, 8 devices (conftest)
-    state, step = worker.setup(mesh)
-    for phase in ("first", "resume"):
-        state = worker.train(state, step, mesh, int(state.step), int(state.step) + worker.STEPS)
-        saved = np.load(tmp_path / f"{phase}.npz")
-        ours = jax.tree.leaves(distributed.to_host(state.params))
-        assert len(saved.files) == len(ours)
-        for i, leaf in enumerate(ours):
-            np.testing.assert_allclose(saved[f"arr_{i}"], leaf, atol=1e-5, rtol=0)
-    # The run moved: equality is not that of two untrained models.
-    fresh, _ = worker.setup(mesh)
-    assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3
-               for a, b in zip(jax.tree.leaves(fresh.params), jax.tree.leaves(state.params)))
+def test_two_processes_killed_and_resumed_equal_one_process_with_eight(tiny_mnist_dir,
+                                                                      tmp_path):
+    work = tmp_path / "two"
+    procs = _launch(tiny_mnist_dir, work)
+    deadline = time.monotonic() + 300
+    while not any(p.name.isdigit() for p in (work / "checkpoints").glob("*")):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+            p.communicate()[0][-2000:] for p in procs]
+        time.sleep(0.02)
+    for p in procs:  # a crash of the whole job right after its first checkpoint
+        p.send_signal(signal.SIGKILL)
+    for p in procs:
+        p.communicate()
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
+    killed_at = max(int(p.name) for p in (work / "checkpoints").glob("*") if p.name.isdigit())
+    assert killed_at < 16
+
+    procs = _launch(tiny_mnist_dir, work)
+    out = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in out]
+    assert f"(step {killed_at})" in out[0] and "resumed" not in out[1]  # process 0 speaks
+
+    # One process with 8 devices (this one, see conftest), uninterrupted.
+    cfg = make_config({"data_dir": str(tiny_mnist_dir), **SETTINGS})
+    train_and_evaluate(cfg, tmp_path / "one", quiet=True)
+    rows = [[json.loads(r) for r in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (work, tmp_path / "one")]
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] == [8, 16]
+    a, b = restore_run(work).state, restore_run(tmp_path / "one").state
+    assert int(a.step) == int(b.step) == 16
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+    assert rows[0][-1]["neg_elbo"] == pytest.approx(rows[1][-1]["neg_elbo"], rel=1e-5)
 
 
 def test_initialize_refuses_half_given_settings(monkeypatch):
