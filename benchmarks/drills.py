@@ -50,8 +50,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/drills.py
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 RUN = ["--dataset", "mnist", "--epochs", "3", "--batch-size", "64", "--eval-batch-size", "256",
-       "--hidden", "64", "--latent-dim", "8", "--num-images", "16", "--checkpoint-every", "4",
-       "--data-placement", "host"]
+       "--hidden", "64", "--latent-dim", "8", "--num-images", "16", "--checkpoint-every", "4"]
 COMPARED = ("epoch", "step", "neg_elbo", "recon", "kl", "train_loss")
 DRILLS = ("kill9", "sigterm", "corrupt", "nan", "malformed")
 

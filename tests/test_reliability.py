@@ -1,7 +1,9 @@
 """Damaged checkpoints and metrics, the workdir lock: the library functions."""
 
+import errno
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -11,7 +13,11 @@ import numpy as np
 import pytest
 
 from jvae.checkpoint import Checkpointer, CheckpointError, read_metrics, truncate_metrics
+from jvae import train as train_module
+from jvae.config import make_config
 from jvae.lock import LockError, WorkdirLock
+from jvae.run_guard import CheckpointSchedule, parse_interval
+from jvae.train import Stopped, main, train_and_evaluate
 from jvae.train_state import TrainState
 
 
@@ -129,3 +135,117 @@ def test_unwritable_workdir_is_one_line(tmp_path):
     with pytest.raises(LockError, match="cannot write to workdir .* choose a writable") as info:
         WorkdirLock(tmp_path / "file" / "run").acquire()
     assert "\n" not in str(info.value)
+
+
+def test_checkpoint_interval_and_schedule():
+    assert parse_interval("500") == (500, None) and parse_interval("10m") == (None, 600.0)
+    assert parse_interval("1.5h") == (None, 5400.0) and parse_interval("epoch") == (None, None)
+    for bad in ("0", "10x", "-5", "1.5", "m", ""):
+        with pytest.raises(ValueError, match="not a step count"):
+            parse_interval(bad)
+    now = [0.0]
+    by_time = CheckpointSchedule("90s", clock=lambda: now[0])
+    now[0] = 89.0
+    assert not by_time.due(10)
+    now[0] = 90.0
+    assert by_time.due(11)
+    by_time.saved(11)
+    assert not by_time.due(12)
+    by_steps = CheckpointSchedule("3")
+    assert [by_steps.due(s) for s in (2, 3)] == [False, True]
+    by_steps.saved(3)
+    assert not by_steps.due(5) and by_steps.due(6)
+    assert not CheckpointSchedule("epoch").due(10 ** 6)
+
+
+# The loop: tiny MNIST (512 training images: 8 steps of 64 per epoch).
+TINY = {"batch_size": 64, "eval_batch_size": 128, "hidden": (32,), "latent_dim": 4,
+        "num_images": 16, "epochs": 2}
+COMPARED = ("epoch", "step", "neg_elbo", "recon", "kl", "train_loss", "skipped_steps")
+
+
+def _rows(workdir):
+    return [{k: r[k] for k in COMPARED} for r in read_metrics(workdir / "metrics.jsonl")]
+
+
+def _steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+class _SignalAt:
+    """A hook that sends this process ``sig`` after global step ``step``."""
+
+    def __init__(self, step, sig=signal.SIGTERM):
+        self.step, self.sig = step, sig
+
+    def on_chunk(self, step, metrics):
+        if step == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+@pytest.mark.parametrize("placement", ["host", "device"])
+def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(tiny_mnist_dir, tmp_path, placement):
+    cfg = make_config({"data_dir": str(tiny_mnist_dir), **TINY, "data_placement": placement,
+                       "checkpoint_every": "3"})
+    train_and_evaluate(cfg, tmp_path / "full", quiet=True)
+    with pytest.raises(Stopped, match="stopped by SIGTERM at step 11 .epoch 2, batch 3") as info:
+        train_and_evaluate(cfg, tmp_path / "cut", quiet=True, hooks=[_SignalAt(11)])
+    assert info.value.exit_code == 143
+    # Every 3 steps, at the epoch's end (8), and the signal's own save at step 11.
+    assert _steps(tmp_path / "cut") == [6, 8, 11]
+    assert len(_rows(tmp_path / "cut")) == 1
+    train_and_evaluate(cfg, tmp_path / "cut", quiet=True)
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+    assert _rows(tmp_path / "full")[-1]["step"] == 16
+
+
+def _main_one_line(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return code, err[0]
+
+
+def test_failed_save_divergence_and_a_held_lock_keep_the_last_good_checkpoint(
+        tiny_mnist_dir, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "run"
+    argv = ["--data-dir", str(tiny_mnist_dir), "--workdir", str(work), "--epochs", "1",
+            "--batch-size", "64", "--eval-batch-size", "128", "--hidden", "32",
+            "--latent-dim", "4", "--num-images", "16"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert _steps(work) == [8]
+    argv[argv.index("--epochs") + 1] = "2"
+
+    # A full disk at the next checkpoint: exit 3, one line, step 8 kept.
+    real_save = Checkpointer.save
+
+    def full_disk(self, step, state, meta=None):
+        if step > 8:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, step, state, meta)
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", full_disk)
+        code, err = _main_one_line(capsys, argv)
+    assert code == 3 and "No space left on device" in err
+    assert f"last good checkpoint is step 8 in {work / 'checkpoints'}" in err
+    assert _steps(work) == [8] and len(_rows(work)) == 1
+
+    # Every training image NaN: each step skipped, the limit reached: exit 3.
+    real_load = train_module.load_data
+
+    def nan_data(cfg):
+        tr, te = real_load(cfg)
+        return {**tr, "image": np.full_like(tr["image"], np.nan)}, te
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "load_data", nan_data)
+        code, err = _main_one_line(capsys, argv + ["--max-consecutive-skips", "3"])
+    assert code == 3 and "diverged: 3 steps in a row" in err and "lower --lr" in err
+    assert "last good checkpoint is step 8" in err
+    assert _steps(work) == [8] and len(_rows(work)) == 1
+
+    # Another run holds the workdir: exit 2 naming it, nothing touched.
+    with WorkdirLock(work):
+        code, err = _main_one_line(capsys, argv)
+    assert code == 2 and f"in use by PID {os.getpid()} on host {socket.gethostname()}" in err
+    assert _steps(work) == [8]
