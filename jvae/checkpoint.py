@@ -147,8 +147,10 @@ class Checkpointer:
 
         A checkpoint that cannot be read (a truncated or missing file), whose
         state is not finite, or that ``validate(meta)`` rejects (returns a
-        reason string) is moved to ``<directory>.unreadable/<step>`` with one
-        warning line on stderr, and the next newest is tried.
+        reason string) is skipped for the next newest; once a usable one is
+        found, each skipped one is moved to ``<directory>.unreadable/<step>``
+        (so new saves cannot collide with it) with one warning line on stderr.
+        When none is usable nothing is moved.
 
         Args:
           template: as for :meth:`restore`.
@@ -161,8 +163,8 @@ class Checkpointer:
           ``(state, meta)``, or None when there is no checkpoint at all.
 
         Raises:
-          CheckpointError: checkpoints exist but none can be used, or the newest
-            readable one holds a model of another structure (nothing is moved then).
+          CheckpointError: checkpoints exist but none can be used, or one holds
+            a model of another structure (nothing is moved then).
         """
         steps = self.all_steps()
         if not steps:
@@ -186,18 +188,17 @@ class Checkpointer:
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
                 reason = f"it cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
             if reason is None:
+                for bad, why in skipped:
+                    if move_aside:
+                        why += f"; moved to {self._move_aside(bad)}"
+                    _say(f"warning: skipping checkpoint {bad}: {why}")
                 return state, meta
-            skipped.append(step)
-            if move_aside:
-                where = self._move_aside(step)
-                _say(f"warning: skipping checkpoint {step}: {reason}; moved to {where}")
-            else:
-                _say(f"warning: skipping checkpoint {step}: {reason}")
-        where = f" (moved to {self.directory}.unreadable)" if move_aside else ""
+            skipped.append((step, reason))
+        # Nothing usable: nothing is moved, so the workdir stays as it was.
         raise CheckpointError(
-            f"no usable checkpoint in {self.directory}: steps {', '.join(map(str, skipped))} "
-            f"cannot be read{where}; to start over use a new --workdir or move "
-            f"{self.directory} away")
+            f"no usable checkpoint in {self.directory} (steps "
+            f"{', '.join(str(s) for s, _ in skipped)}: {skipped[0][1]}); to start over use a new "
+            f"--workdir or move {self.directory} away")
 
     def _move_aside(self, step: int) -> Path:
         aside = self.directory.with_name(self.directory.name + ".unreadable")

@@ -355,7 +355,11 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text "
+                          f"({getattr(e, 'reason', None) or e}); pass a JSON or TOML file") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

@@ -82,6 +82,9 @@ def test_no_usable_checkpoint_names_the_directory_and_the_choices(tmp_path, caps
     message = str(info.value)
     assert str(ckpts) in message and "new --workdir" in message and "move" in message
     assert "\n" not in message
+    # Nothing moved: a rerun sees the same workdir, not a fresh one.
+    assert (ckpts / "5").is_dir() and not (tmp_path / "checkpoints.unreadable").exists()
+    assert capsys.readouterr().err == ""
     with Checkpointer(tmp_path / "empty") as ckpt:
         assert ckpt.restore_newest_valid(_state(0)) is None
 
