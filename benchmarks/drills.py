@@ -113,6 +113,7 @@ def _newest_step(workdir: Path) -> int | None:
 
 def drill_kill(ctx, trials, sig=signal.SIGKILL, name="kill9", extra=()) -> dict:
     survived = lost = landed = mid_epoch = 0
+    codes = []
     rng = random.Random(0)
     for t in range(trials):
         work = ctx["tmp"] / f"{name}{t}"
@@ -120,12 +121,15 @@ def drill_kill(ctx, trials, sig=signal.SIGKILL, name="kill9", extra=()) -> dict:
         rc, err = _interrupted(ctx["data"], work, sig, at, extra)
         ran_through = rc == 0
         landed += not ran_through
-        if sig == signal.SIGTERM and not ran_through:
-            if rc != 143 or "Traceback" in err:
-                lost += 1
-                continue
+        codes.append(rc)
+        if sig == signal.SIGTERM and rc == 143:
             newest = _newest_step(work)
             mid_epoch += newest is not None and newest % ctx["steps_per_epoch"] != 0
+        # SIGTERM exits 143 after saving; one that lands while Python is still
+        # starting (no handler yet) ends the process like SIGKILL: nothing trained yet.
+        if sig == signal.SIGTERM and rc not in (0, 143, -signal.SIGTERM) or "Traceback" in err:
+            lost += 1
+            continue
         before = _rows(work)
         r = _train(ctx["data"], work, *extra)
         rows = _rows(work)
@@ -133,7 +137,7 @@ def drill_kill(ctx, trials, sig=signal.SIGKILL, name="kill9", extra=()) -> dict:
         survived += ok
         lost += (not ok) or rows[:len(before)] != before
     row = {"drill": name, "trials": trials, "survived": survived, "data_lost": lost,
-           "landed_mid_run": landed}
+           "landed_mid_run": landed, "exit_codes": codes}
     if sig == signal.SIGTERM:
         row["saved_mid_epoch"] = mid_epoch
     return row

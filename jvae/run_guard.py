@@ -110,6 +110,10 @@ class StopSignals:
     def exit_code(self) -> int:
         return 128 + int(self.received or 0)
 
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "no signal"
+
     def _handle(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now

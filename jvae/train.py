@@ -132,7 +132,19 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
       SaveFailed: a checkpoint or metrics write failed (exit 3).
       Stopped: a signal arrived; a checkpoint of the current step was saved.
     """
-    workdir = Path(workdir)
+    with StopSignals() as signals:
+        return _guarded(cfg, Path(workdir), quiet, hooks, signals)
+
+
+def _stop_early(signals: StopSignals) -> None:
+    """A signal before training began: nothing new to save, stop now."""
+    if signals.received:
+        raise Stopped(f"stopped by {signals.name} before training began; nothing new to "
+                      "save; run the same command to resume", signals.exit_code)
+
+
+def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
+    """Checks settings and data, takes the workdir, then trains (see :func:`_train`)."""
     primary = distributed.is_primary()
     quiet = quiet or not primary
     hooks = hooks if primary else ()
@@ -149,16 +161,18 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
     # fail without leaving a workdir behind.
     experiment = build(cfg, DataSpec.of(train))
     check_resumable(workdir, cfg)
+    _stop_early(signals)
 
     with contextlib.ExitStack() as stack:
         if primary:
             stack.enter_context(WorkdirLock(workdir))
             _prepare_workdir(workdir, cfg)
         distributed.barrier("jvae_workdir_ready")
-        return _train(cfg, workdir, experiment, train, test, mesh, quiet, hooks, stack)
+        return _train(cfg, workdir, experiment, train, test, mesh, quiet, hooks, stack, signals)
 
 
-def _train(cfg, workdir, experiment, train, test, mesh, quiet, hooks, stack) -> dict[str, Any]:
+def _train(cfg, workdir, experiment, train, test, mesh, quiet, hooks, stack,
+           signals) -> dict[str, Any]:
     """The loop of :func:`train_and_evaluate`, inside the workdir lock."""
     primary = distributed.is_primary()
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
@@ -208,7 +222,7 @@ def _train(cfg, workdir, experiment, train, test, mesh, quiet, hooks, stack) -> 
                               "start_epoch": start_epoch, "step": int(state.step),
                               "processes": jax.process_count()})
     saver = _Saver(ckpt, cfg, workdir)
-    signals = stack.enter_context(StopSignals())
+    _stop_early(signals)
     schedule = CheckpointSchedule(cfg.checkpoint_every)
     schedule.saved(int(state.step))
 
@@ -351,8 +365,7 @@ class _Guard:
             self.schedule.saved(step)
         if stop:
             self.saver.wait()
-            name = "SIGINT" if stop == 2 else "SIGTERM" if stop == 15 else f"signal {stop}"
-            raise Stopped(f"stopped by {name} at step {step} (epoch {self.epoch + 1}, batch "
+            raise Stopped(f"stopped by {self.signals.name} at step {step} (epoch {self.epoch + 1}, batch "
                           f"{done}); checkpoint saved in {self.saver.ckpt.directory}; run the "
                           "same command to resume", self.signals.exit_code)
 
