@@ -322,7 +322,8 @@ def drill_malformed(ctx, trials) -> dict:
     before = _snapshot(ref)
     results = []
 
-    def check(name, argv):
+    def check(name, argv, workdir=ref):
+        snap = before if workdir == ref else _snapshot(workdir)
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -334,13 +335,20 @@ def drill_malformed(ctx, trials) -> dict:
         text = err.getvalue().strip()
         lines = [ln for ln in text.splitlines() if ln.strip()]
         ok = (code == 2 and len(lines) == 1 and "Traceback" not in text
-              and _snapshot(ref) == before)
+              and _snapshot(workdir) == snap)
         results.append({"case": name, "ok": ok, "exit": code,
                         **({} if ok else {"stderr": text[-300:]})})
 
     base = ["--data-dir", str(ctx["data"]), "--workdir", str(ref), *RUN]
     for name, extra in _malformed_cases(ctx):
         check(name, base + extra)
+    # Damaged run directories: exit 2 and left exactly as they were.
+    for name, damage in (("corrupt config.json", _corrupt_config),
+                         ("no readable checkpoint", _corrupt_all_checkpoints)):
+        work = ctx["tmp"] / "bad" / name.replace(" ", "_")
+        shutil.copytree(ref, work)
+        damage(work)
+        check(name, ["--data-dir", str(ctx["data"]), "--workdir", str(work), *RUN], work)
     # A workdir locked by a live run.
     from jvae.lock import WorkdirLock
     with WorkdirLock(ref):
@@ -352,6 +360,16 @@ def drill_malformed(ctx, trials) -> dict:
             "data_lost": int(_snapshot(ref) != before), "failures": bad[:10]}
 
 
+def _corrupt_config(work: Path) -> None:
+    (work / "config.json").write_text('{"epochs": 3, "lr"')
+
+
+def _corrupt_all_checkpoints(work: Path) -> None:
+    for p in (work / "checkpoints").rglob("*"):
+        if p.is_file() and p.parent.name == "d":
+            p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
 def _generated(ctx, base, check, trials) -> None:
     from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -359,14 +377,15 @@ def _generated(ctx, base, check, trials) -> None:
     not_a_number = st.text(min_size=1, max_size=12).filter(
         lambda s: not _parses_as_number(s) and not s.startswith("-"))
 
-    @settings(max_examples=trials * 3, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    examples = settings(max_examples=trials * 3, deadline=None, database=None,
+                        suppress_health_check=list(HealthCheck))
+
+    @examples
     @given(flag=st.sampled_from(numeric), value=not_a_number)
     def bad_flag(flag, value):
         check(f"generated {flag}={value!r}", base + [flag, value])
 
-    @settings(max_examples=trials * 3, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @examples
     @given(text=st.text(max_size=40).filter(lambda s: not _json_object(s)))
     def bad_config(text):
         path = ctx["tmp"] / "bad" / "generated.json"
