@@ -62,6 +62,28 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+def _ignore_late_read_callbacks() -> None:
+    """Drops the ``Event loop is closed`` errors of an aborted restore's remaining reads.
+
+    When one file of a checkpoint cannot be read, orbax abandons the restore
+    and closes its event loop while tensorstore still completes the other
+    reads; their callbacks then fail harmlessly, each printing a traceback
+    through ``sys.unraisablehook``. This filter (installed once, delegating
+    everything else) keeps a skipped checkpoint to its one warning line.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_jvae_filter", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+    hook._jvae_filter = True
+    sys.unraisablehook = hook
+
+
 def _say(message: str) -> None:
     if jax.process_index() == 0:
         print(message, file=sys.stderr, flush=True)
@@ -186,6 +208,7 @@ class Checkpointer:
             except CheckpointError:
                 raise
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
+                _ignore_late_read_callbacks()
                 reason = f"it cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
             if reason is None:
                 for bad, why in skipped:

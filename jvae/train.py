@@ -93,9 +93,12 @@ def _prepare_workdir(workdir: Path, cfg: Config) -> None:
     """Writes ``config.json`` and ``images/`` (process 0); an unwritable workdir is bad input."""
     try:
         (workdir / "images").mkdir(exist_ok=True)
-        tmp = workdir / "config.json.tmp"
-        tmp.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-        tmp.replace(workdir / "config.json")
+        text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
+        path = workdir / "config.json"
+        if not path.exists() or path.read_text(errors="replace") != text:
+            tmp = workdir / "config.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(path)
     except OSError as e:
         raise LockError(f"cannot write to workdir {workdir} ({e.strerror or e}); free some "
                         "space or choose a writable --workdir") from None
