@@ -27,6 +27,7 @@ from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
 from jvae.posteriors import NORMAL_SCALES
 from jvae.program import PLACEMENTS
+from jvae.run_guard import parse_interval
 from jvae.zoo import CVAE_PRIOR_WEIGHT
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
@@ -242,6 +243,20 @@ class Config:
     tensorboard: bool = _setting(
         True, "Write TensorBoard event files (scalars, image grids, latent embeddings) to "
         "WORKDIR/tb; --no-tensorboard turns it off.", "run")
+    checkpoint_every: str = _setting(
+        "30m", "Checkpoints within an epoch, on top of the one at each epoch's end: every N "
+        "steps (500), every duration (90s, 10m, 2h), or epoch for epoch ends only. A run "
+        "resumed from one continues at the next batch of the same epoch.", "run")
+    max_consecutive_skips: int = _setting(
+        50, "Steps in a row whose loss or gradient norm is not finite (each one skipped) "
+        "before the run stops with exit status 3 as diverged.", "run", check="positive")
+    coordinator_address: str | None = _setting(
+        None, "HOST:PORT of process 0 in a multi-process run (jax.distributed); unset under "
+        "SLURM and other launchers JAX detects.", "run")
+    num_processes: int | None = _setting(
+        None, "Number of processes of a multi-process run.", "run")
+    process_id: int | None = _setting(
+        None, "This process's index in a multi-process run (0 writes the files).", "run")
 
     def __post_init__(self):
         _validate(self)
@@ -258,7 +273,10 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                "strict", "cache", "mirror",
                                # How the run is watched, not what it computes.
                                "dashboard", "dashboard_port", "dashboard_host",
-                               "tensorboard"})
+                               "tensorboard",
+                               # How the run is guarded and launched, not what it computes.
+                               "checkpoint_every", "max_consecutive_skips",
+                               "coordinator_address", "num_processes", "process_id"})
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -281,6 +299,14 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{f.name} must be >= 0, got {value}")
     if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
+    try:
+        parse_interval(cfg.checkpoint_every)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.num_processes is not None and cfg.num_processes < 1:
+        raise ConfigError(f"num_processes must be positive, got {cfg.num_processes}")
+    if cfg.process_id is not None and cfg.process_id < 0:
+        raise ConfigError(f"process_id must be >= 0, got {cfg.process_id}")
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
     if cfg.posterior_scale != "softplus" and (cfg.posterior != "normal"
@@ -409,7 +435,11 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text "
+                          f"({getattr(e, 'reason', None) or e}); pass a JSON or TOML file") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

@@ -59,6 +59,9 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     """Places host arrays on the mesh, split along the leading axis.
 
+    On a mesh spanning several processes every process passes the same global
+    batch and transfers only its own rows (:func:`jvae.distributed.put_global_batch`).
+
     Raises:
       ValueError: if the leading axis is not divisible by the number of devices.
     """
@@ -67,6 +70,9 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
         if leaf.shape[0] % n:
             raise ValueError(f"batch of {leaf.shape[0]} examples cannot be split over {n} "
                              f"devices: use a batch size divisible by {n}")
+    if jax.process_count() > 1:
+        from jvae.distributed import put_global_batch
+        return put_global_batch(batch, batch_sharding(mesh))
     return jax.device_put(batch, batch_sharding(mesh))
 
 
@@ -77,5 +83,8 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     delete the caller's arrays. (``device_put`` alone may reuse the source
     buffer for the shard on the source's device, even with ``may_alias=False``.)
     """
+    if jax.process_count() > 1:
+        from jvae.distributed import put_replicated
+        return put_replicated(tree, replicated_sharding(mesh))
     fresh = jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
     return jax.device_put(fresh, replicated_sharding(mesh))

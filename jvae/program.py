@@ -35,7 +35,7 @@ from jvae.epoch import (
     put_dataset,
 )
 from jvae.experiment import Experiment
-from jvae.parallel import batch_sharding, replicated_sharding
+from jvae.parallel import batch_sharding, replicate, replicated_sharding
 from jvae.train_state import TrainState, make_train_step
 
 __all__ = ["PLACEMENTS", "TrainProgram", "resolve_placement", "lower_program",
@@ -201,7 +201,8 @@ def run_epoch(program: TrainProgram, state: TrainState, epoch: int, *, start: in
         rep = replicated_sharding(program.mesh)
         order = epoch_order(len(program.data["image"]), program.batch_size, seed=program.seed,
                             epoch=epoch)
-        key = jax.device_put(binarize_key(program.seed, epoch), rep)
+        # Through replicate: a key array on one device cannot go to other processes' devices.
+        key = replicate(binarize_key(program.seed, epoch), program.mesh)
         for first in range(start, program.steps_per_epoch, program.chunk):
             state, sums = program.run(state, program.data,
                                       jax.device_put(order[first:first + program.chunk], rep),

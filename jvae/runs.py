@@ -139,9 +139,11 @@ def restore_run(workdir: str | Path, **overrides: Any) -> Run:
     template = init_state(experiment, jax.random.key(cfg.seed),
                           example_batch(experiment, cfg.batch_size))
     with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
-        if ckpt.latest_step() is None:
+        # A damaged newest checkpoint is skipped (with a warning), left where it is.
+        restored = ckpt.restore_newest_valid(template, move_aside=False)
+        if restored is None:
             raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
-        state, meta = ckpt.restore(template)
+        state, meta = restored
     return Run(cfg, experiment, state, meta, train, test)
 
 

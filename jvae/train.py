@@ -9,9 +9,14 @@ directory holds::
     images/            samples_epochNNN.png and reconstructions_epochNNN.png
     audio/             (audio data) samples_/reconstructions_epochNNN.wav, waveforms PNG
     data.json          what the run trained on (a folder's settings); classes.json: labels
-    checkpoints/       orbax checkpoints of the last few epochs
+    checkpoints/       orbax checkpoints: each epoch's end, and within epochs
+                       (``--checkpoint-every``); the newest few are kept
+    .lock              held while a run trains here (one writer per workdir)
 
-Running again with the same ``--workdir`` resumes from the newest checkpoint.
+Running again with the same ``--workdir`` resumes from the newest checkpoint
+that reads back, at the batch after it. Exit status: 0 done, 2 bad input
+(nothing written), 3 failed mid-run (divergence, a failed save: the last
+good checkpoint is kept), 130/143 stopped by SIGINT/SIGTERM after saving.
 """
 
 from __future__ import annotations
@@ -32,21 +37,25 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jvae import flags
-from jvae.base import ConfigError, JvaeError
-from jvae.checkpoint import Checkpointer
+from jvae import distributed, flags
+from jvae.base import ConfigError
+from jvae.checkpoint import Checkpointer, truncate_metrics
 from jvae.config import Config, config_to_dict
 from jvae.data import check_data_info, data_options, write_data_info
 from jvae.datasets.images import DataWarning
 from jvae.experiment import DataSpec, build, init_state
 from jvae.generate import make_reconstructor, make_sampler
 from jvae.images import save_image_grid
+from jvae.lock import LockError, WorkdirLock
+from jvae.optim import skip_counts
 from jvae.parallel import data_mesh, replicate
-from jvae.program import compile_program, evaluate_split, resolve_placement, run_epoch
+from jvae.program import accumulate, compile_program, evaluate_split, resolve_placement, run_epoch
+from jvae.run_guard import CheckpointSchedule, Divergence, RunFailed, SaveFailed, StopSignals
 from jvae.runs import check_resumable, hook_info, load_data_with_info
 from jvae.train_state import make_eval_step
 
-__all__ = ["Hook", "train_and_evaluate", "watch_hooks", "MODE", "main"]
+__all__ = ["Hook", "Divergence", "Stopped", "train_and_evaluate", "watch_hooks", "default_workdir",
+           "MODE", "main"]
 
 
 class Hook(Protocol):
@@ -58,14 +67,16 @@ class Hook(Protocol):
     metric means (host floats); ``on_epoch(row, params)`` after each
     evaluation, with the ``metrics.jsonl`` row and a copy of the parameters
     (never a buffer a later donated step frees); ``on_end()`` once, however
-    training stops.
+    training stops. In a multi-process run only process 0 calls its hooks.
     """
 
 
-class Divergence(JvaeError):
-    """The test loss is not finite: the run stops without a checkpoint of that epoch."""
+class Stopped(RunFailed):
+    """SIGINT or SIGTERM: a checkpoint of the current step was saved; exit 128 + signal."""
 
-    exit_code = 3
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _call(hooks: Sequence[Any], name: str, *args) -> None:
@@ -75,19 +86,46 @@ def _call(hooks: Sequence[Any], name: str, *args) -> None:
             method(*args)
 
 
-def _truncate_metrics(path: Path, last_epoch: int) -> None:
-    """Drops rows written after the checkpoint we resume from (a crash between the two)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch]
-    if len(keep) != len(rows):
-        path.write_text("".join(r + "\n" for r in keep))
+# Chunks per epoch: the granularity of progress, mid-epoch checkpoints and signal handling.
+CHUNKS_PER_EPOCH = 20
+
+
+def _check_position(meta: dict) -> str | None:
+    """Why a checkpoint's metadata is unusable (None when it is fine)."""
+    epoch, batch = meta.get("epoch"), meta.get("batch", 0)
+    if not (isinstance(epoch, int) and isinstance(batch, int) and epoch >= 0 and batch >= 0):
+        return f"its position (epoch {epoch!r}, batch {batch!r}) is malformed"
+    return None
+
+
+def _prepare_workdir(workdir: Path, cfg: Config, data_info: dict) -> None:
+    """Writes ``config.json`` and ``images/`` (process 0); an unwritable workdir is bad input."""
+    try:
+        (workdir / "images").mkdir(exist_ok=True)
+        text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
+        path = workdir / "config.json"
+        if not path.exists() or path.read_text(errors="replace") != text:
+            tmp = workdir / "config.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(path)
+        write_data_info(workdir, data_info)
+    except OSError as e:
+        raise LockError(f"cannot write to workdir {workdir} ({e.strerror or e}); free some "
+                        "space or choose a writable --workdir") from None
 
 
 def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
                        hooks: Sequence[Any] = ()) -> dict[str, Any]:
     """Trains, evaluates after every epoch, writes metrics, images and checkpoints.
+
+    A checkpoint is written at every epoch's end and within epochs as
+    ``cfg.checkpoint_every`` says; resuming from one continues at the next
+    batch of the same epoch, so an interrupted run ends as an uninterrupted
+    one would. A damaged newest checkpoint is moved aside and the next
+    newest used (:meth:`~jvae.checkpoint.Checkpointer.restore_newest_valid`).
+    SIGINT and SIGTERM save a checkpoint of the current step and raise
+    :class:`Stopped`. One process at a time may train in a workdir
+    (:class:`~jvae.lock.WorkdirLock`).
 
     Args:
       cfg: the run's settings.
@@ -99,10 +137,40 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
       The last evaluation row (as written to ``metrics.jsonl``).
 
     Raises:
-      ConfigError, DataError: settings or data that cannot be used; raised
-        before anything in ``workdir`` is written.
+      ConfigError, DataError, LockError, CheckpointError: settings, data or a
+        workdir that cannot be used (exit status 2); raised before anything
+        in ``workdir`` is written.
+      Divergence: ``cfg.max_consecutive_skips`` non-finite steps in a row, or
+        a non-finite test loss; no checkpoint is written for that epoch (exit 3).
+      SaveFailed: a checkpoint or metrics write failed (exit 3).
+      Stopped: a signal arrived; a checkpoint of the current step was saved.
     """
-    workdir = Path(workdir)
+    with StopSignals() as signals, _ending(hooks):
+        return _guarded(cfg, Path(workdir), quiet, hooks, signals)
+
+
+@contextlib.contextmanager
+def _ending(hooks: Sequence[Any]):
+    """Calls the hooks' ``on_end`` however training stops (an error and Ctrl-C included)."""
+    try:
+        yield
+    finally:
+        if distributed.is_primary():
+            _call(hooks, "on_end")
+
+
+def _stop_early(signals: StopSignals) -> None:
+    """A signal before training began: nothing new to save, stop now."""
+    if signals.received:
+        raise Stopped(f"stopped by {signals.name} before training began; nothing new to "
+                      "save; run the same command to resume", signals.exit_code)
+
+
+def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
+    """Checks settings and data, takes the workdir, then trains (see :func:`_train`)."""
+    primary = distributed.is_primary()
+    quiet = quiet or not primary
+    hooks = hooks if primary else ()
     if cfg.data_source is None and os.environ.get("DATA_SOURCE"):
         # Saved in config.json, so other modes and a resumed run find the folder.
         cfg = dataclasses.replace(cfg, data_source=os.environ["DATA_SOURCE"])
@@ -120,129 +188,235 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, *, quiet: bool = False,
     # fail without leaving a workdir behind.
     experiment = build(cfg, DataSpec.of(train))
     check_resumable(workdir, cfg)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "images").mkdir(exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    write_data_info(workdir, data_info)
+    _stop_early(signals)
 
+    with contextlib.ExitStack() as stack:
+        if primary:
+            stack.enter_context(WorkdirLock(workdir))
+            _prepare_workdir(workdir, cfg, data_info)
+        distributed.barrier("jvae_workdir_ready")
+        return _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
+                      stack, signals)
+
+
+def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks, stack,
+           signals) -> dict[str, Any]:
+    """The loop of :func:`train_and_evaluate`, inside the workdir lock."""
+    primary = distributed.is_primary()
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
     example = {k: v[:cfg.batch_size] for k, v in train.items() if k != "label"}
     state = replicate(init_state(experiment, init_key, example), mesh)
 
     metrics_path = workdir / "metrics.jsonl"
-    start_epoch, wall_total, last_row = 0, 0.0, {}
-    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt, \
-            _ending(hooks):
-        if ckpt.latest_step() is not None:
-            state, meta = ckpt.restore(state, mesh=mesh)
-            start_epoch, wall_total = int(meta["epoch"]), float(meta.get("wall_s", 0.0))
-            last_row = meta.get("last_row", {})
-            _truncate_metrics(metrics_path, start_epoch)
-            if not quiet:
-                print(f"resumed from epoch {start_epoch} (step {int(state.step)}) in {workdir}",
-                      flush=True)
-        if start_epoch >= cfg.epochs:
-            if not quiet:
-                print(f"already trained for {start_epoch} epochs (--epochs {cfg.epochs}); "
-                      "nothing to do", flush=True)
-            return last_row
+    start_epoch, start_batch, wall_total, last_row, sums = 0, 0, 0.0, {}, None
+    ckpt = stack.enter_context(Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints))
+    restored = ckpt.restore_newest_valid(state, mesh=mesh, validate=_check_position)
+    if restored is not None:
+        state, meta = restored
+        start_epoch, start_batch = int(meta["epoch"]), int(meta.get("batch", 0))
+        wall_total, last_row = float(meta.get("wall_s", 0.0)), meta.get("last_row", {})
+        if meta.get("sums"):
+            sums = {k: np.float32(v) for k, v in meta["sums"].items()}
+        truncate_metrics(metrics_path, start_epoch)
+        if not quiet:
+            where = f", batch {start_batch}" if start_batch else ""
+            print(f"resumed from epoch {start_epoch}{where} (step {int(state.step)}) in "
+                  f"{workdir}", flush=True)
+    if start_epoch >= cfg.epochs:
+        if not quiet:
+            print(f"already trained for {start_epoch} epochs (--epochs {cfg.epochs}); "
+                  "nothing to do", flush=True)
+        return last_row
 
-        placement = resolve_placement(cfg.data_placement, experiment, state, example)
-        # Chunks of an epoch let a progress bar (or a hook) move; else one call per epoch.
-        live = bool(hooks) or (not quiet and sys.stderr.isatty())
-        program = compile_program(experiment, mesh, state, train, placement=placement,
-                                  batch_size=cfg.batch_size, seed=cfg.seed,
-                                  dynamic_binarize=cfg.binarize == "dynamic",
-                                  chunks_per_epoch=20 if live else None)
-        eval_step = make_eval_step(experiment.objective, mesh=mesh)
-        sample_cond = _sample_condition(test, experiment.cond_key)
-        audio = data_info["modality"] == "audio"
-        if audio:  # a few clips; with labels, one per class
-            sample_cond = None if sample_cond is None else sample_cond[::8][:_AUDIO_CLIPS]
-            sampler = make_sampler(experiment.vae,
-                                   _AUDIO_CLIPS if sample_cond is None else len(sample_cond))
-        else:
-            sampler = (make_sampler(experiment.vae, cfg.num_images) if sample_cond is None else
-                       make_sampler(experiment.vae, len(sample_cond),
-                                    repeats=sample_cond.shape[-1]))
-        reconstruct = make_reconstructor(experiment.vae)
-        if hooks:
-            _call(hooks, "on_start", hook_info(
-                cfg, workdir, experiment, test, devices=mesh.size, placement=placement,
-                start_epoch=start_epoch, step=int(state.step),
-                params=jax.tree.map(jnp.copy, state.params),
-                steps_per_epoch=program.steps_per_epoch))
+    placement = resolve_placement(cfg.data_placement, experiment, state, example)
+    program = compile_program(experiment, mesh, state, train, placement=placement,
+                              batch_size=cfg.batch_size, seed=cfg.seed,
+                              dynamic_binarize=cfg.binarize == "dynamic",
+                              chunks_per_epoch=CHUNKS_PER_EPOCH)
+    if start_batch > program.steps_per_epoch or (placement == "device"
+                                                 and start_batch % program.chunk):
+        raise ConfigError(
+            f"the checkpoint in {workdir} stopped at batch {start_batch} of epoch "
+            f"{start_epoch + 1}, which this run (an epoch of {program.steps_per_epoch} steps "
+            f"in chunks of {program.chunk}) cannot continue; resume with the data and "
+            "--data-placement it was saved with")
+    eval_step = make_eval_step(experiment.objective, mesh=mesh)
+    sample_cond = _sample_condition(test, experiment.cond_key)
+    audio = data_info["modality"] == "audio"
+    if audio:  # a few clips; with labels, one per class
+        sample_cond = None if sample_cond is None else sample_cond[::8][:_AUDIO_CLIPS]
+        sampler = make_sampler(experiment.vae,
+                               _AUDIO_CLIPS if sample_cond is None else len(sample_cond))
+    else:
+        sampler = (make_sampler(experiment.vae, cfg.num_images) if sample_cond is None else
+                   make_sampler(experiment.vae, len(sample_cond),
+                                repeats=sample_cond.shape[-1]))
+    reconstruct = make_reconstructor(experiment.vae)
+    if hooks:
+        _call(hooks, "on_start", hook_info(
+            cfg, workdir, experiment, test, devices=mesh.size, placement=placement,
+            start_epoch=start_epoch, step=int(state.step),
+            params=jax.tree.map(jnp.copy, distributed.local_copy(state.params)),
+            steps_per_epoch=program.steps_per_epoch))
+    saver = _Saver(ckpt, cfg, workdir)
+    _stop_early(signals)
+    schedule = CheckpointSchedule(cfg.checkpoint_every)
+    schedule.saved(int(state.step))
 
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            bar = tqdm(total=program.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       unit="step", disable=quiet or None, leave=False, file=sys.stderr)
-            progress = _Progress(bar, hooks, cfg.batch_size, program.steps_per_epoch * epoch,
-                                 t0)
-            state, train_sums = run_epoch(program, state, epoch,
-                                          on_chunk=progress if live else None)
-            jax.block_until_ready(state)
-            train_s = time.perf_counter() - t0
-            bar.close()
-            wall_total += train_s
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        bar = tqdm(total=program.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="step", disable=quiet or None, leave=False, file=sys.stderr,
+                   initial=start_batch)
+        guard = _Guard(cfg, program, saver, schedule, signals, epoch, start_batch, sums,
+                       wall_total, t0,
+                       _Progress(bar, hooks, cfg.batch_size, program.steps_per_epoch * epoch,
+                                 t0, start_batch))
+        state, _ = run_epoch(program, state, epoch, start=start_batch, on_chunk=guard)
+        jax.block_until_ready(state)
+        train_s = time.perf_counter() - t0
+        bar.close()
+        wall_total += train_s
+        steps_run = program.steps_per_epoch - start_batch
+        train_sums = distributed.to_host(guard.total) if guard.total is not None else {}
+        start_batch, sums = 0, None
 
-            scores = evaluate_split(eval_step, state.params, test, cfg.eval_batch_size,
-                                    eval_key, mesh, state.loss_state)
-            train_means = {f"train_{k}": float(v) / program.steps_per_epoch
-                           for k, v in jax.device_get(train_sums).items()}
-            # An autoencoder has no KL, hence no neg_elbo: those fields are null.
-            row = {"epoch": epoch + 1, "step": int(state.step), "split": "test",
-                   "neg_elbo": scores.get("neg_elbo"), "recon": scores["recon"],
-                   "kl": scores.get("kl"),
-                   "images_per_sec": program.steps_per_epoch * cfg.batch_size / train_s,
-                   "wall_s": wall_total, "epoch_s": train_s, "compile_s": program.compile_s,
-                   "data_placement": placement,
-                   **{k: v for k, v in scores.items() if k not in ("neg_elbo", "recon", "kl")},
-                   **train_means}
-            if not math.isfinite(scores["loss"]):
-                last = ckpt.latest_step()
-                raise Divergence(
-                    f"test loss is {scores['loss']} at epoch {epoch + 1}; no checkpoint was "
-                    f"written for it (last good: {'none' if last is None else f'epoch {last}'}"
-                    f" in {workdir / 'checkpoints'}); lower --lr or check the data range")
-            ckpt.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": wall_total,
-                                         "last_row": row, "config": config_to_dict(cfg)})
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        scores = evaluate_split(eval_step, state.params, test, cfg.eval_batch_size,
+                                eval_key, mesh, state.loss_state)
+        skipped = int(round(float(train_sums.pop("skipped_steps", 0.0))))
+        applied = max(program.steps_per_epoch - skipped, 1)
+        train_means = {f"train_{k}": float(v) / applied for k, v in train_sums.items()}
+        # An autoencoder has no KL, hence no neg_elbo: those fields are null.
+        row = {"epoch": epoch + 1, "step": int(state.step), "split": "test",
+               "neg_elbo": scores.get("neg_elbo"), "recon": scores["recon"],
+               "kl": scores.get("kl"),
+               "images_per_sec": steps_run * cfg.batch_size / train_s,
+               "wall_s": wall_total, "epoch_s": train_s, "compile_s": program.compile_s,
+               "data_placement": placement, "skipped_steps": skipped,
+               **{k: v for k, v in scores.items() if k not in ("neg_elbo", "recon", "kl")},
+               **train_means}
+        if not math.isfinite(scores["loss"]):
+            raise Divergence(
+                f"test loss is {scores['loss']} at epoch {epoch + 1}; no checkpoint was "
+                f"written for it ({saver.last_good()}); lower --lr (now {cfg.lr:g}) or check "
+                "the data range")
+        saver.save(state, {"epoch": epoch + 1, "batch": 0, "wall_s": wall_total,
+                           "last_row": row})
+        schedule.saved(int(state.step))
+        if primary:
+            saver.append_row(metrics_path, row)
+            params = distributed.local_copy(state.params)
             if audio:
-                _save_audio(workdir, epoch + 1, sampler, reconstruct, state.params, test,
+                _save_audio(workdir, epoch + 1, sampler, reconstruct, params, test,
                             sample_key, data_info["sample_rate"], experiment.cond_key,
                             sample_cond)
             else:
-                _save_images(workdir / "images", epoch + 1, sampler, reconstruct, state.params,
+                _save_images(workdir / "images", epoch + 1, sampler, reconstruct, params,
                              test, sample_key, cfg.num_images, experiment.cond_key, sample_cond)
-            last_row = row
             if hooks:
-                _call(hooks, "on_epoch", row, jax.tree.map(jnp.copy, state.params))
-            if not quiet:
-                bound = (f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None
-                         else "")
-                kl = f"KL {row['kl']:.2f}  " if row["kl"] is not None else ""
-                print(f"epoch {epoch + 1}/{cfg.epochs}  test {bound}recon {row['recon']:.2f}  "
-                      f"{kl}{row['images_per_sec']:,.0f} img/s", flush=True)
+                _call(hooks, "on_epoch", row, jax.tree.map(jnp.copy, params))
+        last_row = row
+        if not quiet:
+            bound = (f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None
+                     else "")
+            kl = f"KL {row['kl']:.2f}  " if row["kl"] is not None else ""
+            skips = f"  {skipped} steps skipped" if skipped else ""
+            print(f"epoch {epoch + 1}/{cfg.epochs}  test {bound}recon {row['recon']:.2f}  "
+                  f"{kl}{row['images_per_sec']:,.0f} img/s{skips}", flush=True)
+    saver.wait()
     return last_row
 
 
-@contextlib.contextmanager
-def _ending(hooks: Sequence[Any]):
-    """Calls the hooks' ``on_end`` however training stops (an error and Ctrl-C included)."""
-    try:
-        yield
-    finally:
-        _call(hooks, "on_end")
+class _Saver:
+    """Checkpoint and metrics writes; a failure is one line and exit 3, the last good kept."""
+
+    def __init__(self, ckpt: Checkpointer, cfg: Config, workdir: Path):
+        self.ckpt, self.cfg, self.workdir = ckpt, cfg, workdir
+
+    def last_good(self) -> str:
+        try:
+            self.ckpt.wait()
+            step = self.ckpt.latest_step()
+        except Exception:  # the pending save failed: older ones stand
+            steps = self.ckpt.all_steps()
+            step = steps[-1] if steps else None
+        if step is None:
+            return "there is no earlier checkpoint"
+        return f"the last good checkpoint is step {step} in {self.ckpt.directory}"
+
+    def _failed(self, what: str, e: BaseException) -> SaveFailed:
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160] or type(e).__name__
+        return SaveFailed(f"{what} failed ({reason}); {self.last_good()}; free disk space or "
+                          "fix the workdir, then run the same command to resume")
+
+    def save(self, state, meta: dict) -> None:
+        step = int(state.step)
+        try:
+            self.ckpt.save(step, state, {**meta, "config": config_to_dict(self.cfg)})
+        except Exception as e:  # orbax raises many types for a failed write
+            raise self._failed(f"saving checkpoint {step} to {self.ckpt.directory}", e) from None
+
+    def wait(self) -> None:
+        try:
+            self.ckpt.wait()
+        except Exception as e:
+            raise self._failed(f"writing checkpoints to {self.ckpt.directory}", e) from None
+
+    def append_row(self, path: Path, row: dict) -> None:
+        try:
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise self._failed(f"appending to {path}", e) from None
+
+
+class _Guard:
+    """After every chunk: sums, progress, the skip limit, mid-epoch checkpoints, signals.
+
+    The epoch's metric sums are accumulated here, chunk by chunk, starting
+    from a resumed checkpoint's partial sums: a resumed epoch adds the same
+    numbers in the same order as an uninterrupted one.
+    """
+
+    def __init__(self, cfg, program, saver, schedule, signals, epoch, start, sums, wall0, t0,
+                 progress):
+        self.cfg, self.program, self.saver = cfg, program, saver
+        self.schedule, self.signals, self.epoch = schedule, signals, epoch
+        self.total, self.wall0, self.t0, self.progress = sums, wall0, t0, progress
+
+    def __call__(self, done: int, chunk_sums: dict, state) -> None:
+        self.total = accumulate(self.total, chunk_sums)
+        self.progress(done, chunk_sums, state)
+        counts = skip_counts(state.opt_state)
+        if counts is not None:
+            consecutive = int(counts[1])
+            if consecutive >= self.cfg.max_consecutive_skips:
+                raise Divergence(
+                    f"training diverged: {consecutive} steps in a row had a non-finite loss or "
+                    f"gradient norm (up to step {int(state.step)}); no checkpoint was written "
+                    f"for epoch {self.epoch + 1} ({self.saver.last_good()}); lower --lr "
+                    f"(now {self.cfg.lr:g}) or check the data range")
+        step = int(state.step)
+        stop = self.signals.received
+        if done < self.program.steps_per_epoch and (stop or self.schedule.due(step)):
+            self.saver.save(state, {
+                "epoch": self.epoch, "batch": done,
+                "wall_s": self.wall0 + time.perf_counter() - self.t0,
+                "sums": {k: float(v) for k, v in distributed.to_host(self.total).items()}})
+            self.schedule.saved(step)
+        if stop:
+            self.saver.wait()
+            raise Stopped(f"stopped by {self.signals.name} at step {step} (epoch {self.epoch + 1}, batch "
+                          f"{done}); checkpoint saved in {self.saver.ckpt.directory}; run the "
+                          "same command to resume", self.signals.exit_code)
 
 
 class _Progress:
     """The per-chunk callback: moves the progress bar and informs the hooks."""
 
-    def __init__(self, bar, hooks, batch_size: int, step0: int, t0: float):
+    def __init__(self, bar, hooks, batch_size: int, step0: int, t0: float, start: int = 0):
         self.bar, self.hooks, self.batch_size = bar, hooks, batch_size
-        self.step0, self.t0, self.done = step0, t0, 0
+        self.step0, self.t0, self.start, self.done, self.skipped = step0, t0, start, start, 0
 
     def __call__(self, done: int, sums: dict, state) -> None:
         steps = done - self.done
@@ -250,10 +424,17 @@ class _Progress:
         if self.bar.disable and not self.hooks:
             return
         # Reading the loss waits for the chunk: the bar tells the truth.
-        means = {k: float(v) / steps for k, v in jax.device_get(sums).items()}
-        rate = done * self.batch_size / (time.perf_counter() - self.t0)
+        sums = distributed.to_host(sums)
+        skipped = int(round(float(sums.pop("skipped_steps", 0.0))))
+        self.skipped += skipped
+        means = {k: float(v) / max(steps - skipped, 1) for k, v in sums.items()}
+        rate = (done - self.start) * self.batch_size / (time.perf_counter() - self.t0)
         self.bar.update(steps)
-        self.bar.set_postfix(loss=f"{means['loss']:.2f}", img_s=f"{rate:,.0f}")
+        postfix = {"loss": f"{means['loss']:.2f}", "img_s": f"{rate:,.0f}"}
+        if self.skipped:
+            postfix["skipped"] = self.skipped
+        self.bar.set_postfix(postfix)
+        means["skipped_steps"] = skipped
         _call(self.hooks, "on_chunk", self.step0 + done, {**means, "images_per_sec": rate})
 
 
@@ -333,6 +514,7 @@ def watch_hooks(cfg: Config) -> list[Any]:
 
 def _run(args) -> int:
     cfg, workdir = flags.config_from_args(args)
+    distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
     with warnings.catch_warnings():
         # Skipped data files: one line, not a source excerpt.
         warnings.simplefilter("always", DataWarning)

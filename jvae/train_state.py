@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from jvae.base import VAE, Array, Batch, Objective, PyTree
 from jvae.masked import masked_mean, masked_sums
-from jvae.optim import clipped_adam, finite_global_norm
+from jvae.optim import clipped_adam, finite_global_norm, is_finite_step
 from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
 
 __all__ = ["TrainState", "make_optimizer", "create_train_state", "make_update_fn",
@@ -105,8 +105,13 @@ def make_update_fn(objective: Objective, optimizer: optax.GradientTransformation
       A pure function. ``metrics`` holds the batch means of the objective's
       terms plus ``grad_norm``: the gradient's global norm before clipping,
       NaN entries counted as 0 (:func:`~jvae.optim.finite_global_norm`, the
-      expression :func:`make_optimizer` clips with, so XLA computes it once).
+      expression :func:`make_optimizer` clips with, so XLA computes it once),
+      and ``skipped_steps``: 1 when the loss or that norm is not finite. The
+      optimizer receives the loss as ``value`` and skips such a step
+      (:func:`~jvae.optim.clipped_adam`); its other metrics are reported as 0,
+      so sums over an epoch divided by ``steps - skipped_steps`` stay finite.
     """
+    optimizer = optax.with_extra_args_support(optimizer)
 
     def step(state: TrainState, batch: Batch):
         key, sub = jax.random.split(state.key)
@@ -116,15 +121,19 @@ def make_update_fn(objective: Objective, optimizer: optax.GradientTransformation
             terms, loss_state = objective.terms(params, batch, sub, state.loss_state)
             return masked_mean(terms["loss"], mask), (terms, loss_state)
 
-        (_, (terms, loss_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        (loss, (terms, loss_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, value=loss)
         params = optax.apply_updates(state.params, updates)
         # One reduction for every term (a reduction per term is an XLA op each,
         # and small ops dominate a small model's step on CPU).
         names = list(terms)
         means = masked_mean(jnp.stack([terms[k] for k in names], axis=-1), mask)
         metrics = {k: means[i] for i, k in enumerate(names)}
-        metrics["grad_norm"] = finite_global_norm(grads)
+        metrics["grad_norm"] = norm = finite_global_norm(grads)
+        ok = is_finite_step(norm, loss)
+        metrics = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in metrics.items()}
+        metrics["skipped_steps"] = (~ok).astype(jnp.float32)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   key=key, loss_state=loss_state)
         return new_state, metrics
