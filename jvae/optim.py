@@ -109,8 +109,8 @@ def skip_if_not_finite(inner: optax.GradientTransformation
     inner = optax.with_extra_args_support(inner)
 
     def init(params):
-        zero = jnp.zeros((), jnp.int32)
-        return SkipState(inner.init(params), zero, zero)
+        # Separate arrays: a donated state must not hold one buffer twice.
+        return SkipState(inner.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     def update(grads, state, params=None, *, value=None, **extra):
         ok = is_finite_step(finite_global_norm(grads), value)
@@ -161,9 +161,10 @@ def clipped_adam(learning_rate: float | optax.Schedule = 1e-3, *, b1: float = 0.
         raise ValueError(f"clip_norm must be positive, got {clip_norm}")
 
     def init(params):
-        zero = jnp.zeros((), jnp.int32)
-        return ClippedAdamState(zero, jax.tree.map(jnp.zeros_like, params),
-                                jax.tree.map(jnp.zeros_like, params), zero, zero)
+        def zero():  # separate arrays: a donated state must not hold one buffer twice
+            return jnp.zeros((), jnp.int32)
+        return ClippedAdamState(zero(), jax.tree.map(jnp.zeros_like, params),
+                                jax.tree.map(jnp.zeros_like, params), zero(), zero())
 
     def update(grads, state, params=None, *, value=None, **extra):
         del params, extra

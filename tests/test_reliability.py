@@ -235,13 +235,13 @@ def test_failed_save_divergence_and_a_held_lock_keep_the_last_good_checkpoint(
     assert _steps(work) == [8] and len(_rows(work)) == 1
 
     # Every training image NaN: each step skipped, the limit reached: exit 3.
-    real_load = train_module.load_data
+    real_load = train_module.load_data_with_info
 
     def nan_data(cfg):
-        tr, te = real_load(cfg)
-        return {**tr, "image": np.full_like(tr["image"], np.nan)}, te
+        tr, te, info = real_load(cfg)
+        return {**tr, "image": np.full_like(tr["image"], np.nan)}, te, info
     with monkeypatch.context() as m:
-        m.setattr(train_module, "load_data", nan_data)
+        m.setattr(train_module, "load_data_with_info", nan_data)
         code, err = _main_one_line(capsys, argv + ["--max-consecutive-skips", "3"])
     assert code == 3 and "diverged: 3 steps in a row" in err and "lower --lr" in err
     assert "last good checkpoint is step 8" in err

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["Conv", "MIN_GEMM_FEATURES", "conv", "conv_patches", "use_gemm_convolutions"]
+__all__ = ["Conv", "MAX_GEMM_TAPS", "MIN_GEMM_FEATURES", "conv", "conv_patches", "use_gemm_convolutions"]
 
 Padding = str | Sequence[tuple[int, int]]
 
@@ -48,6 +48,11 @@ Padding = str | Sequence[tuple[int, int]]
 # patches are k^2 times the input, and the GEMM does only ``features`` FMAs per
 # patch element (the 32->1 head of the conv decoder ran 7-29x slower as a GEMM).
 MIN_GEMM_FEATURES = 16
+
+# Above this many kernel taps (7x7) im2col's one slice per tap makes a program
+# that compiles slowly (a 28x28 "full-image" kernel is 784 slices); XLA's own
+# convolution serves those.
+MAX_GEMM_TAPS = 49
 
 
 def use_gemm_convolutions() -> bool:
@@ -122,7 +127,7 @@ class Conv(nn.Module):
     ``bias``), initializers and outputs as Flax's module (up to float
     rounding); checkpoints are interchangeable. On CPU it computes
     :func:`conv` (for 1x1 kernels and at least :data:`MIN_GEMM_FEATURES`
-    output channels); elsewhere ``lax.conv_general_dilated``.
+    output channels, at most :data:`MAX_GEMM_TAPS` kernel taps); elsewhere ``lax.conv_general_dilated``.
 
     Attributes:
       features: output channels.
@@ -151,8 +156,9 @@ class Conv(nn.Module):
         kernel = kernel.astype(dtype)
         padding = self.padding if isinstance(self.padding, str) else tuple(
             tuple(p) for p in self.padding)
-        if use_gemm_convolutions() and (self.features >= MIN_GEMM_FEATURES or (
-                math.prod(ks) == 1 and all(s == 1 for s in ss))):
+        if use_gemm_convolutions() and math.prod(ks) <= MAX_GEMM_TAPS and (
+                self.features >= MIN_GEMM_FEATURES or (
+                    math.prod(ks) == 1 and all(s == 1 for s in ss))):
             y = conv(x, kernel, ss, padding)
         else:
             axes = "HWD"[:len(ks)]
