@@ -117,8 +117,12 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return
         meta = {**(meta or {}), "structure": structure_signature(state)}
+        # Host copies: orbax would cut each replicated jax.Array into per-device
+        # slices (one small compile per shape, seconds on a first save over 8
+        # devices); a replicated state is whole on every device, and process 0
+        # writes numpy arrays. Restoring places them by the template's sharding.
         self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_to_saveable(state)),
+            state=ocp.args.StandardSave(jax.device_get(_to_saveable(state))),
             meta=ocp.args.JsonSave(meta)))
 
     def latest_step(self) -> int | None:
@@ -191,6 +195,8 @@ class Checkpointer:
         steps = self.all_steps()
         if not steps:
             return None
+        # Before the first read: an aborted read's callbacks can fire at once.
+        _ignore_late_read_callbacks()
         signature = structure_signature(template)
         skipped = []
         for step in reversed(steps):
@@ -208,7 +214,6 @@ class Checkpointer:
             except CheckpointError:
                 raise
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
-                _ignore_late_read_callbacks()
                 reason = f"it cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
             if reason is None:
                 for bad, why in skipped:

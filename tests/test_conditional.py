@@ -14,6 +14,9 @@ from jvae.model import make_vae
 from jvae.nets import make_nets
 from jvae.posteriors import normal_posterior
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("conditional")
+
 
 class _FirstPixels:
     """A stub judge: the class is the brightest of the first 10 pixels."""

@@ -18,6 +18,9 @@ from jvae.experiment import DataSpec, build
 from jvae.images import save_image_grid
 from jvae.runs import hook_info
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("dashboard")
+
 LATENT = 4
 
 

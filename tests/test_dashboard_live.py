@@ -17,6 +17,9 @@ from jvae.dashboard import Dashboard
 from jvae.tensorboard import EMBEDDING_TAG, TensorBoardLogger
 from jvae.train import train_and_evaluate
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("dashboard_live")
+
 BROWSERS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]

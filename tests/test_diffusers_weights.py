@@ -13,6 +13,9 @@ import jax
 import numpy as np
 import pytest
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("diffusers_weights")
+
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 

@@ -32,7 +32,8 @@ def _free_port() -> int:
 def _launch(data_dir, workdir):
     """Starts both processes of a two-process ``python -m jvae.train`` run."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+           # conftest's flags (the same compiler settings as the one-process run), 4 devices each.
+           "XLA_FLAGS": os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=4")}
     flags = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
              for k, v in SETTINGS.items()]
     base = [sys.executable, "-m", "jvae.train", "--data-dir", str(data_dir), "--workdir",

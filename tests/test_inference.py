@@ -15,6 +15,9 @@ from jvae.inference import encode_all, interpolate_latents, load_images, reconst
 from jvae.modes import load_run
 from jvae.train import train_and_evaluate
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("inference")
+
 
 @pytest.fixture(scope="module")
 def runs(tiny_mnist_dir, tmp_path_factory):

@@ -8,6 +8,9 @@ from jvae.config import make_config
 from jvae.experiment import DataSpec
 from jvae.memory import MemoryFit, fit_memory, main, train_program_planner
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("memory")
+
 SHAPE, EXAMPLES = (8, 8, 1), 4096
 
 
@@ -33,7 +36,7 @@ def test_max_batch_size_fits_the_budget_and_is_nearly_the_largest(planned):
     assert isinstance(fit, MemoryFit) and 1024 < fit.max_batch_size < 2048
     assert planned(fit.max_batch_size) <= budget
     assert planned(int(fit.max_batch_size * 1.05)) > budget
-    capped = fit_memory(planned, (512, 1024), 10**12, limit=EXAMPLES)
+    capped = fit_memory(planned, (512, 1024), 10**12, limit=EXAMPLES, refine=0)
     assert capped.max_batch_size == EXAMPLES  # a batch cannot exceed the data
 
 

@@ -188,11 +188,11 @@ def test_dirichlet_spatial_latent_uses_all_channels():
 # --- the SD-style VAE trains ------------------------------------------------
 
 
-def _narrow(spec, divisor=16):
-    """sd_vae's exact layer list with every width divided (GroupNorm groups follow)."""
+def _narrow(spec, divisor=4):
+    """An architecture's exact layer list with every width divided (GroupNorm groups follow)."""
     out = []
     for layer in parse_spec(spec):
-        args = [a // divisor if a in (128, 256, 512) else a for a in layer.args]
+        args = [a // divisor if a in (32, 64) else a for a in layer.args]
         if layer.token == "GN":
             args[0] = default_num_groups(args[1])
         out.append("_".join([layer.token, *map(str, args)]))
@@ -200,18 +200,21 @@ def _narrow(spec, divisor=16):
 
 
 def test_sd_style_vae_jitted_train_step():
-    arch = load_architecture("sd_vae")
+    # sd_vae_mnist has sd_vae's layout (residual blocks, GroupNorm, attention,
+    # stride-2 convs, upsampling) at a third of the depth: the step compiles in
+    # half the time; the full sd_vae's forward pass is checked against diffusers.
+    arch = load_architecture("sd_vae_mnist")
     narrow = {"latent": "spatial", "encoder": _narrow(arch.encoder),
               "decoder": _narrow(arch.decoder)}
     assert [s.split("_")[0] for s in narrow["encoder"]] == [
         layer.token for layer in parse_spec(arch.encoder)]
     posterior, likelihood = normal_posterior(), gaussian(scale=0.1)
     enc, dec, latent = make_spec_nets(narrow, posterior=posterior, likelihood=likelihood,
-                                      data_shape=(16, 16, 3))
-    assert latent == (2, 2, 4)
+                                      data_shape=(28, 28, 1))
+    assert latent == (7, 7, 4)
     vae = make_vae(enc, dec, posterior, likelihood, latent)
     objective, optimizer = elbo(vae), make_optimizer(1e-3)
-    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+    x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
     batch = {"image": x, "mask": jnp.ones(2)}
     # A jitted init with an RBG key compiles ~3x faster than threefry here
     # (one generator call per parameter); the numbers drawn do not matter.
