@@ -257,6 +257,8 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
                               dynamic_binarize=cfg.binarize == "dynamic",
                               chunks_per_epoch=CHUNKS_PER_EPOCH, workers=cfg.loader_workers,
                               prefetch=cfg.loader_prefetch)
+    if program.feed is not None:  # stops its worker processes however the run ends
+        stack.callback(program.feed.close)
     if start_batch > program.steps_per_epoch or (placement == "device"
                                                  and start_batch % program.chunk):
         raise ConfigError(

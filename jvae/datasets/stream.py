@@ -195,39 +195,62 @@ class GatherBatch:
 
 
 class GatherSteps:
-    """``step -> batch``: this process's rows of one step of an epoch, from a split.
+    """``step -> batch``: this process's rows of a step of training, from a split.
 
-    Every entry of ``split`` is indexed by position (a :class:`SplitView`
-    reads its rows from disk); the batch gets ``"mask"`` (ones) and
-    ``"step"`` (the step's index in the epoch). Under dynamic binarization
-    the noise is :func:`jvae.data.batches`' (``default_rng([seed, epoch,
-    step])`` over the global batch), sliced to this process's rows, so the
-    streamed batches equal the host iterator's.
+    Steps count on across epochs: step ``g`` is step ``g % steps_per_epoch``
+    of epoch ``g // steps_per_epoch``, whose rows are :func:`epoch_rows`'
+    (cached for the epoch at hand). Every entry of ``split`` is indexed by
+    position (a :class:`SplitView` reads its rows from disk); the batch gets
+    ``"mask"`` (ones) and ``"step"`` (``g``). Under dynamic binarization the
+    noise is :func:`jvae.data.batches`' (``default_rng([seed, epoch, step])``
+    over the global batch), sliced to this process's rows, so the streamed
+    batches equal the host iterator's.
 
     Args:
       split: arrays or views sharing a leading axis.
-      positions: ``(steps, rows per process)`` split positions of each step.
-      binarize: ``(seed, epoch, global_batch_size, first_row)`` or None.
+      batch_size: global batch size.
+      seed: the permutation's (and binarization's) seed.
+      dynamic_binarize: binarize ``"image"`` afresh for every batch.
+      process_index, process_count: this process among ``jax.process_count()``.
     """
 
-    def __init__(self, split: dict[str, Any], positions: np.ndarray,
-                 binarize: tuple[int, int, int, int] | None = None):
-        self.split, self.positions, self.binarize = split, positions, binarize
+    def __init__(self, split: dict[str, Any], *, batch_size: int, seed: int,
+                 dynamic_binarize: bool = False, process_index: int = 0,
+                 process_count: int = 1):
+        self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.dynamic_binarize = dynamic_binarize
+        self.process_index, self.process_count = process_index, process_count
+        self.steps_per_epoch = len(next(iter(split.values()))) // batch_size
+        self._epoch, self._positions = None, None
+
+    def positions(self, epoch: int) -> np.ndarray:
+        """``(steps, rows per process)`` split positions of every step of ``epoch``."""
+        if epoch != self._epoch:
+            n = len(next(iter(self.split.values())))
+            self._positions = epoch_rows(np.arange(n), self.batch_size, seed=self.seed,
+                                         epoch=epoch, process_index=self.process_index,
+                                         process_count=self.process_count)
+            self._epoch = epoch
+        return self._positions
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        pos = self.positions[step]
+        epoch, i = divmod(int(step), self.steps_per_epoch)
+        pos = self.positions(epoch)[i]
         batch = {k: v.take(pos) if isinstance(v, SplitView) else np.asarray(v[pos])
                  for k, v in self.split.items()}
-        if self.binarize is not None:
+        if self.dynamic_binarize:
             from jvae.data import binarize
-            seed, epoch, size, first = self.binarize
             x = batch["image"]
-            u = np.random.default_rng([seed, epoch, step]).random((size, *x.shape[1:]),
-                                                                   dtype=np.float32)
-            batch["image"] = binarize(x, u[first:first + len(x)])
+            u = np.random.default_rng([self.seed, epoch, i]).random(
+                (self.batch_size, *x.shape[1:]), dtype=np.float32)
+            first = self.process_index * len(pos)
+            batch["image"] = binarize(x, u[first:first + len(pos)])
         batch["mask"] = np.ones(len(pos), np.float32)
-        batch["step"] = np.int32(step)
+        batch["step"] = np.int64(step)
         return batch
+
+    def __getstate__(self):  # workers rebuild the order table
+        return {**self.__dict__, "_epoch": None, "_positions": None}
 
 
 def epoch_rows(rows: np.ndarray, batch_size: int, *, seed: int, epoch: int,
@@ -272,17 +295,22 @@ def _iterate(ds, *, workers: int, threads: int, prefetch: int, state: dict | Non
     return it
 
 
-def split_loader(split: dict[str, Any], *, batch_size: int, seed: int, epoch: int,
-                 start: int = 0, dynamic_binarize: bool = False, workers: int = 0,
+def split_loader(split: dict[str, Any], *, batch_size: int, seed: int, start: int = 0,
+                 stop: int | None = None, dynamic_binarize: bool = False, workers: int = 0,
                  threads: int = 2, prefetch: int = 4, process_index: int | None = None,
                  process_count: int | None = None, state: dict | None = None):
-    """A grain iterator over steps ``start, ...`` of one epoch of a split.
+    """A grain iterator over training steps ``start, ..., stop - 1`` of a split.
+
+    Steps count on across epochs (:class:`GatherSteps`), so one iterator,
+    and one set of worker processes, serves a whole run, and the next
+    epoch's first batches are read while the last one ends.
 
     Args:
       split: arrays or :class:`SplitView` s with a shared leading axis.
       batch_size: global batch size.
-      seed, epoch: the epoch's permutation (:func:`jvae.epoch.epoch_order`).
+      seed: the run's seed (the order of every epoch, :func:`jvae.epoch.epoch_order`).
       start: the first step (with ``state``: the ``start`` of the loader it came from).
+      stop: one past the last step (None: no end).
       dynamic_binarize: binarize ``"image"`` as :func:`jvae.data.batches` does.
       workers: grain worker processes (0: threads in this process).
       threads: reader threads per process.
@@ -293,19 +321,20 @@ def split_loader(split: dict[str, Any], *, batch_size: int, seed: int, epoch: in
 
     Returns:
       A grain ``DatasetIterator`` of host batches (this process's rows) with
-      ``"mask"`` and ``"step"`` (see :class:`GatherSteps`).
+      ``"mask"`` and ``"step"``.
     """
     import grain
     index, count = _processes(process_index, process_count)
-    n = len(next(iter(split.values())))
-    positions = epoch_rows(np.arange(n), batch_size, seed=seed, epoch=epoch,
-                           process_index=index, process_count=count)
-    per = batch_size // count
-    gather = GatherSteps(split, positions,
-                         (seed, epoch, batch_size, index * per) if dynamic_binarize else None)
-    steps = list(range(start, len(positions)))
-    return _iterate(grain.MapDataset.source(steps).map(gather), workers=workers,
-                    threads=threads, prefetch=prefetch, state=state)
+    gather = GatherSteps(split, batch_size=batch_size, seed=seed,
+                         dynamic_binarize=dynamic_binarize, process_index=index,
+                         process_count=count)
+    if gather.steps_per_epoch == 0:
+        raise ValueError(f"batch size {batch_size} exceeds the {len(next(iter(split.values())))}"
+                         " examples available; use a smaller --batch-size")
+    # An unbounded run: a range far beyond any (grain's ranges are lazy).
+    steps = grain.MapDataset.range(start, stop if stop is not None else start + 2 ** 40)
+    return _iterate(steps.map(gather), workers=workers, threads=threads, prefetch=prefetch,
+                    state=state)
 
 
 def make_loader(data: Any, labels: np.ndarray, rows: np.ndarray, *, batch_size: int, seed: int,
@@ -339,7 +368,10 @@ def make_loader(data: Any, labels: np.ndarray, rows: np.ndarray, *, batch_size: 
 
 
 class Feed:
-    """Streams a training split to the train program, epoch by epoch, and says where it is.
+    """Streams a training split to the train program and says where it stands.
+
+    One grain iterator serves consecutive epochs (its workers start once);
+    asking for another position than the next one starts a new iterator there.
 
     Args:
       split: the training split (``"image"`` usually a :class:`SplitView`).
@@ -357,7 +389,16 @@ class Feed:
         self.split, self.batch_size, self.seed = split, batch_size, seed
         self.dynamic_binarize, self.workers = dynamic_binarize, workers
         self.prefetch, self.threads = prefetch, threads
-        self.epoch, self.next_step, self._first, self._it = 0, 0, 0, None
+        self.steps_per_epoch = len(next(iter(split.values()))) // batch_size
+        self.next_step, self._first, self._it = 0, 0, None
+
+    def _open(self, first: int, state: dict | None) -> None:
+        self.close()
+        self._first = first
+        self._it = split_loader(self.split, batch_size=self.batch_size, seed=self.seed,
+                                start=first, dynamic_binarize=self.dynamic_binarize,
+                                workers=self.workers, threads=self.threads,
+                                prefetch=self.prefetch, state=state)
 
     def epoch_batches(self, epoch: int, start: int = 0, resume: dict | None = None
                       ) -> Iterator[dict[str, np.ndarray]]:
@@ -365,34 +406,42 @@ class Feed:
 
         ``resume`` is a :meth:`position` saved with a checkpoint; its grain
         state is used when it was saved with the same worker count (another
-        count rebuilds the iterator at ``start``: the order does not depend on
-        workers). The first batch must be step ``start``.
+        count starts a new iterator at the step: the order does not depend on
+        workers). The first batch must be that step.
 
         Raises:
           ConfigError: the iterator's position is not the model's.
         """
         from jvae.base import ConfigError
-        first, state = start, None
+        step = epoch * self.steps_per_epoch + start
         if resume is not None and resume.get("workers") == self.workers and resume.get("grain"):
-            first, state = int(resume.get("first", 0)), resume["grain"]
-        self.epoch, self.next_step, self._first = epoch, start, first
-        self._it = split_loader(self.split, batch_size=self.batch_size, seed=self.seed,
-                                epoch=epoch, start=first, dynamic_binarize=self.dynamic_binarize,
-                                workers=self.workers, threads=self.threads,
-                                prefetch=self.prefetch, state=state)
-        for batch in self._it:
-            step = int(batch.pop("step"))
-            if step != self.next_step:
+            self._open(int(resume.get("first", 0)), resume["grain"])
+        elif self._it is None or step != self.next_step:
+            self._open(step, None)
+        self.next_step = step
+        for _ in range(start, self.steps_per_epoch):
+            batch = next(self._it)
+            got = int(batch.pop("step"))
+            if got != self.next_step:
+                e, b = divmod(got, self.steps_per_epoch)
                 raise ConfigError(
-                    f"the saved input iterator continues at batch {step} of epoch {epoch + 1}, "
-                    f"the model at batch {self.next_step}; the checkpoint's iterator state "
-                    "does not belong to it: resume from another checkpoint or a new --workdir")
-            self.next_step = step + 1
+                    f"the saved input iterator continues at batch {b} of epoch {e + 1}, the "
+                    f"model at batch {start} of epoch {epoch + 1}; the checkpoint's iterator "
+                    "state does not belong to it: resume from another checkpoint or a new "
+                    "--workdir")
+            self.next_step += 1
+            start += 1
             yield batch
 
     def position(self) -> dict[str, Any]:
-        """Where the stream is: ``epoch``, next ``batch``, ``workers``, and grain's state
-        (JSON) of the iterator that began at step ``first``."""
-        return {"epoch": self.epoch, "batch": self.next_step, "workers": self.workers,
-                "first": self._first,
+        """Where the stream is: ``epoch`` and next ``batch``, ``workers``, and grain's
+        state (JSON) of the iterator that began at step ``first`` (counted across epochs)."""
+        epoch, batch = divmod(self.next_step, self.steps_per_epoch)
+        return {"epoch": epoch, "batch": batch, "workers": self.workers, "first": self._first,
                 "grain": None if self._it is None else self._it.get_state()}
+
+    def close(self) -> None:
+        """Stops the iterator (and its worker processes)."""
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        self._it = None
