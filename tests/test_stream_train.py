@@ -139,3 +139,30 @@ def test_an_iterator_state_from_elsewhere_is_refused():
         next(Feed(split, batch_size=4, seed=0).epoch_batches(0, 5, position))
     with pytest.raises(ConfigError, match="input iterator at epoch 0, batch 3, step 3"):
         jvae.train._stream_position({"stream": {**position, "step": 3}}, 0, 3, 4, "w")
+
+
+def test_a_lazy_folder_without_a_cache_keeps_files_and_skips_the_same(tmp_path):
+    from jvae.datasets.folders import load_folder
+    from jvae.datasets.images import DataWarning
+    from jvae.datasets.stream import ImageFiles
+    root = tmp_path / "pics"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 6), ("test", 2)):
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), np.uint8)).save(
+                root / split / f"{i}.png")
+    (root / "train" / "bad.png").write_bytes((root / "train" / "0.png").read_bytes()[:40])
+    loaded = []
+    for cache in (True, False):
+        with pytest.warns(DataWarning, match="skipped 1 of 9 image files"):
+            loaded.append(load_folder(root, image_size=8, cache=cache, cache_dir=tmp_path / "c",
+                                      lazy=True))
+    cached, files = loaded
+    assert isinstance(files.data, ImageFiles) and isinstance(cached.data, np.memmap)
+    np.testing.assert_array_equal(files.train, cached.train)
+    a, b = cached.split("train", lazy=True)["image"], files.split("train", lazy=True)["image"]
+    assert isinstance(b, SplitView) and len(b) == 6
+    np.testing.assert_array_equal(a[[4, 0, 2]], b[[4, 0, 2]])
+    np.testing.assert_array_equal(cached.split("test")["image"], files.split("test")["image"])
