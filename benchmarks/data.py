@@ -313,6 +313,8 @@ def audio(args) -> None:
 def stream(args) -> None:
     """Streamed training (``--data-placement stream``) from a cached folder of photo crops,
     with 0 and N loader workers, beside the loader alone and the model's step alone."""
+    import shutil
+
     from jvae.config import make_config
     from jvae.datasets.folders import load_folder
     from jvae.datasets.stream import Feed
@@ -349,10 +351,10 @@ def stream(args) -> None:
         for _ in batches:  # the rest of the first epoch: every worker up
             pass
         t1 = time.perf_counter()
-        count = sum(1 for e in (1, 2) for _ in feed.epoch_batches(e))
+        count = sum(1 for e in range(1, 6) for _ in feed.epoch_batches(e))
         feed.close()
         _emit({"benchmark": "stream", "stage": "loader_only", "workers": workers,
-               "epochs_timed": 2,
+               "epochs_timed": 5,
                "images_per_sec": round(count * args.batch_size / (time.perf_counter() - t1)),
                "first_batch_s": round(first, 2), "first_epoch_s": round(t1 - t0, 2)})
     for placement, workers in [("host", 0)] + [("stream", w) for w in args.workers]:
@@ -363,7 +365,8 @@ def stream(args) -> None:
             def on_epoch(self, row, params):
                 rows.append(row)
 
-        work = scratch / f"run_{placement}_{workers}"
+        work = scratch / f"run_{args.net}_{placement}_{workers}"
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
         train_and_evaluate(cfg, work, quiet=True, hooks=[Rows()])
         last = rows[-1]["images_per_sec"]
         _emit({"benchmark": "stream", "stage": "training", "placement": placement,

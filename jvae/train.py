@@ -195,7 +195,7 @@ def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
         # Saved in config.json, so other modes and a resumed run find the folder.
         cfg = dataclasses.replace(cfg, data_source=os.environ["DATA_SOURCE"])
     # A folder's training images stay on disk until the placement is known.
-    train, test, data_info = load_data_with_info(cfg, lazy=True)
+    train, test, data_info = load_data_with_info(cfg)
     check_data_info(workdir, data_info)
     mesh = data_mesh(cfg.num_devices or None)
     for name, size in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
