@@ -110,11 +110,12 @@ def _stream_position(meta: dict, epoch: int, batch: int, step: int, workdir: Pat
         return None
     saved = (stream.get("epoch"), stream.get("batch"), stream.get("step"))
     if saved != (epoch, batch, step):
+        def where(e, b, s):
+            return f"step {s!r} (epoch {e + 1 if isinstance(e, int) else repr(e)}, batch {b!r})"
         raise ConfigError(
-            f"the checkpoint in {workdir} holds the input iterator at epoch {saved[0]!r}, batch "
-            f"{saved[1]!r}, step {saved[2]!r} but the model at epoch {epoch}, batch {batch}, "
-            f"step {step}; resume from an earlier checkpoint (move the newest aside) or use a "
-            "new --workdir")
+            f"the checkpoint in {workdir} holds the input iterator at {where(*saved)} but the "
+            f"model at {where(epoch, batch, step)}; resume from an earlier checkpoint (move the "
+            "newest aside) or use a new --workdir")
     return stream
 
 

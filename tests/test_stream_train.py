@@ -137,7 +137,8 @@ def test_an_iterator_state_from_elsewhere_is_refused():
     # ... refused for a model at batch 5.
     with pytest.raises(ConfigError, match="continues at batch 3 of epoch 1, the model at batch 5"):
         next(Feed(split, batch_size=4, seed=0).epoch_batches(0, 5, position))
-    with pytest.raises(ConfigError, match="input iterator at epoch 0, batch 3, step 3"):
+    with pytest.raises(ConfigError, match=r"iterator at step 3 \(epoch 1, batch 3\) but the "
+                       r"model at step 4 \(epoch 1, batch 3\)"):
         jvae.train._stream_position({"stream": {**position, "step": 3}}, 0, 3, 4, "w")
 
 
