@@ -6,6 +6,7 @@ Each subcommand builds its data offline, runs, and prints JSON rows::
     python -m benchmarks.data folder --epochs 6      # photo crops, conv VAE, logistic mixture
     python -m benchmarks.data pipeline --num-images 10000
     python -m benchmarks.data audio --epochs 8       # tones and chirps, 1-D conv VAE
+    python -m benchmarks.data stream --epochs 3      # streamed training vs the model's step rate
 
 Scratch data goes under ``--scratch`` (default: a temporary folder).
 """
@@ -222,22 +223,24 @@ def _grain_epoch(data: np.ndarray, workers: int) -> tuple[float, float] | None:
     return (n - 128) / (time.perf_counter() - t1), first
 
 
-def _model_rate(batch: np.ndarray, steps: int) -> float:
-    """Training images/s of the conv VAE on 64x64x3 batches (jvae's own step)."""
+def _model_rate(batch: np.ndarray, steps: int, settings: dict | None = None) -> float:
+    """Training images/s of a model (default: the conv VAE) on one device-resident batch
+    (jvae's own step, no input pipeline)."""
     import jax
 
     from jvae.config import make_config
     from jvae.experiment import DataSpec, build, init_state
     from jvae.parallel import data_mesh, replicate, shard_batch
     from jvae.train_state import make_train_step
-    cfg = make_config({"net": "conv", "likelihood": "gaussian", "latent_dim": 32,
-                       "hidden": (256,)})
+    cfg = make_config(settings or {"net": "conv", "likelihood": "gaussian", "latent_dim": 32,
+                                   "hidden": (256,)})
     experiment = build(cfg, DataSpec(tuple(batch.shape[1:])))
     mesh = data_mesh(1)
     state = replicate(init_state(experiment, jax.random.key(0), {"image": batch}), mesh)
     step = make_train_step(experiment.objective, experiment.optimizer, mesh=mesh)
     b = shard_batch({"image": batch, "mask": np.ones(len(batch), np.float32)}, mesh)
-    state, m = step(state, b)
+    for _ in range(3):  # compile and warm up
+        state, m = step(state, b)
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -307,18 +310,89 @@ def audio(args) -> None:
            "seconds": round(seconds, 1), "outputs": str(work / "audio")})
 
 
+def stream(args) -> None:
+    """Streamed training (``--data-placement stream``) from a cached folder of photo crops,
+    with 0 and N loader workers, beside the loader alone and the model's step alone."""
+    import shutil
+
+    from jvae.config import make_config
+    from jvae.datasets.folders import load_folder
+    from jvae.datasets.stream import Feed
+    from jvae.train import train_and_evaluate
+    scratch = Path(args.scratch)
+    root = scratch / "photo_crops"
+    files = make_photo_folder(root, args.per_class) if not root.exists() else None
+    os.environ.setdefault("JVAE_DATA_DIR", str(scratch / "home"))
+    size = args.image_size
+    t0 = time.perf_counter()
+    folder = load_folder(root, image_size=size, channels=3, lazy=True, progress=False)
+    build_s = time.perf_counter() - t0
+    split = folder.split("train", lazy=True)
+    n = len(split["image"])
+    _emit({"benchmark": "stream", "stage": "cache_build", "files": files or folder.info["num_files"],
+           "train_images": n, "image_size": size, "images_per_sec": round(n / build_s),
+           "seconds": round(build_s, 1)})
+    settings = {"data_source": str(root), "image_size": str(size), "channels": 3,
+                "net": args.net, "likelihood": "gaussian", "latent_dim": 32, "hidden": (256,),
+                "batch_size": args.batch_size, "eval_batch_size": 500, "epochs": args.epochs,
+                "dashboard": False, "tensorboard": False, "checkpoint_every": "epoch"}
+    for workers in args.workers:  # the input pipeline alone, six epochs, nothing trains
+        feed = Feed({"image": split["image"].floats()}, batch_size=args.batch_size, seed=0,
+                    workers=workers)
+        t0 = time.perf_counter()
+        batches = feed.epoch_batches(0)
+        next(batches)
+        first = time.perf_counter() - t0  # with workers: spawning them, each importing jax
+        for _ in batches:  # the rest of the first epoch: every worker up
+            pass
+        t1 = time.perf_counter()
+        count = sum(1 for e in range(1, 6) for _ in feed.epoch_batches(e))
+        feed.close()
+        _emit({"benchmark": "stream", "stage": "loader_only", "workers": workers,
+               "epochs_timed": 5,
+               "images_per_sec": round(count * args.batch_size / (time.perf_counter() - t1)),
+               "first_batch_s": round(first, 2), "first_epoch_s": round(t1 - t0, 2)})
+    batch = split["image"].floats()[:args.batch_size]
+    model = _model_rate(batch, args.steps, {k: settings[k] for k in (
+        "net", "likelihood", "latent_dim", "hidden")})
+    _emit({"benchmark": "stream", "stage": "model_step", "net": args.net,
+           "batch": args.batch_size, "images_per_sec": round(model)})
+    for placement, workers in [("host", 0)] + [("stream", w) for w in args.workers]:
+        cfg = make_config({**settings, "data_placement": placement, "loader_workers": workers})
+        rows = []
+
+        class Rows:
+            def on_epoch(self, row, params):
+                rows.append(row)
+
+        work = scratch / f"run_{args.net}_{placement}_{workers}"
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
+        train_and_evaluate(cfg, work, quiet=True, hooks=[Rows()])
+        later = float(np.median([r["images_per_sec"] for r in rows[1:] or rows]))
+        _emit({"benchmark": "stream", "stage": "training", "placement": placement,
+               "workers": workers, "net": args.net, "batch": args.batch_size,
+               "epochs": len(rows), "first_epoch_images_per_sec": round(rows[0]["images_per_sec"]),
+               "later_epochs_images_per_sec": round(later),
+               "model_step_images_per_sec": round(model),
+               "input_wait_share": round(max(0.0, 1 - later / model), 3),
+               "test_neg_elbo": round(rows[-1]["neg_elbo"], 1)})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("digits", "folder", "pipeline", "audio"))
+    p.add_argument("what", choices=("digits", "folder", "pipeline", "audio", "stream"))
     p.add_argument("--scratch", default=None, help="folder for generated data and runs")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--per-class", type=int, default=250, help="folder: crops per photo")
+    p.add_argument("--per-class", type=int, default=250, help="folder, stream: crops per photo")
+    p.add_argument("--image-size", type=int, default=32, help="stream: image side")
+    p.add_argument("--batch-size", type=int, default=64, help="stream: batch size")
+    p.add_argument("--net", default="conv", help="stream: conv or mlp")
     p.add_argument("--num-images", type=int, default=10_000, help="pipeline: JPEGs")
     p.add_argument("--draft-sample", type=int, default=1000,
                    help="pipeline: files for draft on/off and the uncached epochs")
     p.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 2],
-                   help="pipeline: grain worker counts")
-    p.add_argument("--steps", type=int, default=20, help="pipeline: timed model steps")
+                   help="pipeline, stream: grain worker counts")
+    p.add_argument("--steps", type=int, default=20, help="pipeline, stream: timed model steps")
     p.add_argument("--chunk-size", type=int, default=1024, help="audio: samples per chunk")
     p.add_argument("--lr", type=float, default=2e-3, help="folder: learning rate")
     args = p.parse_args()

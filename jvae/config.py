@@ -228,8 +228,18 @@ class Config:
         64, "Images in each saved sample and reconstruction grid.", "run", check="positive")
     data_placement: str = _setting(
         "auto", "Where the training split lives: device (each epoch one on-device loop), "
-        "host (one host batch per step, for data larger than device memory) or auto "
-        "(device, except convolutional nets on CPU).", "run", choices=PLACEMENTS)
+        "host (one host batch per step from memory), stream (a folder's batches read from "
+        "its cache or files while the devices train; needs the stream extra) or auto "
+        "(device, except convolutional nets on CPU: host; a split over half of a device's "
+        "memory, or on CPU of the available RAM per device: stream for a folder, else host).",
+        "run", choices=PLACEMENTS)
+    loader_workers: int = _setting(
+        0, "Worker processes reading batches under --data-placement stream (0: reader "
+        "threads in the training process); the batch order does not depend on it, so a "
+        "resumed run may change it.", "run", check="non_negative")
+    loader_prefetch: int = _setting(
+        4, "Batches read ahead (per worker) under --data-placement stream.", "run",
+        check="positive")
     dashboard: bool = _setting(
         True, "Serve the live training page (curves, images, a latent-space explorer) while "
         "training; --no-dashboard turns it off.", "run")
@@ -269,6 +279,9 @@ RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batc
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
                                "data_placement",
+                               # The input pipeline's processes and read-ahead: the
+                               # streamed order is jvae's own, whatever they are.
+                               "loader_workers", "loader_prefetch",
                                # How data is read, not what it is.
                                "strict", "cache", "mirror",
                                # How the run is watched, not what it computes.

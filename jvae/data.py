@@ -280,7 +280,7 @@ def fit_images(images: np.ndarray, size: tuple[int, int] | None = None,
 
 def load_splits(name: str, *, data_source: str | None = None, data_dir: str | None = None,
                 tfds_data_dir: str | None = None, image_size=None, channels: int | None = None,
-                **folder_options) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                lazy: bool = False, **folder_options) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
                                            dict[str, Any]]:
     """Train and test splits of a named dataset or of a folder, plus what identifies them.
 
@@ -291,6 +291,8 @@ def load_splits(name: str, *, data_source: str | None = None, data_dir: str | No
       data_dir, tfds_data_dir: see :func:`load_dataset`.
       image_size: ``N``, ``"HxW"`` or None (unchanged; a folder's default size).
       channels: 1, 3 or None (unchanged).
+      lazy: a folder's training images stay on disk (a
+        :class:`~jvae.datasets.stream.SplitView`, for ``--data-placement stream``).
       **folder_options: ``modality``, ``sample_rate``, ``chunk_size``,
         ``test_fraction``, ``strict``, ``cache``, ``cache_dir``, ``progress``; the
         download ``mirror`` for named datasets.
@@ -303,10 +305,10 @@ def load_splits(name: str, *, data_source: str | None = None, data_dir: str | No
     if data_source:
         from jvae.datasets.folders import load_folder
         folder_options.pop("mirror", None)
-        folder = load_folder(data_source, image_size=image_size, channels=channels,
+        folder = load_folder(data_source, image_size=image_size, channels=channels, lazy=lazy,
                              **folder_options)
         info = {**folder.info, "classes": list(folder.classes)}
-        return folder.split("train"), folder.split("test"), info
+        return folder.split("train", lazy), folder.split("test"), info
     mirror = folder_options.get("mirror")
     size = parse_image_size(image_size)
     splits = []

@@ -4,8 +4,10 @@ One definition serves every caller that trains or plans training (the
 ``train`` command, the memory planner, the benchmarks, the dashboard):
 
 * :func:`resolve_placement` picks ``device`` (the split resident on the
-  devices, each chunk of an epoch one ``lax.scan``, :mod:`jvae.epoch`) or
-  ``host`` (one host batch per dispatch, :func:`~jvae.train_state.make_train_step`);
+  devices, each chunk of an epoch one ``lax.scan``, :mod:`jvae.epoch`),
+  ``host`` (one host batch per dispatch, :func:`~jvae.train_state.make_train_step`)
+  or ``stream`` (the same per-step program, its batches read from disk by
+  grain while the devices train, :class:`~jvae.datasets.stream.Feed`);
 * :func:`lower_program` lowers that program for shapes alone, so the memory
   planner compiles exactly what training runs;
 * :func:`compile_program` compiles it once per run (a shape change raises
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jvae.base import Array, Batch
+from jvae.base import Array, Batch, ConfigError
 from jvae.data import batches, num_batches
 from jvae.epoch import (
     binarize_key,
@@ -38,10 +40,14 @@ from jvae.experiment import Experiment
 from jvae.parallel import batch_sharding, replicate, replicated_sharding
 from jvae.train_state import TrainState, make_train_step
 
-__all__ = ["PLACEMENTS", "TrainProgram", "resolve_placement", "lower_program",
-           "compile_program", "run_epoch", "accumulate", "evaluate_split"]
+__all__ = ["PLACEMENTS", "TrainProgram", "data_budget", "split_bytes", "resolve_placement",
+           "lower_program", "compile_program", "run_epoch", "accumulate", "evaluate_split"]
 
-PLACEMENTS = ("auto", "device", "host")
+PLACEMENTS = ("auto", "device", "host", "stream")
+
+# Share of a device's memory the resident training split may take under
+# ``auto``; the rest is the model's, its optimizer state's and activations'.
+DATA_SHARE = 0.5
 
 # (steps done in the epoch, metric sums of the chunk just run, state) -> None
 ChunkCallback = Callable[[int, dict[str, Array], TrainState], None]
@@ -51,10 +57,11 @@ class TrainProgram(NamedTuple):
     """A compiled train program and what driving it needs.
 
     Attributes:
-      placement: ``"device"`` or ``"host"``.
+      placement: ``"device"``, ``"host"`` or ``"stream"``.
       run: the compiled executable: ``(state, data, order, key, start)`` on
-        device, ``(state, batch)`` on host.
-      data: the training split (device arrays on device, host arrays on host).
+        device, ``(state, batch)`` on host and when streaming.
+      data: the training split (device arrays on device, host arrays on host,
+        arrays or on-disk :class:`~jvae.datasets.stream.SplitView` s when streaming).
       mesh: the device mesh.
       batch_size: global batch size.
       steps_per_epoch: steps of one epoch (the last partial batch is dropped).
@@ -63,6 +70,7 @@ class TrainProgram(NamedTuple):
       dynamic_binarize: whether batches are binarized afresh each step.
       compile_s: seconds the compile took.
       flops: XLA's cost estimate of one step, or None.
+      feed: the :class:`~jvae.datasets.stream.Feed` when streaming, else None.
     """
 
     placement: str
@@ -76,17 +84,47 @@ class TrainProgram(NamedTuple):
     dynamic_binarize: bool
     compile_s: float
     flops: float | None
+    feed: Any = None
+
+
+def data_budget() -> int:
+    """Bytes of one device's memory the training split may take under ``auto``.
+
+    :data:`DATA_SHARE` of :func:`~jvae.memory.device_memory_budget`: on
+    GPU/TPU of the allocator's limit; on CPU, where ``memory_stats()`` gives
+    none, of the host's available memory shared among the local CPU devices.
+    """
+    from jvae.memory import device_memory_budget
+    return device_memory_budget(fraction=DATA_SHARE)
+
+
+def split_bytes(train: dict[str, Any]) -> int:
+    """Bytes a split takes resident on one device (each device holds all of it)."""
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+               for k, v in train.items() if k != "label")
 
 
 def resolve_placement(placement: str, experiment: Experiment, state: TrainState,
-                      example: Batch) -> str:
-    """``"device"`` or ``"host"`` for a ``placement`` setting of ``auto``, ``device`` or ``host``.
+                      example: Batch, train: dict[str, Any] | None = None) -> str:
+    """``"device"``, ``"host"`` or ``"stream"`` for a ``placement`` setting.
 
-    ``auto`` is ``device`` except for convolutional models on XLA:CPU, which
-    runs them faster one dispatch per step (see :func:`~jvae.epoch.device_loop_is_fast`).
+    ``auto`` keeps a training split that fits (:func:`split_bytes` at most
+    :func:`data_budget`) in device memory, except for convolutional models on
+    XLA:CPU, which run faster one dispatch per step (see
+    :func:`~jvae.epoch.device_loop_is_fast`): ``host`` for those. A split that
+    does not fit streams from disk when it is there (a folder's
+    :class:`~jvae.datasets.stream.SplitView`), else is fed from host memory.
+
+    Args:
+      placement: ``auto``, ``device``, ``host`` or ``stream``.
+      experiment, state, example: the model and a batch, for the device-loop test.
+      train: the training split (None: its size is not considered).
     """
     if placement != "auto":
         return placement
+    if train is not None and split_bytes(train) > data_budget():
+        from jvae.datasets.stream import is_lazy
+        return "stream" if is_lazy(train) else "host"
     fast = device_loop_is_fast(experiment.objective, experiment.optimizer, state, example)
     return "device" if fast else "host"
 
@@ -107,7 +145,7 @@ def lower_program(experiment: Experiment, mesh: Mesh, state: Any, data: Any, *,
       data: the training split (``device``: the resident arrays or their
         shapes; ``host``: anything with per-example shapes, only ``shape[1:]``
         and dtypes are read).
-      placement: ``"device"`` or ``"host"``.
+      placement: ``"device"``, ``"host"`` or ``"stream"`` (the host program).
       batch_size: global batch size.
       chunk: steps per dispatch of the device loop.
       dynamic_binarize: binarize each batch afresh.
@@ -130,9 +168,10 @@ def lower_program(experiment: Experiment, mesh: Mesh, state: Any, data: Any, *,
 
 
 def compile_program(experiment: Experiment, mesh: Mesh, state: TrainState,
-                    train: dict[str, np.ndarray], *, placement: str, batch_size: int,
+                    train: dict[str, Any], *, placement: str, batch_size: int,
                     seed: int, dynamic_binarize: bool = False,
-                    chunks_per_epoch: int | None = 20) -> TrainProgram:
+                    chunks_per_epoch: int | None = 20, workers: int = 0,
+                    prefetch: int = 4) -> TrainProgram:
     """Places the training split and compiles the train program once.
 
     Args:
@@ -140,14 +179,17 @@ def compile_program(experiment: Experiment, mesh: Mesh, state: TrainState,
       mesh: the device mesh.
       state: the replicated train state.
       train: the training split as host arrays (``"image"``, and the
-        conditioning entry of a conditional model).
-      placement: ``"device"`` or ``"host"`` (see :func:`resolve_placement`).
+        conditioning entry of a conditional model); ``"image"`` may be a
+        :class:`~jvae.datasets.stream.SplitView`, read into memory unless streaming.
+      placement: ``"device"``, ``"host"`` or ``"stream"`` (see :func:`resolve_placement`).
       batch_size: global batch size.
       seed: the run's seed.
       dynamic_binarize: binarize each batch afresh.
       chunks_per_epoch: about how many dispatches (and callbacks) an epoch is
         cut into, for a moving progress bar; None runs a device epoch in one
         dispatch.
+      workers: grain worker processes when streaming (0: reader threads here).
+      prefetch: batches read ahead when streaming.
 
     Returns:
       A :class:`TrainProgram`.
@@ -155,7 +197,16 @@ def compile_program(experiment: Experiment, mesh: Mesh, state: TrainState,
     steps = num_batches(len(train["image"]), batch_size, True)
     chunk = steps if chunks_per_epoch is None else chunk_length(steps, chunks_per_epoch)
     train = {k: v for k, v in train.items() if k != "label"}
-    data = put_dataset(train, mesh) if placement == "device" else train
+    feed = None
+    if placement == "stream":
+        from jvae.datasets.stream import Feed
+        _check_grain()
+        data = train
+        feed = Feed(train, batch_size=batch_size, seed=seed, dynamic_binarize=dynamic_binarize,
+                    workers=workers, prefetch=prefetch)
+    else:  # a split left on disk is read in now
+        data = {k: np.asarray(v) for k, v in train.items()}
+        data = put_dataset(data, mesh) if placement == "device" else data
     t0 = time.perf_counter()
     run = lower_program(experiment, mesh, state, data, placement=placement,
                         batch_size=batch_size, chunk=chunk,
@@ -166,7 +217,23 @@ def compile_program(experiment: Experiment, mesh: Mesh, state: TrainState,
         cost = cost[0] if cost else {}
     # XLA's cost analysis counts a loop body once: either way the figure is one step's.
     return TrainProgram(placement, run, data, mesh, batch_size, steps, chunk, seed,
-                        dynamic_binarize, compile_s, cost.get("flops"))
+                        dynamic_binarize, compile_s, cost.get("flops"), feed)
+
+
+def _check_grain() -> None:
+    import importlib.util
+    if importlib.util.find_spec("grain") is None:
+        raise ConfigError("--data-placement stream needs grain: pip install 'jvae[stream]' "
+                          "(or choose --data-placement host)")
+
+
+def _put_local(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int) -> Batch:
+    """Places this process's rows of a global batch (all of it in one process) on the mesh."""
+    if jax.process_count() == 1:
+        return jax.device_put(batch, batch_sharding(mesh))
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
+            for k, v in batch.items()}
 
 
 def accumulate(total: dict | None, new: dict) -> dict:
@@ -175,12 +242,15 @@ def accumulate(total: dict | None, new: dict) -> dict:
 
 
 def run_epoch(program: TrainProgram, state: TrainState, epoch: int, *, start: int = 0,
-              on_chunk: ChunkCallback | None = None) -> tuple[TrainState, dict[str, Array]]:
+              on_chunk: ChunkCallback | None = None, resume: dict | None = None
+              ) -> tuple[TrainState, dict[str, Array]]:
     """Runs steps ``start, ..., steps_per_epoch - 1`` of epoch ``epoch``.
 
-    Both placements see the same batches in the same order (:func:`~jvae.epoch.epoch_order`
+    Every placement sees the same batches in the same order (:func:`~jvae.epoch.epoch_order`
     is :func:`~jvae.data.batches`' permutation), so starting mid-epoch at the
-    step after a checkpoint continues the uninterrupted run exactly.
+    step after a checkpoint continues the uninterrupted run exactly. When
+    streaming, ``program.feed.position()`` is where the input iterator stands
+    (saved with a checkpoint, passed back as ``resume``).
 
     Args:
       program: from :func:`compile_program`.
@@ -189,6 +259,7 @@ def run_epoch(program: TrainProgram, state: TrainState, epoch: int, *, start: in
       start: first step within the epoch (a multiple of ``program.chunk`` on device).
       on_chunk: called after every chunk with the steps done so far in this
         epoch, the chunk's metric sums and the new state.
+      resume: when streaming, a saved ``feed.position()`` of this epoch at ``start``.
 
     Returns:
       ``(state, sums)``: the metric sums over the steps run (divide by their
@@ -212,8 +283,13 @@ def run_epoch(program: TrainProgram, state: TrainState, epoch: int, *, start: in
                 on_chunk(first + program.chunk, sums, state)
         return state, total
     chunk_sums = None
-    stream = batches(program.data, program.batch_size, seed=program.seed, epoch=epoch,
-                     dynamic_binarize=program.dynamic_binarize, mesh=program.mesh, start=start)
+    if program.placement == "stream":
+        stream = (_put_local(b, program.mesh, program.batch_size)
+                  for b in program.feed.epoch_batches(epoch, start, resume))
+    else:
+        stream = batches(program.data, program.batch_size, seed=program.seed, epoch=epoch,
+                         dynamic_binarize=program.dynamic_binarize, mesh=program.mesh,
+                         start=start)
     for i, batch in enumerate(stream, start=start):
         state, metrics = program.run(state, batch)
         total = accumulate(total, metrics)

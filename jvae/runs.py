@@ -35,19 +35,33 @@ def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     A conditional model's splits get one-hot labels under its ``cond_key``.
     Audio stays float32 in [-1, 1] (:mod:`jvae.datasets.audio`).
     """
-    return load_data_with_info(cfg)[:2]
+    return load_data_with_info(cfg, lazy=False)[:2]
 
 
-def load_data_with_info(cfg: Config):
+def load_data_with_info(cfg: Config, lazy: bool = True):
     """:func:`load_data` plus what identifies the data (``modality``, ``classes``, a
-    folder's settings; see :func:`jvae.data.load_splits`)."""
+    folder's settings; see :func:`jvae.data.load_splits`).
+
+    With ``lazy`` (the train loop's choice), a folder's training images stay
+    on disk: ``train["image"]`` is a :class:`~jvae.datasets.stream.SplitView`
+    presenting float32 pixels, read into memory only if the run does not
+    stream (and at once under static binarization, whose noise is drawn over
+    the whole split).
+    """
+    from jvae.datasets.stream import SplitView
     raw_train, raw_test, info = load_splits(cfg.dataset, data_dir=cfg.data_dir,
-                                            tfds_data_dir=cfg.tfds_data_dir, **data_options(cfg))
+                                            tfds_data_dir=cfg.tfds_data_dir, lazy=lazy,
+                                            **data_options(cfg))
     if info["modality"] == "audio" and cfg.likelihood in ("bernoulli", "logistic_mixture"):
         raise ConfigError(f"audio samples lie in [-1, 1]; likelihood={cfg.likelihood} needs "
                           "[0, 1] data: use --likelihood gaussian or gaussian_learned")
     splits = []
     for i, raw in enumerate((raw_train, raw_test)):
+        if isinstance(raw["image"], SplitView):
+            if cfg.binarize != "static":
+                splits.append({"image": raw["image"].floats(), "label": raw["label"]})
+                continue
+            raw = {**raw, "image": raw["image"].read()}
         if raw["image"].dtype != np.uint8:  # audio
             splits.append({"image": raw["image"], "label": raw["label"]})
             continue
@@ -158,7 +172,7 @@ def hook_info(cfg: Config, workdir: str | Path, experiment: Experiment,
       experiment: the model, objective and optimizer.
       test: the test split.
       devices: devices the run trains on.
-      placement: ``"device"`` or ``"host"`` (None: not training, e.g. a page
+      placement: ``"device"``, ``"host"`` or ``"stream"`` (None: not training, e.g. a page
         served from checkpoints).
       start_epoch: epochs already done.
       step: the optimizer step.

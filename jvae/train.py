@@ -98,6 +98,27 @@ def _check_position(meta: dict) -> str | None:
     return None
 
 
+def _stream_position(meta: dict, epoch: int, batch: int, step: int, workdir: Path
+                     ) -> dict | None:
+    """A checkpoint's input-iterator position (saved when streaming), checked against the model's.
+
+    Raises:
+      ConfigError: the iterator was saved at another epoch, batch or step.
+    """
+    stream = meta.get("stream")
+    if not stream:
+        return None
+    saved = (stream.get("epoch"), stream.get("batch"), stream.get("step"))
+    if saved != (epoch, batch, step):
+        def where(e, b, s):
+            return f"step {s!r} (epoch {e + 1 if isinstance(e, int) else repr(e)}, batch {b!r})"
+        raise ConfigError(
+            f"the checkpoint in {workdir} holds the input iterator at {where(*saved)} but the "
+            f"model at {where(epoch, batch, step)}; resume from an earlier checkpoint (move the "
+            "newest aside) or use a new --workdir")
+    return stream
+
+
 def _prepare_workdir(workdir: Path, cfg: Config, data_info: dict) -> None:
     """Writes ``config.json`` and ``images/`` (process 0); an unwritable workdir is bad input."""
     try:
@@ -174,6 +195,7 @@ def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
     if cfg.data_source is None and os.environ.get("DATA_SOURCE"):
         # Saved in config.json, so other modes and a resumed run find the folder.
         cfg = dataclasses.replace(cfg, data_source=os.environ["DATA_SOURCE"])
+    # A folder's training images stay on disk until the placement is known.
     train, test, data_info = load_data_with_info(cfg)
     check_data_info(workdir, data_info)
     mesh = data_mesh(cfg.num_devices or None)
@@ -228,11 +250,16 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
                   "nothing to do", flush=True)
         return last_row
 
-    placement = resolve_placement(cfg.data_placement, experiment, state, example)
+    placement = resolve_placement(cfg.data_placement, experiment, state, example, train)
+    resume = _stream_position(meta if restored is not None else {}, start_epoch, start_batch,
+                              int(state.step), workdir)
     program = compile_program(experiment, mesh, state, train, placement=placement,
                               batch_size=cfg.batch_size, seed=cfg.seed,
                               dynamic_binarize=cfg.binarize == "dynamic",
-                              chunks_per_epoch=CHUNKS_PER_EPOCH)
+                              chunks_per_epoch=CHUNKS_PER_EPOCH, workers=cfg.loader_workers,
+                              prefetch=cfg.loader_prefetch)
+    if program.feed is not None:  # stops its worker processes however the run ends
+        stack.callback(program.feed.close)
     if start_batch > program.steps_per_epoch or (placement == "device"
                                                  and start_batch % program.chunk):
         raise ConfigError(
@@ -272,7 +299,8 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
                        wall_total, t0,
                        _Progress(bar, hooks, cfg.batch_size, program.steps_per_epoch * epoch,
                                  t0, start_batch))
-        state, _ = run_epoch(program, state, epoch, start=start_batch, on_chunk=guard)
+        state, _ = run_epoch(program, state, epoch, start=start_batch, on_chunk=guard,
+                             resume=resume if epoch == start_epoch else None)
         jax.block_until_ready(state)
         train_s = time.perf_counter() - t0
         bar.close()
@@ -399,10 +427,12 @@ class _Guard:
         step = int(state.step)
         stop = self.signals.received
         if done < self.program.steps_per_epoch and (stop or self.schedule.due(step)):
-            self.saver.save(state, {
-                "epoch": self.epoch, "batch": done,
-                "wall_s": self.wall0 + time.perf_counter() - self.t0,
-                "sums": {k: float(v) for k, v in distributed.to_host(self.total).items()}})
+            meta = {"epoch": self.epoch, "batch": done,
+                    "wall_s": self.wall0 + time.perf_counter() - self.t0,
+                    "sums": {k: float(v) for k, v in distributed.to_host(self.total).items()}}
+            if self.program.feed is not None:  # the input iterator, beside the model
+                meta["stream"] = {**self.program.feed.position(), "step": step}
+            self.saver.save(state, meta)
             self.schedule.saved(step)
         if stop:
             self.saver.wait()

@@ -7,5 +7,6 @@
 * :mod:`~jvae.datasets.images`: a folder of images (splits, class labels).
 * :mod:`~jvae.datasets.cache`: decode-once memory-mapped caches of folders.
 * :mod:`~jvae.datasets.audio`: a folder of ``.wav`` files cut into chunks.
-* :mod:`~jvae.datasets.stream`: per-epoch shuffled streaming with grain.
+* :mod:`~jvae.datasets.stream`: streaming with grain in jvae's epoch order (on-disk
+  splits and the feed of ``--data-placement stream``).
 """

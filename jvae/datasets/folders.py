@@ -37,7 +37,8 @@ class FolderData(NamedTuple):
 
     Attributes:
       data: every example, ``(N, H, W, C)`` uint8 images (possibly a read-only
-        memmap) or ``(N, chunk_size, 1)`` float32 audio in [-1, 1].
+        memmap, or :class:`~jvae.datasets.stream.ImageFiles` when loaded
+        ``lazy`` without a cache) or ``(N, chunk_size, 1)`` float32 audio in [-1, 1].
       labels: int32 ``(N,)`` class indices.
       train: int64 row indices of the training split.
       test: int64 row indices of the test split.
@@ -55,9 +56,19 @@ class FolderData(NamedTuple):
     modality: str
     info: dict[str, Any]
 
-    def split(self, name: str) -> dict[str, np.ndarray]:
-        """``{"image": data[rows], "label": labels[rows]}`` for ``"train"`` or ``"test"``."""
+    def split(self, name: str, lazy: bool = False) -> dict[str, Any]:
+        """``{"image": data[rows], "label": labels[rows]}`` for ``"train"`` or ``"test"``.
+
+        With ``lazy``, images on disk (the cache, or files) stay there: ``"image"``
+        is a :class:`~jvae.datasets.stream.SplitView` of the rows.
+        """
+        from jvae.datasets.stream import ImageFiles, SplitView
         rows = self.train if name == "train" else self.test
+        on_disk = isinstance(self.data, (np.memmap, ImageFiles))
+        if lazy and on_disk:
+            return {"image": SplitView(self.data, rows), "label": self.labels[rows]}
+        if isinstance(self.data, ImageFiles):
+            return {"image": SplitView(self.data, rows).read(), "label": self.labels[rows]}
         return {"image": np.asarray(self.data[rows]), "label": self.labels[rows]}
 
 
@@ -73,8 +84,8 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
                 image_size: Any = None, channels: int | None = None,
                 sample_rate: int | None = None, chunk_size: int = 65_536,
                 test_fraction: float = 0.1, strict: bool = False, cache: bool = True,
-                cache_dir: str | os.PathLike | None = None, progress: bool | None = None
-                ) -> FolderData:
+                cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                lazy: bool = False) -> FolderData:
     """Loads a folder of images or audio with its splits and labels.
 
     Args:
@@ -90,6 +101,9 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
       cache: decode images once into a memmap under ``cache_dir``.
       cache_dir: cache folder (default ``$JVAE_DATA_DIR/cache``).
       progress: progress bar while decoding (None: on a terminal).
+      lazy: without a cache, keep decoded images out of memory: every file is
+        decoded once to find unreadable ones, and ``data`` is the file list
+        (:class:`~jvae.datasets.stream.ImageFiles`), decoded again when read.
 
     Raises:
       DataError: a missing or empty folder, a bad setting, or skipped files under ``strict``.
@@ -104,7 +118,7 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
     if modality == "audio":
         return _load_audio(Path(root), sample_rate, chunk_size, test_fraction, strict)
     return _load_images(Path(root), image_size, channels, test_fraction, strict, cache,
-                        cache_dir, progress)
+                        cache_dir, progress, lazy)
 
 
 def _rows(split: np.ndarray, ok: np.ndarray, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +131,15 @@ def _rows(split: np.ndarray, ok: np.ndarray, root: Path) -> tuple[np.ndarray, np
     return train, test
 
 
-def _load_images(root, image_size, channels, test_fraction, strict, cache, cache_dir, progress):
+class _Discard:
+    """A sink for decoded images that keeps none (a lazy load without a cache)."""
+
+    def __setitem__(self, index, value) -> None:
+        pass
+
+
+def _load_images(root, image_size, channels, test_fraction, strict, cache, cache_dir, progress,
+                 lazy=False):
     from jvae.datasets.cache import cached_decode, decode_all
     from jvae.datasets.download import data_home
     from jvae.datasets.errors import DataError
@@ -134,6 +156,10 @@ def _load_images(root, image_size, channels, test_fraction, strict, cache, cache
         folder = Path(cache_dir) if cache_dir else data_home() / "cache"
         data, ok, _ = cached_decode(index.root, index.files, size, channels, cache_dir=folder,
                                     progress=progress)
+    elif lazy:
+        from jvae.datasets.stream import ImageFiles
+        _, ok = decode_all(paths, size, channels, out=_Discard(), progress=progress)
+        data = ImageFiles(paths, size, channels)
     else:
         data, ok = decode_all(paths, size, channels, progress=progress)
     report_skipped([f for f, good in zip(index.files, ok) if not good], len(ok), strict,
