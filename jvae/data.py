@@ -26,6 +26,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jvae.datasets.errors import DataError
+from jvae.datasets.order import epoch_permutation, num_batches
+from jvae.datasets.pixels import binarize, to_float
 from jvae.parallel import shard_batch
 
 __all__ = ["DataError", "read_idx", "write_idx", "load_mnist_idx", "load_tfds", "load_dataset",
@@ -320,28 +322,10 @@ def load_splits(name: str, *, data_source: str | None = None, data_dir: str | No
     return splits[0], splits[1], {"modality": "image", "classes": []}
 
 
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1]."""
-    return images.astype(np.float32) / 255.0
-
-
-def binarize(x, u):
-    """Stochastic binarization ``1[u < x]``: pixel ``x`` becomes 1 with probability x.
-
-    Works on NumPy or JAX arrays; ``u`` holds uniform [0, 1) draws of ``x``'s shape.
-    """
-    return (u < x).astype(x.dtype)
-
-
 def static_binarize(images: np.ndarray, seed: int) -> np.ndarray:
     """Binarizes float images once with a fixed seed (statically binarized data)."""
     u = np.random.default_rng(seed).random(images.shape, dtype=np.float32)
     return binarize(images, u)
-
-
-def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
-    """Number of batches an epoch of ``n`` examples yields."""
-    return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
 def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoch: int = 0,
@@ -380,7 +364,7 @@ def batches(data: dict[str, np.ndarray], batch_size: int, *, seed: int = 0, epoc
     if drop_remainder and n < batch_size:
         raise ValueError(f"batch size {batch_size} exceeds the {n} examples available; "
                          "use a smaller --batch-size")
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
     for i in range(start, num_batches(n, batch_size, drop_remainder)):
         idx = order[i * batch_size:(i + 1) * batch_size]
         batch = {k: v[idx] for k, v in data.items()}

@@ -32,37 +32,14 @@ from jax import lax
 from jax.sharding import Mesh
 
 from jvae.base import Array, Batch
-from jvae.data import binarize, num_batches
+from jvae.datasets.order import epoch_order
+from jvae.datasets.pixels import binarize
 from jvae.objectives import Objective
 from jvae.parallel import batch_sharding, data_mesh, replicated_sharding
 from jvae.train_state import TrainState, make_update_fn
 
 __all__ = ["epoch_order", "put_dataset", "make_train_epoch", "binarize_key", "chunk_length",
            "has_convolutions", "device_loop_is_fast"]
-
-
-def epoch_order(num_examples: int, batch_size: int, *, seed: int, epoch: int) -> np.ndarray:
-    """The example indices of one shuffled epoch, one row per step.
-
-    The permutation is :func:`jvae.data.batches`' (``default_rng([seed,
-    epoch])``), the last partial batch dropped, so both training paths see
-    identical batches.
-
-    Args:
-      num_examples: size of the training split.
-      batch_size: global batch size.
-      seed: the run's seed.
-      epoch: 0-based epoch index.
-
-    Returns:
-      int32 array of shape ``(num_examples // batch_size, batch_size)``.
-    """
-    steps = num_batches(num_examples, batch_size, True)
-    if steps == 0:
-        raise ValueError(f"batch size {batch_size} exceeds the {num_examples} examples available; "
-                         "use a smaller --batch-size")
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return order[:steps * batch_size].reshape(steps, batch_size).astype(np.int32)
 
 
 # Tag of the binarization stream, so it is independent of the keys a run

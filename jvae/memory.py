@@ -21,7 +21,6 @@ conv --posterior dirichlet ...``) and prints one JSON object with the estimate.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Callable, NamedTuple, Sequence
 
@@ -29,6 +28,7 @@ import jax
 
 from jvae import flags
 from jvae.base import ConfigError
+from jvae.budget import device_memory_budget
 from jvae.experiment import DataSpec, build, example_batch, init_state
 from jvae.parallel import data_mesh, replicated_sharding
 from jvae.program import lower_program, resolve_placement
@@ -75,40 +75,6 @@ def compiled_bytes(compiled) -> int:
     total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
              + m.temp_size_in_bytes)
     return int(max(total, getattr(m, "peak_memory_in_bytes", 0) or 0))
-
-
-def _host_available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def device_memory_budget(device: jax.Device | None = None, *, fraction: float = 0.9) -> int:
-    """Bytes one device may use: ``fraction`` of its allocator limit.
-
-    Args:
-      device: the device (the first local one when None).
-      fraction: share of the limit to plan for.
-
-    Returns:
-      On GPU/TPU ``fraction * memory_stats()["bytes_limit"]``; on CPU, where
-      devices are slices of one host, ``fraction * MemAvailable / local CPU
-      device count``.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    device = device or jax.local_devices()[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        limit = int(stats["bytes_limit"])
-    else:
-        limit = _host_available_bytes() // len(jax.local_devices(backend=device.platform))
-    return int(limit * fraction)
 
 
 def fit_memory(planned: Callable[[int], int], sizes: Sequence[int], budget: int, *,

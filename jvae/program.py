@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jvae.base import Array, Batch, ConfigError
+from jvae.budget import device_memory_budget
 from jvae.data import batches, num_batches
 from jvae.epoch import (
     binarize_key,
@@ -90,11 +91,10 @@ class TrainProgram(NamedTuple):
 def data_budget() -> int:
     """Bytes of one device's memory the training split may take under ``auto``.
 
-    :data:`DATA_SHARE` of :func:`~jvae.memory.device_memory_budget`: on
+    :data:`DATA_SHARE` of :func:`~jvae.budget.device_memory_budget`: on
     GPU/TPU of the allocator's limit; on CPU, where ``memory_stats()`` gives
     none, of the host's available memory shared among the local CPU devices.
     """
-    from jvae.memory import device_memory_budget
     return device_memory_budget(fraction=DATA_SHARE)
 
 

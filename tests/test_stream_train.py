@@ -15,6 +15,9 @@ from jvae.config import make_config
 from jvae.datasets.stream import Feed, MemmapArray, SplitView
 from jvae.train import Stopped, train_and_evaluate
 
+# Its module-scoped fixtures train or compile once: keep the module on one worker.
+pytestmark = pytest.mark.xdist_group("stream_train")
+
 pytest.importorskip("grain")
 
 # 64 images of 8x8, about a quarter held out, batches of 8: 5 steps (and chunks) an epoch.

@@ -7,6 +7,8 @@
 * :mod:`~jvae.datasets.images`: a folder of images (splits, class labels).
 * :mod:`~jvae.datasets.cache`: decode-once memory-mapped caches of folders.
 * :mod:`~jvae.datasets.audio`: a folder of ``.wav`` files cut into chunks.
+* :mod:`~jvae.datasets.order`: each epoch's batches, shared by every training path.
+* :mod:`~jvae.datasets.pixels`: uint8 to floats; stochastic binarization.
 * :mod:`~jvae.datasets.stream`: streaming with grain in jvae's epoch order (on-disk
   splits and the feed of ``--data-placement stream``).
 """

@@ -26,6 +26,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from jvae.datasets.order import epoch_order
+from jvae.datasets.pixels import binarize, to_float
+
 __all__ = ["MemmapArray", "ImageFiles", "SplitView", "GatherBatch", "GatherSteps", "Feed",
            "epoch_rows", "make_loader", "split_loader", "is_lazy"]
 
@@ -113,8 +116,8 @@ class _InMemory:
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1] (:func:`jvae.data.to_float`); floats pass as float32."""
-    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    """uint8 pixels -> float32 in [0, 1] (:func:`~jvae.datasets.pixels.to_float`); floats pass as float32."""
+    return to_float(x) if x.dtype == np.uint8 else x.astype(np.float32)
 
 
 class SplitView:
@@ -239,7 +242,6 @@ class GatherSteps:
         batch = {k: v.take(pos) if isinstance(v, SplitView) else np.asarray(v[pos])
                  for k, v in self.split.items()}
         if self.dynamic_binarize:
-            from jvae.data import binarize
             x = batch["image"]
             u = np.random.default_rng([self.seed, epoch, i]).random(
                 (self.batch_size, *x.shape[1:]), dtype=np.float32)
@@ -263,7 +265,6 @@ def epoch_rows(rows: np.ndarray, batch_size: int, *, seed: int, epoch: int,
       seed, epoch: the permutation's seed, as in :func:`jvae.epoch.epoch_order`.
       process_index, process_count: this process among ``jax.process_count()``.
     """
-    from jvae.epoch import epoch_order
     if batch_size % process_count:
         raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes")
     order = epoch_order(len(rows), batch_size, seed=seed, epoch=epoch)
