@@ -1,6 +1,7 @@
 """Run configuration: a frozen dataclass that a JSON/TOML file and flags override.
 
-Precedence, lowest first: the dataclass defaults, a ``--config`` file, then
+Precedence, lowest first: the dataclass defaults, a ``--config`` file (or,
+for ``train`` without one, the ``config.json`` of the run being resumed), then
 command-line flags. Every field carries its own description, group and
 accepted values in ``dataclasses.field`` metadata: the command line's flags and
 ``--help`` are generated from it, and validation reads the same metadata, so a

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 import typing
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from jvae.base import JvaeError
 from jvae.config import (
@@ -113,14 +113,19 @@ def add_workdir_flag(parser: argparse.ArgumentParser, *, required: bool,
                         metavar="DIR", help=help)
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Config` settings named on the command line (flags default to absent)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+            if hasattr(args, f.name)}
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[Config, str | None]:
     """The :class:`Config` of ``--config`` plus flags, and the workdir given (or None).
 
     Raises:
       ConfigError: an unknown key, a bad value or an unreadable config file.
     """
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-              if hasattr(args, f.name)}
+    values = given_settings(args)
     file_values = load_config_file(args.config) if hasattr(args, "config") else {}
     file_workdir = file_values.pop("workdir", None)
     return make_config(file_values, values), getattr(args, "workdir", None) or file_workdir

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from jvae import distributed, flags
 from jvae.base import ConfigError
 from jvae.checkpoint import Checkpointer, truncate_metrics
-from jvae.config import Config, config_to_dict
+from jvae.config import Config, config_to_dict, make_config
 from jvae.data import check_data_info, data_options, write_data_info
 from jvae.datasets.images import DataWarning
 from jvae.experiment import DataSpec, build, init_state
@@ -51,7 +51,7 @@ from jvae.optim import skip_counts
 from jvae.parallel import data_mesh, replicate
 from jvae.program import accumulate, compile_program, evaluate_split, resolve_placement, run_epoch
 from jvae.run_guard import CheckpointSchedule, Divergence, RunFailed, SaveFailed, StopSignals
-from jvae.runs import check_resumable, hook_info, load_data_with_info
+from jvae.runs import check_resumable, hook_info, load_data_with_info, saved_config
 from jvae.train_state import make_eval_step
 
 __all__ = ["Hook", "Divergence", "Stopped", "train_and_evaluate", "watch_hooks", "default_workdir",
@@ -542,14 +542,27 @@ def watch_hooks(cfg: Config) -> list[Any]:
     return hooks
 
 
+# How one process joins a multi-process job: each launch names its own.
+_LAUNCH_SETTINGS = ("coordinator_address", "num_processes", "process_id")
+
+
 def _run(args) -> int:
     cfg, workdir = flags.config_from_args(args)
+    workdir = workdir or default_workdir(cfg)
+    if not hasattr(args, "config") and (Path(workdir) / "config.json").is_file():
+        # Resuming: the run's own settings are the base and flags change only what
+        # they name, so `--workdir W` alone continues W where it stopped; a flag
+        # that changes the model is still refused by check_resumable.
+        saved = config_to_dict(saved_config(workdir))
+        for name in _LAUNCH_SETTINGS:
+            saved.pop(name, None)
+        cfg = make_config(saved, flags.given_settings(args))
     distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
     with warnings.catch_warnings():
         # Skipped data files: one line, not a source excerpt.
         warnings.simplefilter("always", DataWarning)
         warnings.showwarning = _one_line
-        train_and_evaluate(cfg, workdir or default_workdir(cfg), hooks=watch_hooks(cfg))
+        train_and_evaluate(cfg, workdir, hooks=watch_hooks(cfg))
     return 0
 
 

@@ -88,10 +88,16 @@ def test_resume_equals_uninterrupted(tiny_mnist_dir, tmp_path):
     assert len(_rows(split)) == 3
 
 
-def test_resume_refuses_different_settings(tiny_mnist_dir, tmp_path):
+def test_resume_refuses_different_settings(tiny_mnist_dir, tmp_path, capsys):
     train_and_evaluate(_cfg(tiny_mnist_dir, epochs=1), tmp_path, quiet=True)
     with pytest.raises(ConfigError, match="latent_dim"):
         train_and_evaluate(_cfg(tiny_mnist_dir, epochs=2, latent_dim=4), tmp_path, quiet=True)
+    # From the command line the run's saved settings are the base: the workdir
+    # alone (and the flags it names) continues it; a changed model is refused.
+    _one_line_error(capsys, ["--workdir", str(tmp_path), "--latent-dim", "9"], "latent_dim")
+    assert main(["--workdir", str(tmp_path), "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in _rows(tmp_path)] == [1, 2]
+    assert json.loads((tmp_path / "config.json").read_text())["hidden"] == list(TINY["hidden"])
 
 
 def _cli(*args, cwd=None):
