@@ -40,8 +40,9 @@ from jvae.base import ConfigError
 
 PyTree = Any
 
-__all__ = ["DistributedError", "cluster_detected", "initialize", "is_primary",
-           "local_rows", "put_global_batch", "put_replicated", "to_host", "local_copy", "barrier"]
+__all__ = ["DistributedError", "cluster_detected", "initialize", "is_primary", "local_rows",
+           "put_process_batch", "put_global_batch", "put_replicated", "to_host", "local_copy",
+           "barrier"]
 
 
 class DistributedError(ConfigError):
@@ -129,17 +130,29 @@ def local_rows(sharding: Sharding, global_shape: tuple[int, ...]) -> slice:
     return slice(min(starts), max(stops))
 
 
-def put_global_batch(batch: PyTree, sharding: Sharding) -> PyTree:
-    """Places a host batch, identical on every process, on a multi-process mesh.
+def put_process_batch(batch: PyTree, sharding: Sharding, global_size: int) -> PyTree:
+    """Places this process's rows of a global batch of ``global_size`` examples on the mesh.
 
-    Each process transfers only its own rows (``make_array_from_process_local_data``),
-    so the host-to-device traffic per process is ``1 / num_processes`` of the batch.
+    Each process passes only the rows its devices hold (:func:`local_rows`)
+    and transfers them (``make_array_from_process_local_data``).
     """
     def put(x):
         x = np.asarray(x)
-        rows = local_rows(sharding, x.shape)
-        return jax.make_array_from_process_local_data(sharding, x[rows], x.shape)
+        return jax.make_array_from_process_local_data(sharding, x, (global_size, *x.shape[1:]))
     return jax.tree.map(put, batch)
+
+
+def put_global_batch(batch: PyTree, sharding: Sharding) -> PyTree:
+    """Places a host batch, identical on every process, on a multi-process mesh.
+
+    Each process transfers only its own rows (:func:`put_process_batch`), so
+    the host-to-device traffic per process is ``1 / num_processes`` of the batch.
+    """
+    def own_rows(x):
+        x = np.asarray(x)
+        return x[local_rows(sharding, x.shape)]
+    size = len(jax.tree.leaves(batch)[0])
+    return put_process_batch(jax.tree.map(own_rows, batch), sharding, size)
 
 
 def put_replicated(tree: PyTree, sharding: Sharding) -> PyTree:

@@ -29,6 +29,8 @@ from jax.sharding import Mesh
 from jvae.base import Array, Batch, ConfigError
 from jvae.budget import device_memory_budget
 from jvae.data import batches, num_batches
+from jvae.datasets.stream import Feed, is_lazy
+from jvae.distributed import put_process_batch
 from jvae.epoch import (
     binarize_key,
     chunk_length,
@@ -123,7 +125,6 @@ def resolve_placement(placement: str, experiment: Experiment, state: TrainState,
     if placement != "auto":
         return placement
     if train is not None and split_bytes(train) > data_budget():
-        from jvae.datasets.stream import is_lazy
         return "stream" if is_lazy(train) else "host"
     fast = device_loop_is_fast(experiment.objective, experiment.optimizer, state, example)
     return "device" if fast else "host"
@@ -199,7 +200,6 @@ def compile_program(experiment: Experiment, mesh: Mesh, state: TrainState,
     train = {k: v for k, v in train.items() if k != "label"}
     feed = None
     if placement == "stream":
-        from jvae.datasets.stream import Feed
         _check_grain()
         data = train
         feed = Feed(train, batch_size=batch_size, seed=seed, dynamic_binarize=dynamic_binarize,
@@ -231,9 +231,7 @@ def _put_local(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int) -> Bat
     """Places this process's rows of a global batch (all of it in one process) on the mesh."""
     if jax.process_count() == 1:
         return jax.device_put(batch, batch_sharding(mesh))
-    sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
-            for k, v in batch.items()}
+    return put_process_batch(batch, batch_sharding(mesh), batch_size)
 
 
 def accumulate(total: dict | None, new: dict) -> dict:

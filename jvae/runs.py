@@ -19,6 +19,7 @@ from jvae.base import ConfigError
 from jvae.checkpoint import Checkpointer
 from jvae.config import RESUMABLE_CHANGES, Config, config_to_dict, make_config
 from jvae.data import add_condition, data_options, load_splits, static_binarize, to_float
+from jvae.datasets.stream import SplitView
 from jvae.experiment import DataSpec, Experiment, build, example_batch, init_state
 from jvae.train_state import TrainState
 
@@ -48,7 +49,6 @@ def load_data_with_info(cfg: Config, lazy: bool = True):
     stream (and at once under static binarization, whose noise is drawn over
     the whole split).
     """
-    from jvae.datasets.stream import SplitView
     raw_train, raw_test, info = load_splits(cfg.dataset, data_dir=cfg.data_dir,
                                             tfds_data_dir=cfg.tfds_data_dir, lazy=lazy,
                                             **data_options(cfg))

@@ -26,10 +26,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from jvae.base import ConfigError
 from jvae.datasets.order import epoch_order
 from jvae.datasets.pixels import binarize, to_float
 
-__all__ = ["MemmapArray", "ImageFiles", "SplitView", "GatherBatch", "GatherSteps", "Feed",
+__all__ = ["MemmapArray", "ImageFiles", "SplitView", "GatherSteps", "Feed",
            "epoch_rows", "make_loader", "split_loader", "is_lazy"]
 
 
@@ -181,22 +182,6 @@ def is_lazy(split: dict[str, Any]) -> bool:
     return isinstance(split.get("image"), SplitView)
 
 
-class GatherBatch:
-    """``rows -> {"image": float32 batch, "label": int32 batch, "mask": ones}``.
-
-    uint8 images become floats in [0, 1]; float data (audio) pass unchanged.
-    A grain map transform (any picklable callable works).
-    """
-
-    def __init__(self, source, labels: np.ndarray):
-        self.source, self.labels = source, np.asarray(labels, np.int32)
-
-    def __call__(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        x = self.source.take(np.asarray(rows))
-        return {"image": _as_float(x), "label": self.labels[rows],
-                "mask": np.ones(len(rows), np.float32)}
-
-
 class GatherSteps:
     """``step -> batch``: this process's rows of a step of training, from a split.
 
@@ -342,7 +327,10 @@ def make_loader(data: Any, labels: np.ndarray, rows: np.ndarray, *, batch_size: 
                 epoch: int, workers: int = 0, threads: int = 2, prefetch: int = 4,
                 process_index: int | None = None, process_count: int | None = None,
                 state: dict | None = None):
-    """A grain iterator over one epoch's batches.
+    """A grain iterator over one epoch's batches of the split ``rows`` of ``data``.
+
+    :func:`split_loader` over that epoch's steps, for data not yet wrapped in
+    a :class:`SplitView`.
 
     Args:
       data: a memmap from the cache (read by path in each worker), an
@@ -351,21 +339,21 @@ def make_loader(data: Any, labels: np.ndarray, rows: np.ndarray, *, batch_size: 
       rows: the split's rows.
       batch_size: global batch size.
       seed, epoch: the epoch's permutation (:func:`epoch_rows`).
-      workers: grain worker processes (0: threads in this process).
-      threads: reader threads per process.
-      prefetch: batches read ahead.
-      process_index, process_count: default ``jax.process_index()`` / ``process_count()``.
-      state: an iterator state from ``get_state()`` to continue from.
+      workers, threads, prefetch, process_index, process_count, state: as for
+        :func:`split_loader`.
 
     Returns:
-      A grain ``DatasetIterator`` yielding host batches (``get_state``/``set_state``).
+      A grain ``DatasetIterator`` of host batches (``"image"`` as float32,
+      ``"label"``, ``"mask"``, ``"step"``) with ``get_state``/``set_state``.
     """
-    import grain
-    process_index, process_count = _processes(process_index, process_count)
-    steps = epoch_rows(rows, batch_size, seed=seed, epoch=epoch, process_index=process_index,
-                       process_count=process_count)
-    ds = grain.MapDataset.source(list(steps)).map(GatherBatch(_source(data), labels))
-    return _iterate(ds, workers=workers, threads=threads, prefetch=prefetch, state=state)
+    rows = np.asarray(rows)
+    split = {"image": SplitView(data, rows, as_float=True),
+             "label": np.asarray(labels, np.int32)[rows]}
+    steps = len(rows) // batch_size
+    return split_loader(split, batch_size=batch_size, seed=seed, start=epoch * steps,
+                        stop=(epoch + 1) * steps, workers=workers, threads=threads,
+                        prefetch=prefetch, process_index=process_index,
+                        process_count=process_count, state=state)
 
 
 class Feed:
@@ -413,7 +401,6 @@ class Feed:
         Raises:
           ConfigError: the iterator's position is not the model's.
         """
-        from jvae.base import ConfigError
         step = epoch * self.steps_per_epoch + start
         if resume is not None and resume.get("workers") == self.workers and resume.get("grain"):
             self._open(int(resume.get("first", 0)), resume["grain"])
