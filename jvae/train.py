@@ -477,12 +477,19 @@ def _sample_condition(test, cond_key: str | None) -> np.ndarray | None:
     return np.repeat(np.eye(num_classes, dtype=np.float32), 8, axis=0)
 
 
+def _decode_epoch(sampler, reconstruct, params, test, key, n: int, cond_key: str | None,
+                  sample_cond: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(prior samples, the first n test examples, their reconstructions)`` on the host."""
+    samples = np.asarray(sampler(params, key, sample_cond))
+    x = test["image"][:n]
+    cond = None if cond_key is None else jnp.asarray(test[cond_key][:n])
+    return samples, x, np.asarray(reconstruct(params, jnp.asarray(x), cond))
+
+
 def _save_images(folder: Path, epoch: int, sampler, reconstruct, params, test, key, n,
                  cond_key: str | None = None, sample_cond: np.ndarray | None = None) -> None:
-    samples = np.asarray(sampler(params, key, sample_cond))
-    x = test["image"][: n // 2]
-    cond = None if cond_key is None else jnp.asarray(test[cond_key][: n // 2])
-    recon = np.asarray(reconstruct(params, jnp.asarray(x), cond))
+    samples, x, recon = _decode_epoch(sampler, reconstruct, params, test, key, n // 2,
+                                      cond_key, sample_cond)
     # Originals and reconstructions in alternating rows of 8.
     pairs = np.concatenate([np.stack([x[i:i + 8], recon[i:i + 8]]) for i in range(0, len(x), 8)
                             ]).reshape(-1, *x.shape[1:]) if len(x) % 8 == 0 else np.concatenate(
@@ -501,11 +508,9 @@ def _save_audio(workdir: Path, epoch: int, sampler, reconstruct, params, test, k
     reconstructions alternating) and a PNG of their waveforms; clips joined by short silences."""
     from jvae.datasets.audio import join_clips, save_waveforms, write_wav
     folder = workdir / "audio"
-    n = _AUDIO_CLIPS
-    samples = np.asarray(sampler(params, key, sample_cond))[..., 0]
-    x = test["image"][:n]
-    cond = None if cond_key is None else jnp.asarray(test[cond_key][:n])
-    recon = np.asarray(reconstruct(params, jnp.asarray(x), cond))[..., 0]
+    samples, x, recon = _decode_epoch(sampler, reconstruct, params, test, key, _AUDIO_CLIPS,
+                                      cond_key, sample_cond)
+    samples, recon = samples[..., 0], recon[..., 0]
     pairs = [c for pair in zip(x[..., 0], recon) for c in pair]
     write_wav(folder / f"samples_epoch{epoch:03d}.wav", join_clips(samples, rate), rate)
     write_wav(folder / f"reconstructions_epoch{epoch:03d}.wav", join_clips(pairs, rate), rate)
