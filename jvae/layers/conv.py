@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["Conv", "MAX_GEMM_TAPS", "MIN_GEMM_FEATURES", "conv", "conv_patches", "use_gemm_convolutions"]
+__all__ = ["Conv", "MAX_GEMM_TAPS", "MIN_GEMM_FEATURES", "conv", "conv_patches", "kernel_param",
+           "use_gemm_convolutions"]
 
 Padding = str | Sequence[tuple[int, int]]
 
@@ -120,6 +121,22 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Paddi
                            (((patches.ndim - 1,), (0,)), ((), ())))
 
 
+def kernel_param(module: nn.Module, x: jax.Array, kernel_size: tuple[int, ...],
+                 strides: tuple[int, ...], features: int) -> jax.Array:
+    """A convolution's float32 ``"kernel"`` (``(*kernel_size, C_in, features)``, LeCun
+    normal, Flax's name and initializer) in ``x``'s dtype, after checking the shapes.
+
+    Raises:
+      ValueError: ``kernel_size`` or ``strides`` do not name each spatial dim of ``x``.
+    """
+    if len(kernel_size) != x.ndim - 2 or len(strides) != len(kernel_size):
+        raise ValueError(f"kernel_size {kernel_size} and strides {strides} must name each of the "
+                         f"{x.ndim - 2} spatial dims of an input of shape {x.shape}")
+    kernel = module.param("kernel", nn.initializers.lecun_normal(),
+                          (*kernel_size, x.shape[-1], features), jnp.float32)
+    return kernel.astype(x.dtype)
+
+
 class Conv(nn.Module):
     """Drop-in for ``nn.Conv(features, kernel_size, strides, padding)``, im2col on CPU.
 
@@ -147,13 +164,8 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         ks = tuple(self.kernel_size)
         ss = tuple(self.strides) if self.strides is not None else (1,) * len(ks)
-        if len(ks) != x.ndim - 2 or len(ss) != len(ks):
-            raise ValueError(f"kernel_size {ks} and strides {ss} must name each of the "
-                             f"{x.ndim - 2} spatial dims of an input of shape {x.shape}")
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (*ks, x.shape[-1], self.features), jnp.float32)
+        kernel = kernel_param(self, x, ks, ss, self.features)
         dtype = x.dtype
-        kernel = kernel.astype(dtype)
         padding = self.padding if isinstance(self.padding, str) else tuple(
             tuple(p) for p in self.padding)
         if use_gemm_convolutions() and math.prod(ks) <= MAX_GEMM_TAPS and (

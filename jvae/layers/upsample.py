@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jvae.layers.conv import conv_patches, use_gemm_convolutions
+from jvae.layers.conv import conv_patches, kernel_param, use_gemm_convolutions
 
 __all__ = ["ConvTranspose", "transposed_conv", "transposed_conv_gemm"]
 
@@ -164,13 +164,8 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        ks, ss = tuple(self.kernel_size), tuple(self.strides)
-        if len(ks) != x.ndim - 2 or len(ss) != len(ks):
-            raise ValueError(f"kernel_size {ks} and strides {ss} must name each of the "
-                             f"{x.ndim - 2} spatial dims of an input of shape {x.shape}")
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (*ks, x.shape[-1], self.features), jnp.float32)
-        kernel = kernel.astype(x.dtype)
+        ss = tuple(self.strides)
+        kernel = kernel_param(self, x, tuple(self.kernel_size), ss, self.features)
         y = (transposed_conv_gemm if use_gemm_convolutions() else transposed_conv)(x, kernel, ss)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
