@@ -1,11 +1,15 @@
-"""Seconds to initialize a model's train state, each net in a fresh process.
+"""Seconds to initialize a model's train state and compile its train step, each net in a fresh process.
 
-Prints one JSON row per net: ``{"bench": "init", "net", "data_shape", "params", "init_s"}``,
-where ``init_s`` is :func:`jvae.experiment.init_state` from the built
-experiment to parameters on the device (what ``jvae train`` waits for before
-compiling its step), in a process that has compiled nothing yet.
+Prints one JSON row per net: ``{"bench": "init", "net", "data_shape", "params", "init_s",
+"compile_s"}``, where ``init_s`` is :func:`jvae.experiment.init_state` from the
+built experiment to parameters on the device (what ``jvae train`` waits for
+before compiling its step), in a process that has compiled nothing yet, and
+``compile_s`` the ahead-of-time compile of the train program ``jvae train``
+runs (:func:`jvae.program.compile_program`, one dispatch per host batch of
+``--batch``) that follows.
 
     python -m benchmarks.init_time --nets mlp,conv,sd_vae
+    python -m benchmarks.init_time --nets sd_vae --batch 4
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 # net -> (config overrides, per-example data shape)
 NETS = {
@@ -29,6 +35,8 @@ def _measure(net: str, batch: int) -> dict:
 
     from jvae.config import make_config
     from jvae.experiment import DataSpec, build, example_batch, init_state
+    from jvae.parallel import data_mesh, replicate
+    from jvae.program import compile_program
     overrides, shape = NETS[net]
     experiment = build(make_config(overrides), DataSpec(shape, 10))
     example = example_batch(experiment, batch)
@@ -36,8 +44,13 @@ def _measure(net: str, batch: int) -> dict:
     state = jax.block_until_ready(init_state(experiment, jax.random.key(0), example))
     seconds = time.perf_counter() - t0
     params = sum(x.size for x in jax.tree.leaves(state.params))
+    mesh = data_mesh(1)
+    train = {"image": np.zeros((2 * batch, *shape), np.float32)}
+    program = compile_program(experiment, mesh, replicate(state, mesh), train, placement="host",
+                              batch_size=batch, seed=0)
     return {"bench": "init", "net": net, "data_shape": list(shape), "params": int(params),
-            "init_s": round(seconds, 2), "backend": jax.default_backend()}
+            "batch": batch, "init_s": round(seconds, 2), "compile_s": round(program.compile_s, 2),
+            "backend": jax.default_backend()}
 
 
 def main() -> None:

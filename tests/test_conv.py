@@ -17,6 +17,8 @@ G = MIN_GEMM_FEATURES  # the im2col + GEMM path; fewer output channels keep XLA'
     ((3, 3), (2, 2), "SAME", (2, 7, 7, 3), 1),               # narrow: XLA's convolution
     ((3, 3), (1, 1), ((1, 1), (1, 1)), (2, 6, 5, 4), G),     # the SD-style nets' conv
     ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 8, 8, 2), G),     # SD-style downsampling
+    ((3, 3), (2, 2), ((0, 1), (0, 1)), (1, 8, 8, 2), G),     # diffusers' Downsample2D padding
+    ((3, 3), (1, 1), ((0, 4), (2, 0)), (1, 5, 6, 3), G),     # padding wider than the kernel
     ((1, 1), (1, 1), ((0, 0), (0, 0)), (2, 3, 3, 5), 4),     # 1x1: a plain matmul at any width
     ((2, 3), (1, 2), "VALID", (2, 6, 7, 2), G),              # per-axis kernel and stride
     ((3,), (1,), "SAME", (2, 9, 3), G),                      # 1-D

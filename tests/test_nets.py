@@ -106,3 +106,20 @@ def test_param_head_is_convolutional_on_matching_feature_maps():
     head = ParamHead.for_likelihood(bernoulli(), (8, 8, 2))
     params = head.init(jax.random.key(0), jnp.zeros((1, 8, 8, 5)))
     assert params["params"]["logits"]["kernel"].shape == (3, 3, 5, 2)
+
+
+def test_vae_init_draws_the_modules_own_initial_values():
+    """make_vae's init program (LLVM optimisation level 1 on CPU) draws the default level's bits."""
+    post, lik = normal_posterior(), bernoulli()
+    enc, dec = make_nets("conv", posterior=post, likelihood=lik, latent_shape=(4,),
+                         data_shape=(8, 8, 1), hidden=(16,), channels=(4, 8))
+    x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 1))
+    key = jax.random.key(7)
+    params = make_vae(enc, dec, post, lik, (4,)).init(key, x)
+    k_enc, k_dec = jax.random.split(key)
+    default = {"xla_backend_optimization_level": 3}  # XLA's default; the suite runs at 0
+    ref = {"encoder": jax.jit(enc.init, compiler_options=default)(k_enc, x)["params"],
+           "decoder": jax.jit(dec.init, compiler_options=default)(k_dec, jnp.zeros((2, 4)))["params"]}
+    assert jax.tree.structure(params) == jax.tree.structure(ref)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+        np.testing.assert_array_equal(a, b)

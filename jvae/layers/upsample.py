@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jvae.layers.conv import conv_patches, kernel_param, use_gemm_convolutions
+from jvae.layers.conv import conv, kernel_param, use_gemm_convolutions
 
 __all__ = ["ConvTranspose", "transposed_conv", "transposed_conv_gemm"]
 
@@ -134,9 +134,7 @@ def transposed_conv_gemm(x: jax.Array, kernel: jax.Array, strides: Sequence[int]
     big = jnp.einsum(f"{spec},{taps_}IO->{window_}I{phases_}O",
                      *(jnp.asarray(m, kernel.dtype) for m in selects), kernel)
     window = tuple(m.shape[0] for m in selects)
-    patches = conv_patches(x, window, (1,) * n, pads)
-    y = lax.dot_general(patches, big.reshape(math.prod(window) * cin, -1),
-                        (((patches.ndim - 1,), (0,)), ((), ())))
+    y = conv(x, big.reshape(*window, cin, -1), (1,) * n, pads)
     # (N, *spatial, s_1..s_n, C) -> (N, spatial_1, s_1, ..., spatial_n, s_n, C).
     y = y.reshape(x.shape[0], *spatial, *ss, cout)
     order = [0] + [a for i in range(n) for a in (1 + i, 1 + n + i)] + [2 * n + 1]
