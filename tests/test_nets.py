@@ -111,7 +111,7 @@ def test_param_head_is_convolutional_on_matching_feature_maps():
 def test_vae_init_draws_the_modules_own_initial_values():
     """make_vae's init program (LLVM optimisation level 1 on CPU) draws the default level's bits."""
     post, lik = normal_posterior(), bernoulli()
-    enc, dec = make_nets("conv", posterior=post, likelihood=lik, latent_shape=(4,),
+    enc, dec = make_nets("mlp", posterior=post, likelihood=lik, latent_shape=(4,),
                          data_shape=(8, 8, 1), hidden=(16,), channels=(4, 8))
     x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 1))
     key = jax.random.key(7)
