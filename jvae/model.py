@@ -7,6 +7,7 @@ of an explicit parameter pytree ``{"encoder": ..., "decoder": ...}``.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -36,14 +37,19 @@ def _bind(module) -> tuple[Callable, Callable]:
         # draws are the same bits, and sd_vae's init took 15 s instead of 23 s.
         def init_fn(key, *args):
             return module.init(key, *args)["params"]
-        init_top = jax.jit(init_fn,
-                           compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend()))
         init_nested = jax.jit(init_fn)  # inside a caller's trace: options are the caller's
+
+        @functools.cache
+        def init_top():
+            # Built at the first call: building the model touches no backend
+            # (multi-host runs initialize jax.distributed first).
+            return jax.jit(init_fn,
+                           compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend()))
 
         def init(key, x, cond=None):
             args = (key, *_call_args(x, cond))
             traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args))
-            return (init_nested if traced else init_top)(*args)
+            return (init_nested if traced else init_top())(*args)
 
         def apply(params, x, cond=None):
             return module.apply({"params": params}, *_call_args(x, cond))

@@ -112,7 +112,7 @@ def test_vae_init_draws_the_modules_own_initial_values():
     """make_vae's init program (LLVM optimisation level 1 on CPU) draws the default level's bits."""
     post, lik = normal_posterior(), bernoulli()
     enc, dec = make_nets("mlp", posterior=post, likelihood=lik, latent_shape=(4,),
-                         data_shape=(8, 8, 1), hidden=(16,), channels=(4, 8))
+                         data_shape=(8, 8, 1), hidden=(16,))
     x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 1))
     key = jax.random.key(7)
     params = make_vae(enc, dec, post, lik, (4,)).init(key, x)
