@@ -4,7 +4,9 @@ Times forward, input gradient and kernel gradient of every convolution and
 transposed convolution of jvae's ``--net conv`` VAE (MNIST, batch 128 by
 default), each jitted alone, for each formulation: XLA's own convolution
 (``lax``: what ``flax.linen.Conv`` / ``ConvTranspose`` run), the polyphase
-transposed convolution, and the im2col + GEMM forms of :mod:`jvae.layers.conv`.
+transposed convolution, and the im2col + GEMM forms of :mod:`jvae.layers.conv`;
+with PyTorch installed, also PyTorch's ``conv2d`` / ``conv_transpose2d`` on the
+same shapes (NCHW, the layers of ``benchmarks/torch_reference.py``'s twin).
 Then the whole train step, one dispatch per batch and inside the on-device
 ``lax.scan`` epoch, with the native and the GEMM formulations, interleaved.
 
@@ -36,9 +38,11 @@ from jax import lax
 
 import jvae.layers.conv as conv_mod
 import jvae.layers.upsample as upsample_mod
+from benchmarks import torch_reference
 from jvae.config import make_config
 from jvae.epoch import epoch_order, make_train_epoch, put_dataset
 from jvae.experiment import DataSpec, build, init_state
+from jvae.host_memory import HOST_MEMORY_POLICIES, reuse_host_memory
 from jvae.layers.conv import conv
 from jvae.layers.upsample import transposed_conv, transposed_conv_gemm
 from jvae.train_state import make_train_step
@@ -82,8 +86,56 @@ def _median_ms(fn, *args, reps: int) -> float:
     return round(statistics.median(times) * 1e3, 3)
 
 
-def profile_layers(batch: int, reps: int) -> list[dict]:
+def _torch_layer_ms(xs: tuple, ws: tuple, strides: tuple, transposed: bool,
+                    reps: int) -> dict:
+    """Forward, input-gradient and kernel-gradient ms of the PyTorch twin's layer."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    n, h, w, cin = xs
+    cout = ws[-1]
+    x = torch.randn(n, cin, h, w)
+    if transposed:
+        weight = torch.randn(cin, cout, *ws[:2]) * 0.1
+
+        def f(x, weight):
+            return F.conv_transpose2d(x, weight, stride=strides, padding=1, output_padding=1)
+    else:
+        weight = torch.randn(cout, cin, *ws[:2]) * 0.1
+
+        def f(x, weight):
+            return F.conv2d(x, weight, stride=strides, padding=1)
+    g = torch.ones_like(f(x, weight))
+
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1e3, 3)
+
+    def grad(wrt_x: bool):
+        xx, ww = x.clone().requires_grad_(wrt_x), weight.clone().requires_grad_(not wrt_x)
+        return torch.autograd.grad(f(xx, ww), xx if wrt_x else ww, g)
+
+    with torch.no_grad():
+        forward = timed(lambda: f(x, weight))
+    return {"forward_ms": forward, "input_grad_ms": timed(lambda: grad(True)),
+            "kernel_grad_ms": timed(lambda: grad(False))}
+
+
+def profile_layers(batch: int, reps: int, torch_too: bool = True) -> list[dict]:
+    """Per layer and formulation: forward, input-gradient and kernel-gradient ms.
+
+    jvae's rows time forward and each gradient as separate jitted programs; the
+    ``pytorch`` row times ``conv2d`` alone and ``autograd.grad`` (forward plus that
+    gradient, as PyTorch computes it), so its gradient columns include a forward.
+    """
     rows = []
+    torch_too = torch_too and torch_reference.available()
     for name, xs, ws, strides, impls in layers(batch):
         x = jax.random.normal(jax.random.key(0), xs)
         w = jax.random.normal(jax.random.key(1), ws) * 0.1
@@ -96,6 +148,10 @@ def profile_layers(batch: int, reps: int) -> list[dict]:
                          "forward_ms": _median_ms(fwd, x, w, reps=reps),
                          "input_grad_ms": _median_ms(dx, x, w, g, reps=reps),
                          "kernel_grad_ms": _median_ms(dw, x, w, g, reps=reps)})
+            print(json.dumps(rows[-1]), flush=True)
+        if torch_too:
+            rows.append({"kind": "layer", "layer": name, "impl": "pytorch", "batch_size": batch,
+                         **_torch_layer_ms(xs, ws, strides, impls is TRANSPOSE_IMPLS, reps)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -174,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sd", action="store_true",
                    help="also the SD-style VAE's step (64x64x3, batch --sd-batch-size)")
     p.add_argument("--sd-batch-size", type=int, default=4)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch layer rows")
+    p.add_argument("--host-memory", default="reuse", choices=HOST_MEMORY_POLICIES,
+                   help="as the jvae command (default reuse; see jvae.host_memory)")
     args = p.parse_args(argv)
+    host_memory = "reuse" if args.host_memory == "reuse" and reuse_host_memory() else "system"
     print(json.dumps({"kind": "env", "backend": jax.default_backend(),
                       "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
                       "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-                      "loadavg": os.getloadavg()}), flush=True)
+                      "host_memory": host_memory, "loadavg": os.getloadavg()}), flush=True)
     if not args.no_layers:
-        profile_layers(args.batch_size, args.reps)
+        profile_layers(args.batch_size, args.reps, torch_too=not args.no_torch)
     if not args.no_steps:
         profile_steps({"net": "conv"}, (28, 28, 1), args.batch_size, steps=8,
                       rounds=args.rounds)

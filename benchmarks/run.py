@@ -56,6 +56,7 @@ from benchmarks import minimal, torch_reference
 from jvae.config import make_config
 from jvae.data import DataError, load_dataset, to_float
 from jvae.experiment import DataSpec, build, init_state
+from jvae.host_memory import HOST_MEMORY_POLICIES, reuse_host_memory
 from jvae.memory import compiled_bytes, estimate_max_batch_size
 from jvae.parallel import data_mesh, replicate
 from jvae.program import compile_program, resolve_placement
@@ -280,10 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--placement", default="auto", choices=("auto", "device", "host"),
                    help="jvae's data placement (auto: what python -m jvae.train picks)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--host-memory", default="reuse", choices=HOST_MEMORY_POLICIES,
+                   help="reuse (what the jvae command does): glibc keeps freed host memory, "
+                        "for every implementation in this process; system: glibc's default")
     p.add_argument("--no-max-batch", action="store_true")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     p.add_argument("--out", default=None, help="also append the rows to this file")
     args = p.parse_args(argv)
+    # Before any computation: JAX's and PyTorch's threads take the policy as they start.
+    host_memory = "reuse" if args.host_memory == "reuse" and reuse_host_memory() else "system"
 
     quick = args.quick
     models = [m for m in (args.models or ",".join(
@@ -318,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = peak_bf16
     torch_ok = torch_reference.available() and not args.no_torch
     emit({"kind": "env", "backend": jax.default_backend(), "device_kind": devs[0].device_kind,
+          "host_memory": host_memory,
           "device_count": len(devs), "jax": jax.__version__, "python": platform.python_version(),
           "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
           "matmul_peak_gflops_f32": round(peak_f32, 1),
