@@ -42,7 +42,8 @@ from benchmarks import torch_reference
 from jvae.config import make_config
 from jvae.epoch import epoch_order, make_train_epoch, put_dataset
 from jvae.experiment import DataSpec, build, init_state
-from jvae.host_memory import HOST_MEMORY_POLICIES, reuse_host_memory
+from jvae.flags import add_host_memory_flag
+from jvae.host_memory import apply_host_memory
 from jvae.layers.conv import conv
 from jvae.layers.upsample import transposed_conv, transposed_conv_gemm
 from jvae.train_state import make_train_step
@@ -231,10 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the SD-style VAE's step (64x64x3, batch --sd-batch-size)")
     p.add_argument("--sd-batch-size", type=int, default=4)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch layer rows")
-    p.add_argument("--host-memory", default="reuse", choices=HOST_MEMORY_POLICIES,
-                   help="as the jvae command (default reuse; see jvae.host_memory)")
+    add_host_memory_flag(p)
     args = p.parse_args(argv)
-    host_memory = "reuse" if args.host_memory == "reuse" and reuse_host_memory() else "system"
+    host_memory = apply_host_memory(args.host_memory)
     print(json.dumps({"kind": "env", "backend": jax.default_backend(),
                       "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
                       "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),

@@ -56,7 +56,8 @@ from benchmarks import minimal, torch_reference
 from jvae.config import make_config
 from jvae.data import DataError, load_dataset, to_float
 from jvae.experiment import DataSpec, build, init_state
-from jvae.host_memory import HOST_MEMORY_POLICIES, reuse_host_memory
+from jvae.flags import add_host_memory_flag
+from jvae.host_memory import apply_host_memory
 from jvae.memory import compiled_bytes, estimate_max_batch_size
 from jvae.parallel import data_mesh, replicate
 from jvae.program import compile_program, resolve_placement
@@ -281,15 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--placement", default="auto", choices=("auto", "device", "host"),
                    help="jvae's data placement (auto: what python -m jvae.train picks)")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--host-memory", default="reuse", choices=HOST_MEMORY_POLICIES,
-                   help="reuse (what the jvae command does): glibc keeps freed host memory, "
-                        "for every implementation in this process; system: glibc's default")
+    add_host_memory_flag(p)  # as the jvae command; it holds for PyTorch in this process too
     p.add_argument("--no-max-batch", action="store_true")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     p.add_argument("--out", default=None, help="also append the rows to this file")
     args = p.parse_args(argv)
     # Before any computation: JAX's and PyTorch's threads take the policy as they start.
-    host_memory = "reuse" if args.host_memory == "reuse" and reuse_host_memory() else "system"
+    host_memory = apply_host_memory(args.host_memory)
 
     quick = args.quick
     models = [m for m in (args.models or ",".join(

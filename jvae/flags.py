@@ -27,10 +27,10 @@ from jvae.config import (
     load_config_file,
     make_config,
 )
-from jvae.host_memory import HOST_MEMORY_POLICIES, reuse_host_memory
+from jvae.host_memory import HOST_MEMORY_POLICIES, apply_host_memory
 
 __all__ = ["Mode", "ArgumentParser", "add_config_flags", "add_workdir_flag", "config_from_args",
-           "make_parser", "run_mode", "describe", "int_range"]
+           "make_parser", "run_mode", "describe", "int_range", "add_host_memory_flag"]
 
 
 class Mode(NamedTuple):
@@ -161,11 +161,18 @@ def make_parser(mode: Mode, prog: str) -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=mode.summary, allow_abbrev=False,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     mode.add_arguments(parser)
+    add_host_memory_flag(parser)
+    return parser
+
+
+def add_host_memory_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--host-memory reuse|system`` (:mod:`jvae.host_memory`; applied by
+    :func:`~jvae.host_memory.apply_host_memory` before the first computation)."""
     parser.add_argument("--host-memory", choices=HOST_MEMORY_POLICIES, default="reuse",
                         help="reuse: keep the host memory XLA frees for the next step, no page "
                              "faults per step, the process keeps its peak memory until it exits "
-                             "(the default); system: glibc's own policy (jvae.host_memory)")
-    return parser
+                             "(the default); system: glibc's own policy (jvae.host_memory). "
+                             "It holds for the whole process")
 
 
 def run_mode(mode: Mode, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -176,8 +183,7 @@ def run_mode(mode: Mode, argv: Sequence[str] | None = None, prog: str | None = N
     """
     prog = prog or f"jvae {mode.name}"
     args = make_parser(mode, prog).parse_args(argv)
-    if args.host_memory == "reuse":
-        reuse_host_memory()
+    apply_host_memory(args.host_memory)
     try:
         status = mode.run(args)
     except JvaeError as e:

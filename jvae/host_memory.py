@@ -6,9 +6,10 @@ every block a worker thread's arena cannot hold, is a fresh ``mmap`` that is
 ``munmap``-ed on free, so every train step touches brand-new pages: a page
 fault and a zeroed 4 KiB page each. Measured on a 2-core VM, the SD-style
 VAE's step (batch 4, 64x64x3) took about 600,000 minor faults, 2.3 GiB of
-pages; the conv VAE's (batch 128) about 26,000; with the policy below both
-fall to none after the first steps, and the conv VAE's step went from about
-0.20 to 0.12 s (``benchmarks/README.md``, "Host memory").
+pages; the conv VAE's (batch 128) about 26,000. With the policy below most
+steps take none (some still do, more often on a loaded machine), and the conv
+VAE's step went from about 0.20 to 0.12 s (``benchmarks/README.md``, "Host
+memory").
 
 :func:`reuse_host_memory` sets glibc's ``mallopt`` so freed blocks stay in the
 process: one arena for all threads (``M_ARENA_MAX``), no ``mmap``-ed blocks
@@ -25,7 +26,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["HOST_MEMORY_POLICIES", "reuse_host_memory"]
+__all__ = ["HOST_MEMORY_POLICIES", "apply_host_memory", "reuse_host_memory"]
 
 HOST_MEMORY_POLICIES = ("reuse", "system")
 
@@ -73,3 +74,19 @@ def reuse_host_memory() -> bool:
     # M_TRIM_THRESHOLD is read as a size_t: -1 is "never trim".
     return all(libc.mallopt(param, value) == 1 for param, value in (
         (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_TOP_PAD, _TOP_PAD)))
+
+
+def apply_host_memory(policy: str) -> str:
+    """Applies a ``--host-memory`` choice; returns the policy in effect.
+
+    Args:
+      policy: ``"reuse"`` (:func:`reuse_host_memory`) or ``"system"`` (glibc's
+        own policy, as the environment sets it).
+
+    Returns:
+      ``"reuse"`` when :func:`reuse_host_memory` took effect, else ``"system"``.
+    """
+    if policy not in HOST_MEMORY_POLICIES:
+        raise ValueError(f"unknown host memory policy {policy!r}; choose one of "
+                         f"{', '.join(HOST_MEMORY_POLICIES)}")
+    return "reuse" if policy == "reuse" and reuse_host_memory() else "system"

@@ -12,10 +12,10 @@ from jvae.flags import make_parser
 from jvae.train import MODE
 
 # One jitted program with a 128 MiB temporary (an im2col-like concatenation feeding
-# a GEMM), far above glibc's 32 MiB mmap ceiling, run 16 times;
-# prints the minor page faults of a run in the steady state.
+# a GEMM), far above glibc's 32 MiB mmap ceiling, run 16 times; prints the minor
+# page faults of each run.
 _PROBE = """
-import json, resource, statistics, sys
+import json, resource, sys
 from jvae.host_memory import reuse_host_memory
 applied = reuse_host_memory() if sys.argv[1] == "reuse" else False
 import jax, jax.numpy as jnp
@@ -27,10 +27,12 @@ for _ in range(16):
     before = faults()
     f(x).block_until_ready()
     per_run.append(faults() - before)
-# The heap grows over the first runs (a run's buffers may be freed after the
-# next one allocates); the last runs show the steady state.
-print(json.dumps({"applied": applied, "faults_per_run": statistics.median(per_run[-6:])}))
+print(json.dumps({"applied": applied, "faults": per_run}))
 """
+
+# One 128 MiB temporary's pages, and what counts as a run that reused its memory.
+_PAGES = 128 * 2**20 // 4096
+_REUSED = _PAGES / 20
 
 
 def _probe(policy: str, env: dict | None = None) -> dict:
@@ -42,11 +44,13 @@ def _probe(policy: str, env: dict | None = None) -> dict:
 @pytest.mark.skipif(host_memory._glibc() is None, reason="the policy is glibc's mallopt")
 def test_reuse_removes_the_page_faults_of_each_run():
     system, reuse = _probe("system"), _probe("reuse")
-    pages = 128 * 2**20 // 4096  # the temporary
     assert reuse["applied"] and not system["applied"]
-    # glibc's default maps and unmaps the temporary each run: every page faults again.
-    assert system["faults_per_run"] > pages / 2, system
-    assert reuse["faults_per_run"] < pages / 20, reuse
+    # The last 10 runs (the heap grows over the first ones). glibc's default maps
+    # and unmaps the temporary each run: every page faults again, every run.
+    assert all(f > _PAGES / 2 for f in system["faults"][-10:]), system
+    # Reused: most runs take no fault. On a loaded machine some runs still fault
+    # the whole temporary again (6 to 10 of 10 runs were free in 32 probes).
+    assert sum(f < _REUSED for f in reuse["faults"][-10:]) >= 5, reuse
 
 
 @pytest.mark.skipif(host_memory._glibc() is None, reason="the policy is glibc's mallopt")
@@ -63,3 +67,9 @@ def test_every_mode_takes_the_flag_and_rejects_an_unknown_policy(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--host-memory", "never"])
     assert "invalid choice: 'never'" in capsys.readouterr().err
+
+
+def test_apply_names_the_policy_in_effect_and_rejects_unknown_ones():
+    assert host_memory.apply_host_memory("system") == "system"
+    with pytest.raises(ValueError, match="unknown host memory policy 'never'"):
+        host_memory.apply_host_memory("never")
