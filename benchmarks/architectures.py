@@ -38,11 +38,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jvae.config import make_config
-from jvae.experiment import DataSpec, build
-from jvae.parallel import data_mesh, replicate
+from jvae.app.config import make_config
+from jvae.devices.parallel import data_mesh, replicate
 from jvae.train import train_and_evaluate
 from jvae.train_state import create_train_state, make_train_step
+from jvae.training.experiment import DataSpec, build
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 

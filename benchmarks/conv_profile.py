@@ -4,7 +4,7 @@ Times forward, input gradient and kernel gradient of every convolution and
 transposed convolution of jvae's ``--net conv`` VAE (MNIST, batch 128 by
 default), each jitted alone, for each formulation: XLA's own convolution
 (``lax``: what ``flax.linen.Conv`` / ``ConvTranspose`` run), the polyphase
-transposed convolution, and the im2col + GEMM forms of :mod:`jvae.layers.conv`;
+transposed convolution, and the im2col + GEMM forms of :mod:`jvae.layers.convolution`;
 with PyTorch installed, also PyTorch's ``conv2d`` / ``conv_transpose2d`` on the
 same shapes (NCHW, the layers of ``benchmarks/torch_reference.py``'s twin).
 Then the whole train step, one dispatch per batch and inside the on-device
@@ -36,17 +36,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-import jvae.layers.conv as conv_mod
+import jvae.layers.convolution as conv_mod
 import jvae.layers.upsample as upsample_mod
 from benchmarks import torch_reference
-from jvae.config import make_config
-from jvae.epoch import epoch_order, make_train_epoch, put_dataset
-from jvae.experiment import DataSpec, build, init_state
-from jvae.flags import add_host_memory_flag
-from jvae.host_memory import apply_host_memory
-from jvae.layers.conv import conv
+from jvae.app.config import make_config
+from jvae.app.flags import add_host_memory_flag
+from jvae.devices.host_memory import apply_host_memory
+from jvae.layers.convolution import conv
 from jvae.layers.upsample import transposed_conv, transposed_conv_gemm
 from jvae.train_state import make_train_step
+from jvae.training.epoch import epoch_order, make_train_epoch, put_dataset
+from jvae.training.experiment import DataSpec, build, init_state
 
 
 def _lax_conv(x, w, strides):

@@ -35,10 +35,10 @@ import numpy as np
 
 from benchmarks.run import DEFAULT_DATA_DIR
 from benchmarks.zoo import append_missing
-from jvae.config import make_config
-from jvae.evaluate import evaluate_run
+from jvae.app.config import make_config
+from jvae.app.modes.evaluate import evaluate_run
+from jvae.app.runs import restore_run
 from jvae.inference import make_inference
-from jvae.runs import restore_run
 from jvae.train import train_and_evaluate
 
 RECIPE = {"dataset": "mnist", "model": "cvae", "batch_size": 128, "hidden": (400,),

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jvae.config import make_config
-from jvae.dashboard import Dashboard
+from jvae.app.config import make_config
+from jvae.app.dashboard import Dashboard
 from jvae.train import train_and_evaluate
 
 MODES = ("no_hooks", "null_hook", "page", "page_watched")
@@ -141,7 +141,7 @@ def main():
 
 def _decode_and_memory(workdir: Path, args) -> None:
     """Decode latency and memory: a page over a trained run, as `serve` makes it."""
-    from jvae.runs import hook_info, restore_run
+    from jvae.app.runs import hook_info, restore_run
     run = restore_run(workdir)
     jax_rss = _rss_mib()
     dash = Dashboard("127.0.0.1", 0, quiet=True)

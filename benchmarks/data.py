@@ -34,7 +34,7 @@ def _emit(row: dict) -> None:
 
 def digits(args) -> None:
     """``python -m jvae.train --dataset=digits`` with its defaults, timed in-process."""
-    from jvae.config import make_config
+    from jvae.app.config import make_config
     from jvae.train import train_and_evaluate
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
@@ -80,7 +80,7 @@ def make_photo_folder(root: Path, per_class: int, seed: int = 0) -> int:
 
 def folder(args) -> None:
     """Conv VAE at 32x32x3 with the logistic mixture on a folder of photo crops."""
-    from jvae.config import make_config
+    from jvae.app.config import make_config
     from jvae.train import train_and_evaluate
     scratch = Path(args.scratch)
     root = scratch / "photo_crops"
@@ -228,10 +228,10 @@ def _model_rate(batch: np.ndarray, steps: int, settings: dict | None = None) -> 
     (jvae's own step, no input pipeline)."""
     import jax
 
-    from jvae.config import make_config
-    from jvae.experiment import DataSpec, build, init_state
-    from jvae.parallel import data_mesh, replicate, shard_batch
+    from jvae.app.config import make_config
+    from jvae.devices.parallel import data_mesh, replicate, shard_batch
     from jvae.train_state import make_train_step
+    from jvae.training.experiment import DataSpec, build, init_state
     cfg = make_config(settings or {"net": "conv", "likelihood": "gaussian", "latent_dim": 32,
                                    "hidden": (256,)})
     experiment = build(cfg, DataSpec(tuple(batch.shape[1:])))
@@ -277,10 +277,10 @@ def audio(args) -> None:
     """A 1-D conv VAE on chunks of the synthesized folder; test -ELBO per chunk and SNR."""
     import jax.numpy as jnp
 
-    from jvae.config import make_config
+    from jvae.app.config import make_config
+    from jvae.app.runs import restore_run
     from jvae.datasets.audio import snr_db
-    from jvae.generate import make_reconstructor
-    from jvae.runs import restore_run
+    from jvae.inference import make_reconstructor
     from jvae.train import train_and_evaluate
     scratch = Path(args.scratch)
     root = scratch / "tones"
@@ -315,7 +315,7 @@ def stream(args) -> None:
     with 0 and N loader workers, beside the loader alone and the model's step alone."""
     import shutil
 
-    from jvae.config import make_config
+    from jvae.app.config import make_config
     from jvae.datasets.folders import load_folder
     from jvae.datasets.stream import Feed
     from jvae.train import train_and_evaluate

@@ -29,12 +29,12 @@ import time
 import jax
 
 from benchmarks.run import DEFAULT_DATA_DIR
-from jvae.config import make_config
-from jvae.experiment import DataSpec, build, init_state
-from jvae.parallel import data_mesh, replicate
-from jvae.program import compile_program, evaluate_split, run_epoch
-from jvae.runs import load_data
+from jvae.app.config import make_config
+from jvae.app.runs import load_data
+from jvae.devices.parallel import data_mesh, replicate
 from jvae.train_state import make_eval_step
+from jvae.training.experiment import DataSpec, build, init_state
+from jvae.training.program import compile_program, evaluate_split, run_epoch
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -222,12 +222,12 @@ def _nan_run(ctx, t, rng, seen):
     import jax
     import numpy as np
 
-    from jvae.config import make_config
-    from jvae.experiment import DataSpec, build, init_state
-    from jvae.optim import skip_counts
-    from jvae.parallel import data_mesh, replicate, shard_batch
-    from jvae.runs import load_data
+    from jvae.app.config import make_config
+    from jvae.app.runs import load_data
+    from jvae.devices.parallel import data_mesh, replicate, shard_batch
     from jvae.train_state import make_train_step
+    from jvae.training.experiment import DataSpec, build, init_state
+    from jvae.training.optim import skip_counts
     cfg = make_config({"data_dir": str(ctx["data"]), "batch_size": 64, "hidden": (64,),
                        "latent_dim": 8})
     train, _ = load_data(cfg)
@@ -367,7 +367,7 @@ def drill_malformed(ctx, trials) -> dict:
         damage(work)
         check(name, ["--data-dir", str(ctx["data"]), "--workdir", str(work), *RUN], work)
     # A workdir locked by a live run.
-    from jvae.lock import WorkdirLock
+    from jvae.app.lock import WorkdirLock
     with WorkdirLock(ref):
         check("workdir in use", base + ["--epochs", "4"])
     # Generated: random config files and flag values (hypothesis).

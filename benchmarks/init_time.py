@@ -1,11 +1,11 @@
 """Seconds to initialize a model's train state and compile its train step, each net in a fresh process.
 
 Prints one JSON row per net: ``{"bench": "init", "net", "data_shape", "params", "init_s",
-"compile_s"}``, where ``init_s`` is :func:`jvae.experiment.init_state` from the
+"compile_s"}``, where ``init_s`` is :func:`jvae.training.experiment.init_state` from the
 built experiment to parameters on the device (what ``jvae train`` waits for
 before compiling its step), in a process that has compiled nothing yet, and
 ``compile_s`` the ahead-of-time compile of the train program ``jvae train``
-runs (:func:`jvae.program.compile_program`, one dispatch per host batch of
+runs (:func:`jvae.training.program.compile_program`, one dispatch per host batch of
 ``--batch``) that follows.
 
     python -m benchmarks.init_time --nets mlp,conv,sd_vae
@@ -33,10 +33,10 @@ NETS = {
 def _measure(net: str, batch: int) -> dict:
     import jax
 
-    from jvae.config import make_config
-    from jvae.experiment import DataSpec, build, example_batch, init_state
-    from jvae.parallel import data_mesh, replicate
-    from jvae.program import compile_program
+    from jvae.app.config import make_config
+    from jvae.devices.parallel import data_mesh, replicate
+    from jvae.training.experiment import DataSpec, build, example_batch, init_state
+    from jvae.training.program import compile_program
     overrides, shape = NETS[net]
     experiment = build(make_config(overrides), DataSpec(shape, 10))
     example = example_batch(experiment, batch)

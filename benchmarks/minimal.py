@@ -10,7 +10,7 @@ dict of arrays and Adam is four lines. Two drivers:
 * ``make_step_runner``: one jitted step per batch, host batches (the loop a
   user writes first; the issue's "minimal hand-written jitted JAX loop");
 * ``make_epoch_runner``: the whole split on device and each epoch one
-  ``lax.fori_loop`` over the step, as ``jvae.epoch`` does it.
+  ``lax.fori_loop`` over the step, as ``jvae.training.epoch`` does it.
 
 jvae's overhead is its step time over these, measured in the same run
 (``benchmarks/run.py``).

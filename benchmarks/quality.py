@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from jvae.config import make_config
+from jvae.app.config import make_config
 from jvae.train import train_and_evaluate
 
 RECIPE = {"dataset": "mnist", "epochs": 10, "batch_size": 128, "hidden": (400,),

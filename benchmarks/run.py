@@ -23,7 +23,7 @@ JSON object per line:
   and the Dirichlet posteriors over the Normal one, per batch size and device
   count, in images/s (``ratio``, with the per-round ratios of epochs run back
   to back) and in images per CPU-second (``cpu_ratio``);
-* ``kind: max_batch``: the largest batch that fits per :mod:`jvae.memory`.
+* ``kind: max_batch``: the largest batch that fits per :mod:`jvae.app.modes.memory`.
 
 Implementations of one group (same batch size and device count) run
 interleaved, one epoch each in turn (A B C A B C ...), so drift in the
@@ -53,15 +53,15 @@ import numpy as np
 from jax import monitoring
 
 from benchmarks import minimal, torch_reference
-from jvae.config import make_config
+from jvae.app.config import make_config
+from jvae.app.flags import add_host_memory_flag
+from jvae.app.modes.memory import compiled_bytes, estimate_max_batch_size
 from jvae.data import DataError, load_dataset, to_float
-from jvae.experiment import DataSpec, build, init_state
-from jvae.flags import add_host_memory_flag
-from jvae.host_memory import apply_host_memory
-from jvae.memory import compiled_bytes, estimate_max_batch_size
-from jvae.parallel import data_mesh, replicate
-from jvae.program import compile_program, resolve_placement
-from jvae.program import run_epoch as run_program_epoch
+from jvae.devices.host_memory import apply_host_memory
+from jvae.devices.parallel import data_mesh, replicate
+from jvae.training.experiment import DataSpec, build, init_state
+from jvae.training.program import compile_program, resolve_placement
+from jvae.training.program import run_epoch as run_program_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -144,7 +144,7 @@ def jvae_runner(model: str, images: np.ndarray, batch_size: int, devices: int,
                 compute_dtype: str, placement: str = "auto") -> Runner:
     """jvae's training path for the config, as ``jvae train`` runs it.
 
-    The program is :mod:`jvae.program`'s, the one the ``train`` command
+    The program is :mod:`jvae.training.program`'s, the one the ``train`` command
     compiles: ``placement="auto"`` picks what it picks (the on-device epoch
     loop, or one dispatch per host batch for convolutions on XLA:CPU), and a
     device epoch is one dispatch (no progress bar).

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import jax
 
-from jvae.config import make_config
-from jvae.evaluate import evaluate_run
+from jvae.app.config import make_config
+from jvae.app.modes.evaluate import evaluate_run
 from jvae.train import train_and_evaluate
 
 RECIPE = {"dataset": "mnist", "epochs": 10, "batch_size": 128, "hidden": (400,),

@@ -9,25 +9,28 @@ Pure-function models, composable objectives and a jitted, data-parallel train st
     state, metrics = jvae.make_train_step(objective, optimizer)(state, batch)
 
 This namespace holds the names research code uses; everything else is
-reachable through its module (``jvae.zoo``, ``jvae.flows``, ``jvae.layers.spec``,
-``jvae.experiment``, ...). The ``jvae`` command is :mod:`jvae.cli`.
+reachable through the package of its role, each exporting its names:
+``jvae.distributions`` (posteriors, flows, VQ, likelihoods), ``jvae.terms``
+(loss terms), ``jvae.layers`` (networks), ``jvae.datasets``, ``jvae.devices``,
+``jvae.training`` and the application ``jvae.app`` (the ``jvae`` command).
+The front doors ``jvae.nets``, ``jvae.objectives``, ``jvae.data``,
+``jvae.train_state`` and ``jvae.train`` gather each area's main names.
 """
 
 from jvae.base import Forward, Term, Weight
 from jvae.data import batches, load_dataset
-from jvae.layers.heads import ParamHead
-from jvae.likelihoods import bernoulli, gaussian
+from jvae.devices import data_mesh, replicate
+from jvae.distributions import bernoulli, dirichlet_posterior, gaussian, normal_posterior
 from jvae.model import make_vae
+from jvae.nets import ParamHead
 from jvae.objectives import elbo
-from jvae.parallel import data_mesh, replicate
-from jvae.posteriors import dirichlet_posterior, normal_posterior
 from jvae.terms import compose, elbo_terms, stateless
 from jvae.train_state import (
-                              TrainState,
-                              create_train_state,
-                              make_eval_step,
-                              make_optimizer,
-                              make_train_step,
+    TrainState,
+    create_train_state,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
 )
 
 __version__ = "0.1.0"

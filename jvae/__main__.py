@@ -2,7 +2,7 @@
 
 import sys
 
-from jvae.cli import main
+from jvae.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -110,8 +110,8 @@ class VAE(NamedTuple):
         family with shared parameters, see ``Posterior.init_shared``).
       encode: ``(params, x, cond=None) -> posterior parameters``.
       decode: ``(params, z, cond=None) -> likelihood parameters``.
-      posterior: the :class:`~jvae.posteriors.Posterior` family.
-      likelihood: the :class:`~jvae.likelihoods.Likelihood`.
+      posterior: the :class:`~jvae.distributions.posteriors.Posterior` family.
+      likelihood: the :class:`~jvae.distributions.likelihoods.Likelihood`.
       latent_shape: per-example latent shape.
     """
 

@@ -9,6 +9,9 @@ functions of codes, usable inside or outside ``jit``.
 
 Every decode returns the likelihood's mean ``E[x|z]`` (pixel probabilities
 for a Bernoulli likelihood), the usual way to show a VAE's output.
+
+:func:`make_sampler` and :func:`make_reconstructor` are the jitted generators
+the train loop and the live page draw their images with.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jvae.base import VAE, Array, JvaeError, Posterior
-from jvae.posteriors import sample_prior
+from jvae.distributions.posteriors import sample_prior
 
 __all__ = ["InferenceError", "Inference", "make_inference", "posterior_scale", "encode_all",
-           "decode_all", "reconstruct_all", "sample_all", "interpolate_latents", "traverse_latents",
-           "IMAGE_SUFFIXES", "list_images", "load_images"]
+           "decode_all", "reconstruct_all", "sample_all", "interpolate_latents",
+           "traverse_latents", "make_sampler", "make_reconstructor", "IMAGE_SUFFIXES",
+           "list_images", "load_images"]
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
 # Draws of the Monte Carlo posterior scale of families without a closed form (flows).
 _SCALE_SAMPLES = 64
 
@@ -280,3 +287,36 @@ def load_images(paths: Sequence[str | Path], data_shape: tuple[int, ...],
     with ThreadPoolExecutor(max(1, workers)) as pool:
         arrays = list(pool.map(lambda p: _load_one(Path(p), shape), paths))
     return np.stack(arrays) if arrays else np.zeros((0, *shape), np.float32)
+
+
+def make_sampler(vae: VAE, num: int, *, repeats: int = 1) -> Callable[..., Array]:
+    """``(params, key, cond=None) -> (num, *data_shape)`` decoded prior samples.
+
+    Each z ~ p(z) is decoded to the likelihood's mean E[x|z] (pixel
+    probabilities for a Bernoulli likelihood), the usual way to show samples.
+    With ``repeats = r``, ``num / r`` codes are drawn and repeated ``r`` times
+    in order: a conditional grid with one row per class then decodes every
+    class from the same codes (column ``j`` shares ``z_j``), so the rows
+    differ only by the label.
+    """
+    if num % repeats:
+        raise ValueError(f"num={num} is not a multiple of repeats={repeats}")
+
+    @jax.jit
+    def sample(params, key, cond=None):
+        z = sample_prior(vae.posterior, key, vae.latent_shape, num // repeats, params)
+        z = jax.numpy.tile(z, (repeats,) + (1,) * (z.ndim - 1))
+        return vae.likelihood.mean(vae.decode(params, z, cond))
+
+    return sample
+
+
+def make_reconstructor(vae: VAE) -> Callable[..., Array]:
+    """``(params, x, cond=None) -> E[x|z]`` at the posterior mean z = E_q[z|x]."""
+
+    @jax.jit
+    def reconstruct(params, x, cond=None):
+        z = vae.posterior.mean(vae.encode(params, x, cond))
+        return vae.likelihood.mean(vae.decode(params, z, cond))
+
+    return reconstruct

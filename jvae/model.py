@@ -3,6 +3,17 @@
 Linen modules are used through ``init``/``apply``; NNX modules through
 ``nnx.split``/``nnx.merge``, so both run inside ``jax.jit`` as pure functions
 of an explicit parameter pytree ``{"encoder": ..., "decoder": ...}``.
+
+Mixed precision (:func:`mixed_precision`): networks compute in bfloat16,
+everything else stays float32. The policy of Micikevicius et al. (2018,
+arXiv:1710.03740) without loss scaling (bfloat16 has float32's exponent range,
+so gradients do not underflow): parameters, optimizer state and the loss
+(log-likelihoods, KL, their sums over 784 pixels) stay float32; only the
+encoder and decoder run in the compute dtype. ``encode``/``decode`` cast the
+float32 parameters and inputs down on entry and the distribution parameters
+they emit back up to float32, so gradients reach the float32 master parameters
+through the casts. It pays off on GPUs and TPUs, whose matrix units are
+bfloat16-native; on most CPUs it is slower than float32.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from flax import nnx
 
 from jvae.base import VAE, Array, Likelihood, Posterior, PyTree
 
-__all__ = ["VAE", "make_vae", "decode_samples"]
+__all__ = ["VAE", "make_vae", "decode_samples", "COMPUTE_DTYPES", "mixed_precision"]
 
 
 # Per-backend XLA options of the one-off init program (DebugOptions fields).
@@ -134,3 +145,48 @@ def decode_samples(vae: VAE, params: PyTree, z: Array, cond: Array | None = None
         cond[None], (s, *cond.shape)).reshape(s * b, *cond.shape[1:])
     out = vae.decode(params, z.reshape(s * b, *z.shape[2:]), flat_cond)
     return jax.tree.map(lambda a: a.reshape(s, b, *a.shape[1:]), out)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _cast(tree: PyTree, dtype) -> PyTree:
+    """Casts floating leaves only (integer labels, keys and masks pass through)."""
+    def cast(a):
+        return a.astype(dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a
+    return jax.tree.map(cast, tree)
+
+
+def mixed_precision(vae: VAE, compute_dtype: str | jnp.dtype = "bfloat16") -> VAE:
+    """The same model with encoder and decoder computing in ``compute_dtype``.
+
+    Args:
+      vae: a model with float32 parameters.
+      compute_dtype: ``"bfloat16"`` (or any float dtype); ``"float32"`` returns
+        ``vae`` unchanged.
+
+    Returns:
+      A :class:`~jvae.model.VAE` with the same ``init`` (float32 parameters)
+      whose ``encode`` and ``decode`` return float32 distribution parameters.
+    """
+    dtype = jnp.dtype(compute_dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"compute dtype must be a float type, got {compute_dtype!r}")
+    if dtype == jnp.float32:
+        return vae
+
+    def nets_down(params):
+        # Only the networks: a posterior family's shared parameters (a flow)
+        # keep float32, like the rest of the loss.
+        return {k: _cast(v, dtype) if k in ("encoder", "decoder") else v
+                for k, v in params.items()}
+
+    def encode(params, x, cond=None):
+        out = vae.encode(nets_down(params), _cast(x, dtype), _cast(cond, dtype))
+        return _cast(out, jnp.float32)
+
+    def decode(params, z, cond=None):
+        out = vae.decode(nets_down(params), _cast(z, dtype), _cast(cond, dtype))
+        return _cast(out, jnp.float32)
+
+    return vae._replace(encode=encode, decode=decode)

@@ -59,8 +59,8 @@ def _no_watchers_from_the_cli(request, monkeypatch):
     """``jvae train`` serves a live page and writes TensorBoard logs by default;
     in tests it does neither, unless the test asks for ``cli_watchers``."""
     if "cli_watchers" not in request.fixturenames:
-        import jvae.train
-        monkeypatch.setattr(jvae.train, "watch_hooks", lambda cfg: [])
+        import jvae.app.modes.train
+        monkeypatch.setattr(jvae.app.modes.train, "watch_hooks", lambda cfg: [])
 
 
 @pytest.fixture

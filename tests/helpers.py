@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jvae.likelihoods import bernoulli
+from jvae.distributions.likelihoods import bernoulli
 from jvae.model import make_vae
 from jvae.nets import make_nets
 

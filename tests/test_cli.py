@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from jvae import experiment
-from jvae.cli import MODES, main
-from jvae.config import GROUPS, Config, ConfigError, make_config
-from jvae.flags import int_range, make_parser
+from jvae.app.cli import MODES, main
+from jvae.app.config import GROUPS, Config, ConfigError, make_config
+from jvae.app.flags import int_range, make_parser
+from jvae.training import experiment
 
 
 def _actions(mode):

@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae import zoo
+from jvae import objectives
 from jvae.data import load_mnist_idx, to_float
-from jvae.evaluate import conditional_accuracy, fit_classifier
-from jvae.generate import make_sampler
-from jvae.likelihoods import bernoulli
+from jvae.distributions.likelihoods import bernoulli
+from jvae.distributions.posteriors import normal_posterior
+from jvae.evaluation import conditional_accuracy, fit_classifier
+from jvae.inference import make_sampler
 from jvae.model import make_vae
 from jvae.nets import make_nets
-from jvae.posteriors import normal_posterior
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.
 pytestmark = pytest.mark.xdist_group("conditional")
@@ -75,8 +75,8 @@ def tiny_cvae():
 def test_cvae_prior_term_adds_the_decode_of_a_prior_draw(tiny_cvae):
     vae, params, batch = tiny_cvae
     key = jax.random.key(2)
-    plain, _ = jax.jit(zoo.cvae(vae, prior_weight=0.0).terms)(params, batch, key, ())
-    hybrid, _ = jax.jit(zoo.cvae(vae, prior_weight=0.5).terms)(params, batch, key, ())
+    plain, _ = jax.jit(objectives.cvae(vae, prior_weight=0.0).terms)(params, batch, key, ())
+    hybrid, _ = jax.jit(objectives.cvae(vae, prior_weight=0.5).terms)(params, batch, key, ())
     assert "prior_recon" not in plain
     np.testing.assert_allclose(hybrid["neg_elbo"], plain["neg_elbo"], rtol=1e-6)
     # The term is -log p(x | z', y) at the prior draw z' of fold_in(key, 1).
@@ -86,11 +86,11 @@ def test_cvae_prior_term_adds_the_decode_of_a_prior_draw(tiny_cvae):
     np.testing.assert_allclose(hybrid["prior_recon"], expected, rtol=1e-5)
     np.testing.assert_allclose(hybrid["loss"], plain["loss"] + 0.5 * expected, rtol=1e-5)
     # Its gradient reaches the decoder's label weights.
-    grads = jax.jit(jax.grad(lambda p: zoo.cvae(vae, prior_weight=0.5).terms(
+    grads = jax.jit(jax.grad(lambda p: objectives.cvae(vae, prior_weight=0.5).terms(
         p, batch, key, ())[0]["prior_recon"].sum()))(params)
     assert float(jnp.abs(grads["decoder"]["Dense_0"]["kernel"][3:]).sum()) > 0
     with pytest.raises(ValueError, match="prior_weight"):
-        zoo.cvae(vae, prior_weight=-1.0)
+        objectives.cvae(vae, prior_weight=-1.0)
 
 
 def test_grid_sampler_decodes_every_class_from_the_same_codes(tiny_cvae):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jvae.layers.conv import MIN_GEMM_FEATURES, Conv
+from jvae.layers.convolution import MIN_GEMM_FEATURES, Conv
 
 from helpers import assert_same_layer
 
@@ -31,7 +31,7 @@ def test_matches_flax_conv(kernel, strides, padding, shape, features):
 
 def test_traces_to_no_convolution_on_cpu():
     """On CPU the layer is slices and one GEMM: no convolution left for XLA:CPU to run."""
-    from jvae.epoch import has_convolutions
+    from jvae.training.epoch import has_convolutions
     x = jnp.zeros((1, 5, 5, 2))
     layer = Conv(MIN_GEMM_FEATURES, (3, 3), (2, 2))
     params = layer.init(jax.random.key(0), x)

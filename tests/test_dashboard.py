@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.config import make_config
-from jvae.dashboard import Dashboard
-from jvae.dashboard.explorer import DECODE_BATCH, interpolate, project_2d
-from jvae.dashboard.server import MAX_BODY, MAX_IN_FLIGHT
-from jvae.experiment import DataSpec, build
-from jvae.images import save_image_grid
-from jvae.runs import hook_info
+from jvae.app.config import make_config
+from jvae.app.dashboard import Dashboard
+from jvae.app.dashboard.explorer import DECODE_BATCH, interpolate, project_2d
+from jvae.app.dashboard.server import MAX_BODY, MAX_IN_FLIGHT
+from jvae.app.outputs import save_image_grid
+from jvae.app.runs import hook_info
+from jvae.training.experiment import DataSpec, build
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.
 pytestmark = pytest.mark.xdist_group("dashboard")
@@ -251,7 +251,7 @@ def test_audio_runs_get_a_wav_of_the_decoded_waveform():
     import io
     import wave
 
-    from jvae.dashboard.server import render
+    from jvae.app.dashboard.server import render
     x = np.sin(np.linspace(0, 40, 800, dtype=np.float32))[None, :, None]
     body, ctype = render(x, sample_rate=8000)
     assert ctype == "audio/wav"
@@ -262,7 +262,7 @@ def test_audio_runs_get_a_wav_of_the_decoded_waveform():
 
 
 def test_a_conditional_model_decodes_the_picked_class():
-    from jvae.dashboard.explorer import decode_latents, make_explorer
+    from jvae.app.dashboard.explorer import decode_latents, make_explorer
     cfg = make_config({"model": "cvae", "hidden": (8,), "latent_dim": 2})
     experiment = build(cfg, DataSpec((28, 28, 1), 3))
     vae = experiment.vae

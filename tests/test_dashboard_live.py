@@ -12,9 +12,9 @@ from urllib.request import urlopen
 
 import pytest
 
-from jvae.config import make_config
-from jvae.dashboard import Dashboard
-from jvae.tensorboard import EMBEDDING_TAG, TensorBoardLogger
+from jvae.app.config import make_config
+from jvae.app.dashboard import Dashboard
+from jvae.app.tensorboard import EMBEDDING_TAG, TensorBoardLogger
 from jvae.train import train_and_evaluate
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.
@@ -154,7 +154,7 @@ def test_tensorboard_logs_read_back_with_tensorboards_reader(live_run):
 
 
 def test_serve_opens_the_page_of_a_finished_run(live_run):
-    from jvae.dashboard import serve
+    from jvae.app.dashboard import serve
     live_run.finish()
     stop, pages = threading.Event(), []
 
@@ -169,7 +169,7 @@ def test_serve_opens_the_page_of_a_finished_run(live_run):
 
 
 def test_train_flags_attach_the_page_and_tensorboard(tmp_path, capsys, cli_watchers):
-    from jvae.flags import config_from_args, make_parser
+    from jvae.app.flags import config_from_args, make_parser
     from jvae.train import MODE, watch_hooks
 
     def hooks(*argv):

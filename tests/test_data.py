@@ -17,7 +17,7 @@ from jvae.data import (
     to_float,
     write_idx,
 )
-from jvae.parallel import data_mesh
+from jvae.devices.parallel import data_mesh
 
 
 def test_idx_reader_on_shared_mnist(mnist_dir):

@@ -19,9 +19,8 @@ pytestmark = pytest.mark.xdist_group("diffusers_weights")
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from jvae.cli import main as jvae_main  # noqa: E402
-from jvae.config import make_config  # noqa: E402
-from jvae.experiment import DataSpec, build  # noqa: E402
+from jvae.app.cli import main as jvae_main  # noqa: E402
+from jvae.app.config import make_config  # noqa: E402
 from jvae.layers.diffusers import (  # noqa: E402
     SD_CONFIG,
     WEIGHTS_FILE,
@@ -32,6 +31,7 @@ from jvae.layers.diffusers import (  # noqa: E402
 )
 from jvae.layers.spec import parse_spec  # noqa: E402
 from jvae.layers.spec_nets import load_architecture  # noqa: E402
+from jvae.training.experiment import DataSpec, build  # noqa: E402
 
 
 def main_import(argv):
@@ -157,9 +157,9 @@ def test_small_variant_equals_diffusers(tmp_path):
 def test_imported_run_restores_like_train_and_exports_exactly(tiny, tiny_mnist_dir, tmp_path):
     """The import is a jvae run: train accepts its settings and restores its checkpoint into
     the state it builds (evaluate builds the same), and its export is bit-identical."""
-    from jvae.checkpoint import Checkpointer
-    from jvae.experiment import example_batch, init_state
-    from jvae.runs import check_resumable
+    from jvae.app.checkpoint import Checkpointer
+    from jvae.app.runs import check_resumable
+    from jvae.training.experiment import example_batch, init_state
 
     model, src = tiny
     workdir = tmp_path / "run"

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.config import ConfigError, make_config
-from jvae.experiment import DataSpec, build
-from jvae.posteriors import dirichlet_posterior
+from jvae.app.config import ConfigError, make_config
+from jvae.distributions.posteriors import dirichlet_posterior
+from jvae.training.experiment import DataSpec, build
 
 APPROX, EXACT = dirichlet_posterior(reparam="approx"), dirichlet_posterior()
 

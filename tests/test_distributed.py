@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from jvae import distributed
-from jvae.config import make_config
-from jvae.runs import restore_run
+from jvae.app.config import make_config
+from jvae.app.runs import restore_run
+from jvae.devices import distributed
 from jvae.train import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]

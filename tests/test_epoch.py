@@ -6,15 +6,14 @@ import numpy as np
 from jax import monitoring
 
 from jvae.data import batches
-from jvae.epoch import binarize_key, epoch_order, make_train_epoch, put_dataset
-from jvae.likelihoods import bernoulli
-from jvae.model import make_vae
+from jvae.devices.parallel import data_mesh, replicate
+from jvae.distributions.likelihoods import bernoulli
+from jvae.distributions.posteriors import normal_posterior
+from jvae.model import make_vae, mixed_precision
 from jvae.nets import make_nets
 from jvae.objectives import Objective, elbo
-from jvae.parallel import data_mesh, replicate
-from jvae.posteriors import normal_posterior
-from jvae.precision import mixed_precision
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
+from jvae.training.epoch import binarize_key, epoch_order, make_train_epoch, put_dataset
 
 N, B = 96, 32
 
@@ -156,7 +155,7 @@ def test_bfloat16_compute_keeps_float32_state():
 def test_cli_device_and_host_placement_train_alike(tiny_mnist_dir, tmp_path):
     import json
 
-    from jvae.config import make_config
+    from jvae.app.config import make_config
     from jvae.train import train_and_evaluate
 
     rows = {}
@@ -174,7 +173,7 @@ def test_cli_device_and_host_placement_train_alike(tiny_mnist_dir, tmp_path):
 
 
 def test_loop_choice_and_chunking():
-    from jvae.epoch import chunk_length, device_loop_is_fast
+    from jvae.training.epoch import chunk_length, device_loop_is_fast
 
     _, objective, opt, state, data = _setup()
     batch = {"image": data["image"][:B]}

@@ -1,4 +1,4 @@
-"""IWAE bounds, chunked evaluation and the ``python -m jvae.evaluate`` CLI."""
+"""IWAE bounds, chunked evaluation and the ``jvae evaluate`` CLI."""
 
 import json
 
@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.config import make_config
+from jvae.app.config import make_config
+from jvae.app.modes.evaluate import main
+from jvae.app.runs import restore_run
 from jvae.data import load_mnist_idx, to_float
-from jvae.evaluate import active_units, iwae_log_likelihood, main
-from jvae.likelihoods import bernoulli
+from jvae.devices.parallel import data_mesh
+from jvae.distributions.likelihoods import bernoulli
+from jvae.distributions.posteriors import dirichlet_posterior, normal_posterior
+from jvae.evaluation import active_units, iwae_log_likelihood
 from jvae.model import make_vae
 from jvae.nets import make_nets
-from jvae.parallel import data_mesh
-from jvae.posteriors import dirichlet_posterior, normal_posterior
-from jvae.runs import restore_run
+from jvae.objectives import iwae
 from jvae.terms import (
     compose,
     forward,
@@ -28,7 +30,6 @@ from jvae.terms import (
 )
 from jvae.train import train_and_evaluate
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
-from jvae.zoo import iwae
 
 
 def _vae(posterior, data_shape=(28, 28, 1), hidden=(64,), latent=(6,)):

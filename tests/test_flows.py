@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.flows import flow_posterior
-from jvae.generate import make_reconstructor, make_sampler
+from jvae.distributions.flows import flow_posterior
+from jvae.distributions.posteriors import normal_posterior, sample_and_log_prob
+from jvae.inference import make_reconstructor, make_sampler
 from jvae.objectives import elbo
-from jvae.posteriors import normal_posterior, sample_and_log_prob
 
 from helpers import random_images, tiny_vae
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from jvae import host_memory
-from jvae.flags import make_parser
+from jvae.app.flags import make_parser
+from jvae.devices import host_memory
 from jvae.train import MODE
 
 # One jitted program with a 128 MiB temporary (an im2col-like concatenation feeding
@@ -16,7 +16,7 @@ from jvae.train import MODE
 # page faults of each run.
 _PROBE = """
 import json, resource, sys
-from jvae.host_memory import reuse_host_memory
+from jvae.devices.host_memory import reuse_host_memory
 applied = reuse_host_memory() if sys.argv[1] == "reuse" else False
 import jax, jax.numpy as jnp
 x = jnp.ones((2048, 4096))

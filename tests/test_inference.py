@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.cli import main
-from jvae.config import make_config
-from jvae.flags import int_range
+from jvae.app.cli import main
+from jvae.app.config import make_config
+from jvae.app.flags import int_range
+from jvae.app.modes.inference import load_run
 from jvae.inference import encode_all, interpolate_latents, load_images, reconstruct_all, sample_all, traverse_latents
-from jvae.modes import load_run
 from jvae.train import train_and_evaluate
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.

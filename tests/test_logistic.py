@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.logistic import discretized_logistic_mixture
+from jvae.distributions.likelihoods import discretized_logistic_mixture
 
 
 @pytest.mark.parametrize("components", [1, 4])

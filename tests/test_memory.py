@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from jvae.config import make_config
-from jvae.experiment import DataSpec
-from jvae.memory import MemoryFit, fit_memory, main, train_program_planner
+from jvae.app.config import make_config
+from jvae.app.modes.memory import MemoryFit, fit_memory, main, train_program_planner
+from jvae.training.experiment import DataSpec
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.
 pytestmark = pytest.mark.xdist_group("memory")

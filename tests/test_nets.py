@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jvae.likelihoods import bernoulli, gaussian
+from jvae.devices.parallel import data_mesh, replicate, shard_batch
+from jvae.distributions.likelihoods import bernoulli, gaussian
+from jvae.distributions.posteriors import dirichlet_posterior, normal_posterior
 from jvae.model import make_vae
 from jvae.nets import ConvDecoder, ParamHead, make_nets
 from jvae.objectives import elbo
-from jvae.parallel import data_mesh, replicate, shard_batch
-from jvae.posteriors import dirichlet_posterior, normal_posterior
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
 
 

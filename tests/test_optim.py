@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jvae.optim import clipped_adam, finite_global_norm, skip_counts, skip_if_not_finite
+from jvae.training.optim import clipped_adam, finite_global_norm, skip_counts, skip_if_not_finite
 
 
 def _grads(i):
@@ -74,9 +74,9 @@ def test_non_finite_steps_are_skipped_whole_and_counted(make):
 
 
 def test_train_step_skips_a_nan_batch():
-    from jvae.config import make_config
-    from jvae.experiment import DataSpec, build, init_state
+    from jvae.app.config import make_config
     from jvae.train_state import make_update_fn
+    from jvae.training.experiment import DataSpec, build, init_state
     experiment = build(make_config({"hidden": (8,), "latent_dim": 2}), DataSpec((4, 4, 1)))
     x = np.random.default_rng(0).random((4, 4, 4, 1), dtype=np.float32)
     state = init_state(experiment, jax.random.key(0), {"image": x})

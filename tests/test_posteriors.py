@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.posteriors import dirichlet_posterior, normal_posterior
+from jvae.distributions.posteriors import dirichlet_posterior, normal_posterior
 
 N_MC = 50_000
 

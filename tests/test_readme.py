@@ -29,3 +29,35 @@ def test_readme_python_examples_run(monkeypatch):
                                              scope["objective"].init())
         assert term in values and np.all(np.isfinite(values[term]))
         np.testing.assert_allclose(values["loss"], expected[term](values), rtol=1e-5)
+
+
+def _resolve(dotted: str):
+    """The module or attribute a dotted name names (the longest importable module prefix first)."""
+    import importlib
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_module_name_and_path_in_the_readme_exists():
+    """What the README names, ``jvae.x.y`` or ``jvae/x/``, is there to import or open."""
+    text = (REPO / "README.md").read_text()
+    names = sorted(set(re.findall(r"(?<![\w/.-])jvae(?:\.[A-Za-z_]\w*)+", text)))
+    assert len(names) >= 20, names
+    missing = []
+    for dotted in names:
+        try:
+            _resolve(dotted)
+        except (ImportError, AttributeError):
+            missing.append(dotted)
+    assert not missing, f"the README names what does not exist: {missing}"
+    paths = sorted(set(re.findall(r"(?<![\w.-])(?:jvae|tests|benchmarks)/[\w/.]*\w/?", text)))
+    assert len(paths) >= 15, paths
+    assert not [p for p in paths if not (REPO / p).exists()], paths

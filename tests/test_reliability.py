@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae import train as train_module
-from jvae.checkpoint import Checkpointer, CheckpointError, read_metrics, truncate_metrics
-from jvae.config import make_config
-from jvae.lock import LockError, WorkdirLock
-from jvae.run_guard import CheckpointSchedule, parse_interval
+from jvae.app import trainer as train_module
+from jvae.app.checkpoint import Checkpointer, CheckpointError, read_metrics, truncate_metrics
+from jvae.app.config import make_config
+from jvae.app.lock import LockError, WorkdirLock
+from jvae.app.run_guard import CheckpointSchedule, parse_interval
 from jvae.train import Stopped, main, train_and_evaluate
 from jvae.train_state import TrainState
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.config import ConfigError, make_config
+from jvae.app.config import ConfigError, make_config
 from jvae.data import load_mnist_idx, to_float
-from jvae.experiment import DataSpec, build
+from jvae.distributions.likelihoods import bernoulli, gaussian
+from jvae.distributions.posteriors import normal_posterior
 from jvae.layers.sequence import DECODER_MODES, RNNDecoder, make_rnn_nets
-from jvae.likelihoods import bernoulli, gaussian
 from jvae.model import make_vae
 from jvae.objectives import elbo
-from jvae.posteriors import normal_posterior
 from jvae.train import main
 from jvae.train_state import create_train_state, make_optimizer, make_update_fn
+from jvae.training.experiment import DataSpec, build
 
 LATENT, HIDDEN = 6, 16
 

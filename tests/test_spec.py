@@ -12,19 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jvae.layers.spec import (
-    KNOWN_TOKENS,
-    MAX_REPEAT,
-    LayerSpec,
-    SpecError,
-    SpecNet,
-    build,
-    default_num_groups,
-    infer_shapes,
-    load_spec,
-    output_shape,
-    parse_spec,
-)
+from jvae.layers.spec import KNOWN_TOKENS, MAX_REPEAT, LayerSpec, SpecError, load_spec, parse_spec
+from jvae.layers.spec_blocks import SpecNet, build
+from jvae.layers.spec_shapes import default_num_groups, infer_shapes, output_shape
 
 # XLA compilation dominates runtime on CPU, so most structural checks trace
 # abstractly with ``jax.eval_shape``; a few tests execute under ``jax.jit``

@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from jvae.layers.spec import SpecError, build, infer_shapes, output_shape
+from jvae.layers.spec import SpecError
+from jvae.layers.spec_blocks import build
+from jvae.layers.spec_shapes import infer_shapes, output_shape
 
 
 def test_1d_tokens_shapes_and_errors():

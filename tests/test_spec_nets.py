@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.config import ConfigError, load_config_file, make_config
-from jvae.experiment import DataSpec
-from jvae.experiment import build as build_experiment
-from jvae.layers.spec import SpecError, SpecNet, build, default_num_groups, parse_spec
+from jvae.app.config import ConfigError, load_config_file, make_config
+from jvae.devices.parallel import data_mesh, replicate
+from jvae.distributions.likelihoods import bernoulli, gaussian
+from jvae.distributions.posteriors import dirichlet_posterior, normal_posterior
+from jvae.layers.spec import SpecError, parse_spec
+from jvae.layers.spec_blocks import SpecNet, build
 from jvae.layers.spec_nets import (
     SpecDecoder,
     SpecEncoder,
@@ -24,14 +26,14 @@ from jvae.layers.spec_nets import (
     make_spec_nets,
     resolve_spec_pair,
 )
-from jvae.likelihoods import bernoulli, gaussian
+from jvae.layers.spec_shapes import default_num_groups
 from jvae.model import make_vae
 from jvae.nets import make_nets
 from jvae.objectives import elbo
-from jvae.parallel import data_mesh, replicate
-from jvae.posteriors import dirichlet_posterior, normal_posterior
 from jvae.train import main
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
+from jvae.training.experiment import DataSpec
+from jvae.training.experiment import build as build_experiment
 
 # Abstract tracing (jax.eval_shape) checks structure without XLA compiles,
 # which dominate test time on CPU; a few tests run real jitted steps.

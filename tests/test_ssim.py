@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jvae.ssim import ssim
+from jvae.terms.similarity import ssim
 
 from helpers import random_images
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import jvae.program
-import jvae.train
+import jvae.app.trainer
+import jvae.training.program
+from jvae.app.config import make_config
 from jvae.base import ConfigError
-from jvae.config import make_config
 from jvae.datasets.stream import Feed, MemmapArray, SplitView
 from jvae.train import Stopped, train_and_evaluate
 
@@ -69,14 +69,14 @@ def runs(folder, tmp_path_factory):
         programs = []
 
         def spy(*args, **kwargs):
-            programs.append(jvae.program.compile_program(*args, **kwargs))
+            programs.append(jvae.training.program.compile_program(*args, **kwargs))
             return programs[-1]
 
         def never(*args, **kwargs):
             raise AssertionError("the training split was read into memory")
 
-        m.setattr(jvae.program, "data_budget", lambda: 1024)
-        m.setattr(jvae.train, "compile_program", spy)
+        m.setattr(jvae.training.program, "data_budget", lambda: 1024)
+        m.setattr(jvae.app.trainer, "compile_program", spy)
         m.setattr(SplitView, "read", never)
         m.setattr(SplitView, "__array__", never)
         stream = _Params()
@@ -113,7 +113,7 @@ def test_streamed_run_stopped_mid_epoch_resumes_exactly(runs, folder, monkeypatc
     work = tmp / "cut"
     with pytest.raises(Stopped, match=r"step 3 \(epoch 1, batch 3\)"):
         _train(folder, work, "stream", _Params(signal_at=3))
-    from jvae.checkpoint import Checkpointer
+    from jvae.app.checkpoint import Checkpointer
     with Checkpointer(work / "checkpoints") as ckpt:
         position = ckpt.read_meta(3)["stream"]
     assert {k: position[k] for k in ("epoch", "batch", "step", "workers")} == {
@@ -142,7 +142,7 @@ def test_an_iterator_state_from_elsewhere_is_refused():
         next(Feed(split, batch_size=4, seed=0).epoch_batches(0, 5, position))
     with pytest.raises(ConfigError, match=r"iterator at step 3 \(epoch 1, batch 3\) but the "
                        r"model at step 4 \(epoch 1, batch 3\)"):
-        jvae.train._stream_position({"stream": {**position, "step": 3}}, 0, 3, 4, "w")
+        jvae.app.trainer._stream_position({"stream": {**position, "step": 3}}, 0, 3, 4, "w")
 
 
 def test_a_lazy_folder_without_a_cache_keeps_files_and_skips_the_same(tmp_path):

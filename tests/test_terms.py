@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jvae.devices.parallel import data_mesh
+from jvae.distributions.posteriors import normal_posterior
 from jvae.objectives import elbo
-from jvae.parallel import data_mesh
-from jvae.posteriors import normal_posterior
 from jvae.terms import (
     compose,
     decoder_l2,

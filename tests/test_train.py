@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.checkpoint import Checkpointer
-from jvae.config import ConfigError, make_config
-from jvae.experiment import DataSpec, build
-from jvae.parallel import data_mesh, replicate, shard_batch
+from jvae.app.checkpoint import Checkpointer
+from jvae.app.config import ConfigError, make_config
+from jvae.devices.parallel import data_mesh, replicate, shard_batch
 from jvae.train import main, train_and_evaluate
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
+from jvae.training.experiment import DataSpec, build
 
 TINY = dict(batch_size=64, eval_batch_size=128, hidden=(64,), latent_dim=8, num_images=16)
 
@@ -167,7 +167,7 @@ def test_unknown_flag_exits_2_without_traceback():
 
 
 def test_kld_weight_is_an_alias_of_beta(tmp_path):
-    from jvae.flags import config_from_args, make_parser
+    from jvae.app.flags import config_from_args, make_parser
     from jvae.train import MODE
 
     def parse(argv):

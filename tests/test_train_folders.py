@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.config import ConfigError, make_config
+from jvae.app.config import ConfigError, make_config
 from jvae.data import DataError
 from jvae.train import train_and_evaluate
 
@@ -81,9 +81,9 @@ def test_audio_folder_run_writes_wavs(tmp_path):
 def test_conv1d_nets_map_chunks_to_the_likelihood_shape():
     import jax
 
-    from jvae.likelihoods import gaussian
+    from jvae.distributions.likelihoods import gaussian
+    from jvae.distributions.posteriors import normal_posterior
     from jvae.nets import make_nets
-    from jvae.posteriors import normal_posterior
     enc, dec = make_nets("conv", posterior=normal_posterior(), likelihood=gaussian(
         learn_scale=True), latent_shape=(4,), data_shape=(256, 1), hidden=(16,))
     x = np.zeros((2, 256, 1), np.float32)
@@ -101,7 +101,7 @@ def test_conv1d_nets_map_chunks_to_the_likelihood_shape():
 
 
 def test_data_flags_parse_and_name_the_default_workdir(tmp_path):
-    from jvae import flags
+    from jvae.app import flags
     from jvae.train import MODE, default_workdir
 
     def parse(argv):

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jvae.likelihoods import bernoulli
+from jvae.devices.parallel import data_mesh, replicate, shard_batch
+from jvae.distributions.likelihoods import bernoulli
+from jvae.distributions.posteriors import dirichlet_posterior, normal_posterior
 from jvae.model import make_vae
 from jvae.nets import make_nets
 from jvae.objectives import elbo
-from jvae.parallel import data_mesh, replicate, shard_batch
-from jvae.posteriors import dirichlet_posterior, normal_posterior
 from jvae.train_state import create_train_state, make_eval_step, make_optimizer, make_train_step
 
 

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from jvae.distributions.likelihoods import bernoulli
+from jvae.distributions.posteriors import normal_posterior
 from jvae.layers.upsample import ConvTranspose
-from jvae.likelihoods import bernoulli
 from jvae.nets import make_nets
-from jvae.posteriors import normal_posterior
 
 from helpers import assert_same_layer
 

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jvae.generate import make_sampler
-from jvae.parallel import data_mesh
-from jvae.posteriors import sample_prior
+from jvae.devices.parallel import data_mesh
+from jvae.distributions.posteriors import sample_prior
+from jvae.distributions.vq import quantize, vq_posterior
+from jvae.inference import make_sampler
+from jvae.objectives import vq_vae
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
-from jvae.vq import quantize, vq_posterior
-from jvae.zoo import vq_vae
 
 from helpers import random_images, tiny_vae
 

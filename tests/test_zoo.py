@@ -5,15 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.config import ConfigError, make_config
+from jvae.app.config import ConfigError, make_config
 from jvae.data import add_condition
-from jvae.likelihoods import bernoulli
+from jvae.devices.parallel import data_mesh
+from jvae.distributions.likelihoods import bernoulli
+from jvae.distributions.posteriors import normal_posterior
 from jvae.model import make_vae
 from jvae.nets import make_nets
-from jvae.parallel import data_mesh
-from jvae.posteriors import normal_posterior
+from jvae.objectives import cvae
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
-from jvae.zoo import cvae
 
 
 def test_cvae_samples_follow_the_label(mnist_dir):

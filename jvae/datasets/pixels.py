@@ -1,10 +1,13 @@
-"""Pixel values: uint8 to floats, and stochastic binarization."""
+"""Pixel values: uint8 to floats, and stochastic binarization (dynamic or static)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["binarize", "to_float"]
+__all__ = ["BINARIZE_MODES", "binarize", "static_binarize", "to_float"]
+
+
+BINARIZE_MODES = ("none", "dynamic", "static")
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -18,3 +21,9 @@ def binarize(x, u):
     Works on NumPy or JAX arrays; ``u`` holds uniform [0, 1) draws of ``x``'s shape.
     """
     return (u < x).astype(x.dtype)
+
+
+def static_binarize(images: np.ndarray, seed: int) -> np.ndarray:
+    """Binarizes float images once with a fixed seed (statically binarized data)."""
+    u = np.random.default_rng(seed).random(images.shape, dtype=np.float32)
+    return binarize(images, u)

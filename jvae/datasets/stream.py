@@ -4,7 +4,7 @@ For data larger than memory: each epoch's batches are gathered (and, without
 a cache, decoded) by ``grain`` with worker processes and prefetching while
 the devices train, so a step never waits on the input when decoding keeps up.
 
-The order is jvae's own: :func:`jvae.epoch.epoch_order`'s permutation of
+The order is jvae's own: :func:`jvae.training.epoch.epoch_order`'s permutation of
 ``(seed, epoch)``, so a streamed epoch visits exactly the batches of the
 in-memory paths, whatever the worker count. Under multi-host training each
 process takes its own slice of every global batch (:func:`epoch_rows`).
@@ -247,7 +247,7 @@ def epoch_rows(rows: np.ndarray, batch_size: int, *, seed: int, epoch: int,
     Args:
       rows: the split's row indices in the data array.
       batch_size: the global batch size (divisible by ``process_count``).
-      seed, epoch: the permutation's seed, as in :func:`jvae.epoch.epoch_order`.
+      seed, epoch: the permutation's seed, as in :func:`jvae.training.epoch.epoch_order`.
       process_index, process_count: this process among ``jax.process_count()``.
     """
     if batch_size % process_count:
@@ -294,7 +294,7 @@ def split_loader(split: dict[str, Any], *, batch_size: int, seed: int, start: in
     Args:
       split: arrays or :class:`SplitView` s with a shared leading axis.
       batch_size: global batch size.
-      seed: the run's seed (the order of every epoch, :func:`jvae.epoch.epoch_order`).
+      seed: the run's seed (the order of every epoch, :func:`jvae.training.epoch.epoch_order`).
       start: the first step (with ``state``: the ``start`` of the loader it came from).
       stop: one past the last step (None: no end).
       dynamic_binarize: binarize ``"image"`` as :func:`jvae.data.batches` does.

@@ -1,11 +1,177 @@
-"""Building blocks of jvae's networks, grouped as ``equinox.nn`` groups its layers.
+"""Networks: layers, the built-in nets, the layer-spec language and packaged architectures.
 
-* :mod:`jvae.layers.heads`: :class:`~jvae.layers.heads.ParamHead`, activations.
-* :mod:`jvae.layers.conv`: ``Conv`` as im2col + one GEMM on CPU (``nn.Conv``'s parameters).
-* :mod:`jvae.layers.upsample`: ``ConvTranspose`` by polyphase decomposition.
-* :mod:`jvae.layers.spec`: the layer-spec language and :class:`~jvae.layers.spec.SpecNet`.
-* :mod:`jvae.layers.spec_nets`: encoders/decoders from specs, packaged architectures.
-* :mod:`jvae.layers.sequence`: LSTM/GRU sequence encoders and decoders.
+Grouped as ``equinox.nn`` groups its layers; :mod:`jvae.nets` is the area's
+front door.
 
-:mod:`jvae.nets` is the entry point of the area: the built-in MLP and conv nets.
+* :mod:`~jvae.layers.heads`: :class:`ParamHead` (distribution parameters), activations.
+* :mod:`~jvae.layers.convolution`: ``Conv`` as im2col + one GEMM on CPU (``nn.Conv``'s parameters).
+* :mod:`~jvae.layers.upsample`: ``ConvTranspose`` by polyphase decomposition.
+* :mod:`~jvae.layers.builtin`: the built-in MLP and convolutional encoders/decoders.
+* :mod:`~jvae.layers.spec`, :mod:`~jvae.layers.spec_shapes`,
+  :mod:`~jvae.layers.spec_blocks`: the layer-spec grammar, its shape inference,
+  and the modules a spec builds (:class:`SpecNet`, :func:`build`).
+* :mod:`~jvae.layers.spec_nets`: encoders/decoders from specs, packaged
+  architectures in ``jvae/configs/``.
+* :mod:`~jvae.layers.sequence`: LSTM/GRU sequence encoders and decoders.
+* :mod:`~jvae.layers.diffusers`: diffusers ``AutoencoderKL`` layouts and tensor maps.
 """
+
+from jvae.layers.builtin import (
+    Conv1DDecoder,
+    Conv1DEncoder,
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    make_nets,
+)
+from jvae.layers.convolution import (
+    MAX_GEMM_TAPS,
+    MIN_GEMM_FEATURES,
+    Conv,
+    conv,
+    conv_patches,
+    kernel_param,
+    use_gemm_convolutions,
+)
+from jvae.layers.diffusers import (
+    CONFIG_FILE,
+    SCALING_FACTOR,
+    SD_CONFIG,
+    WEIGHTS_FILE,
+    Layout,
+    Tensor,
+    WeightsError,
+    diffusers_layout,
+    leaf_paths,
+    packaged_name,
+    params_to_tensors,
+    read_tensors,
+    spec_layers,
+    tensors_to_params,
+)
+from jvae.layers.heads import (
+    ACTIVATIONS,
+    ParamHead,
+    activation_by_name,
+    with_cond,
+)
+from jvae.layers.sequence import (
+    DECODER_MODES,
+    RNN_CELLS,
+    RNNDecoder,
+    RNNEncoder,
+    make_rnn_nets,
+    sequence_layout,
+)
+from jvae.layers.spec import (
+    KNOWN_TOKENS,
+    MAX_REPEAT,
+    LayerSpec,
+    Shape,
+    SpecError,
+    SpecSource,
+    load_spec,
+    parse_spec,
+)
+from jvae.layers.spec_blocks import (
+    SpecNet,
+    VAEAttentionBlock,
+    VAEResBlock,
+    VAEResBlock1d,
+    build,
+)
+from jvae.layers.spec_nets import (
+    LATENT_LAYOUTS,
+    Architecture,
+    SpecDecoder,
+    SpecEncoder,
+    SpecPair,
+    available_architectures,
+    decoder_input_shape,
+    load_architecture,
+    make_spec_nets,
+    resolve_spec_pair,
+)
+from jvae.layers.spec_shapes import (
+    MAX_ELEMENTS,
+    default_num_groups,
+    infer_shapes,
+    output_shape,
+)
+from jvae.layers.upsample import (
+    ConvTranspose,
+    transposed_conv,
+    transposed_conv_gemm,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "Architecture",
+    "CONFIG_FILE",
+    "Conv",
+    "Conv1DDecoder",
+    "Conv1DEncoder",
+    "ConvDecoder",
+    "ConvEncoder",
+    "ConvTranspose",
+    "DECODER_MODES",
+    "KNOWN_TOKENS",
+    "LATENT_LAYOUTS",
+    "LayerSpec",
+    "Layout",
+    "MAX_ELEMENTS",
+    "MAX_GEMM_TAPS",
+    "MAX_REPEAT",
+    "MIN_GEMM_FEATURES",
+    "MLPDecoder",
+    "MLPEncoder",
+    "ParamHead",
+    "RNNDecoder",
+    "RNNEncoder",
+    "RNN_CELLS",
+    "SCALING_FACTOR",
+    "SD_CONFIG",
+    "Shape",
+    "SpecDecoder",
+    "SpecEncoder",
+    "SpecError",
+    "SpecNet",
+    "SpecPair",
+    "SpecSource",
+    "Tensor",
+    "VAEAttentionBlock",
+    "VAEResBlock",
+    "VAEResBlock1d",
+    "WEIGHTS_FILE",
+    "WeightsError",
+    "activation_by_name",
+    "available_architectures",
+    "build",
+    "conv",
+    "conv_patches",
+    "decoder_input_shape",
+    "default_num_groups",
+    "diffusers_layout",
+    "infer_shapes",
+    "kernel_param",
+    "leaf_paths",
+    "load_architecture",
+    "load_spec",
+    "make_nets",
+    "make_rnn_nets",
+    "make_spec_nets",
+    "output_shape",
+    "packaged_name",
+    "params_to_tensors",
+    "parse_spec",
+    "read_tensors",
+    "resolve_spec_pair",
+    "sequence_layout",
+    "spec_layers",
+    "tensors_to_params",
+    "transposed_conv",
+    "transposed_conv_gemm",
+    "use_gemm_convolutions",
+    "with_cond",
+]

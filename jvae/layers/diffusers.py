@@ -5,9 +5,9 @@ and ``diffusion_pytorch_model.safetensors``. :func:`diffusers_layout` turns
 its config into a jvae architecture and a map from every tensor name to a
 jvae parameter; :func:`tensors_to_params` and :func:`params_to_tensors`
 convert weights both ways (``jvae import-weights`` / ``export-weights``,
-:mod:`jvae.weights`, make run directories of them).
+:mod:`jvae.app.modes.weights`, make run directories of them).
 
-The jvae model is a spec net (:mod:`jvae.spec`) that computes what
+The jvae model is a spec net (:mod:`jvae.layers.spec`) that computes what
 ``AutoencoderKL`` computes (Rombach et al., 2022, arXiv:2112.10752): its layer
 list is generated from the diffusers config (for the SD 1.x/2.x layout it is
 the packaged ``sd_vae``), the posterior reads the encoder's second half of
@@ -32,8 +32,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jvae.base import JvaeError
-from jvae.layers.spec import default_num_groups, parse_spec
+from jvae.layers.spec import parse_spec
 from jvae.layers.spec_nets import load_architecture
+from jvae.layers.spec_shapes import default_num_groups
 
 __all__ = ["SCALING_FACTOR", "SD_CONFIG", "WEIGHTS_FILE", "CONFIG_FILE", "WeightsError", "Tensor",
            "Layout", "diffusers_layout", "spec_layers", "packaged_name", "read_tensors",

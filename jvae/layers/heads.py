@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jvae.base import Array, Likelihood, Posterior
-from jvae.layers.conv import Conv
+from jvae.layers.convolution import Conv
 
 __all__ = ["ParamHead", "ACTIVATIONS", "activation_by_name", "with_cond"]
 

@@ -31,9 +31,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jvae.base import Array
+from jvae.distributions.likelihoods import Likelihood
+from jvae.distributions.posteriors import Posterior
 from jvae.layers.heads import ParamHead, with_cond
-from jvae.likelihoods import Likelihood
-from jvae.posteriors import Posterior
 
 __all__ = ["DECODER_MODES", "RNN_CELLS", "RNNDecoder", "RNNEncoder", "make_rnn_nets",
            "sequence_layout"]

@@ -39,47 +39,30 @@ internally, so shapes report a width of 1.
 Any entry may be prefixed with ``N*`` to repeat it ``N`` times, e.g.
 ``"2*VAERB_256_256"``.
 
-Specs are parsed and shape-checked eagerly by :func:`build`, so a typo in a
-config fails before any parameters are initialised or training starts.
+This module is the grammar: :func:`parse_spec` and :func:`load_spec`. Shapes
+are inferred by :mod:`jvae.layers.spec_shapes`; :func:`jvae.layers.spec_blocks.build`
+parses and shape-checks a spec eagerly, so a typo in a config fails before any
+parameters are initialised or training starts, and returns its
+:class:`~jvae.layers.spec_blocks.SpecNet`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
-import operator
 import os
 import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Union
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
 from jvae.base import JvaeError
-from jvae.layers.conv import Conv
 
-__all__ = [
-    "KNOWN_TOKENS",
-    "MAX_ELEMENTS",
-    "MAX_REPEAT",
-    "LayerSpec",
-    "SpecError",
-    "SpecNet",
-    "VAEAttentionBlock",
-    "VAEResBlock",
-    "VAEResBlock1d",
-    "build",
-    "default_num_groups",
-    "infer_shapes",
-    "load_spec",
-    "output_shape",
-    "parse_spec",
-]
+__all__ = ["KNOWN_TOKENS", "MAX_REPEAT", "LayerSpec", "Shape", "SpecError", "SpecSource",
+           "load_spec", "parse_spec"]
+
 
 Shape = tuple[int, int, int]
+
+
 SpecSource = Union[str, os.PathLike, Sequence[str]]
 
 
@@ -107,21 +90,22 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
     "UpS1d": ("factor",),
 }
 
+
 KNOWN_TOKENS: tuple[str, ...] = tuple(_ARG_NAMES)
+
 
 # Number of trailing arguments that may be omitted.
 _OPTIONAL_ARGS = {"C2d": 1, "VAERB": 1, "VAEA": 1}
 
+
 # Padding is the only argument for which zero is meaningful.
 _NON_NEGATIVE_ARGS = frozenset({("C2d", "padding"), ("C2d", "after"), ("C1d", "padding")})
+
 
 # A cap on ``N*`` so a stray large number in a config cannot silently build
 # an enormous list (or exhaust memory) before anything else is checked.
 MAX_REPEAT = 4096
 
-# Per-example feature maps beyond this many elements overflow XLA's int32
-# indexing and could never fit in memory; such a spec is a typo (``UpS_200``).
-MAX_ELEMENTS = 2**31 - 1
 
 # ``int()`` accepts signs, surrounding whitespace and non-ASCII digits; a spec
 # should only ever contain plain decimal digits.
@@ -160,7 +144,7 @@ class LayerSpec(NamedTuple):
         return "_".join([self.token, *(str(a) for a in self.args)])
 
 
-def _entry_error(index: int, text: Any, message: str) -> SpecError:
+def entry_error(index: int, text: Any, message: str) -> SpecError:
     return SpecError(f"layer spec entry {index} ({text!r}): {message}")
 
 
@@ -178,12 +162,12 @@ def _digits_to_int(raw: str) -> int | None:
 def _parse_int(index: int, text: str, name: str, raw: str, minimum: int) -> int:
     value = _digits_to_int(raw)
     if value is None:
-        raise _entry_error(
+        raise entry_error(
             index, text, f"argument {name!r} must be an integer, got {raw[:40]!r}"
         )
     if value < minimum:
         kind = "non-negative" if minimum == 0 else "positive"
-        raise _entry_error(
+        raise entry_error(
             index, text, f"argument {name!r} must be {kind}, got {value}"
         )
     return value
@@ -191,19 +175,19 @@ def _parse_int(index: int, text: str, name: str, raw: str, minimum: int) -> int:
 
 def _parse_entry(index: int, text: Any) -> list[LayerSpec]:
     if not isinstance(text, str):
-        raise _entry_error(
+        raise entry_error(
             index, text, f"expected a string, got {type(text).__name__}"
         )
     body = text.strip()
     if not body:
-        raise _entry_error(index, text, "empty entry")
+        raise entry_error(index, text, "empty entry")
 
     count = 1
     if "*" in body:
         count_raw, body = (part.strip() for part in body.split("*", 1))
         parsed = _digits_to_int(count_raw)
         if parsed is None:
-            raise _entry_error(
+            raise entry_error(
                 index,
                 text,
                 "repetition count must be a positive integer, "
@@ -211,19 +195,19 @@ def _parse_entry(index: int, text: Any) -> list[LayerSpec]:
             )
         count = parsed
         if not 1 <= count <= MAX_REPEAT:
-            raise _entry_error(
+            raise entry_error(
                 index,
                 text,
                 f"repetition count must be between 1 and {MAX_REPEAT}, got {count}",
             )
         if not body:
-            raise _entry_error(index, text, "nothing to repeat after '*'")
+            raise entry_error(index, text, "nothing to repeat after '*'")
         if "*" in body:
-            raise _entry_error(index, text, "at most one 'N*' prefix is allowed")
+            raise entry_error(index, text, "at most one 'N*' prefix is allowed")
 
     token, *raw_args = body.split("_")
     if token not in _ARG_NAMES:
-        raise _entry_error(
+        raise entry_error(
             index,
             text,
             f"unknown token {token!r}; known tokens: {', '.join(KNOWN_TOKENS)}",
@@ -246,7 +230,7 @@ def _parse_entry(index: int, text: Any) -> list[LayerSpec]:
         else:
             expected = f"{len(names)} argument(s)" + (
                 f" ({', '.join(names)})" if names else "")
-        raise _entry_error(
+        raise entry_error(
             index, text, f"{token} expects {expected}, got {len(raw_args)}"
         )
 
@@ -349,390 +333,7 @@ def load_spec(source: SpecSource) -> tuple[str, ...]:
         )
     for index, entry in enumerate(entries):
         if not isinstance(entry, str):
-            raise _entry_error(
+            raise entry_error(
                 index, entry, f"expected a string, got {type(entry).__name__}"
             )
     return tuple(entries)
-
-
-def default_num_groups(channels: int) -> int:
-    """GroupNorm group count used inside ``VAERB`` and ``VAEA`` blocks.
-
-    Returns 32 when ``channels`` is divisible by 32 (the usual VAE setting),
-    and otherwise the largest divisor of ``channels`` that is at most 32, so
-    narrow test-sized models still get a valid GroupNorm.
-
-    Args:
-      channels: Number of channels to normalise; must be positive.
-
-    Returns:
-      The number of groups.
-    """
-    if channels < 1:
-        raise ValueError(f"channels must be positive, got {channels}")
-    return max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
-
-
-def _check_input_shape(input_shape: Any) -> Shape:
-    error = SpecError(
-        "input_shape must be three positive integers (H, W, C), or two (length, C) "
-        f"for 1-D signals, got {input_shape!r}"
-    )
-    try:
-        raw = tuple(input_shape)
-        # ``operator.index`` accepts NumPy integers but rejects floats.
-        shape = tuple(operator.index(d) for d in raw)
-    except TypeError:
-        raise error from None
-    if len(shape) not in (2, 3) or any(isinstance(d, bool) or d < 1 for d in raw):
-        raise error
-    if len(shape) == 2:  # a 1-D signal runs as a width-1 image
-        shape = (shape[0], 1, shape[1])
-    return shape  # type: ignore[return-value]
-
-
-def _spatial_out(size: int, kernel: int, stride: int, padding: int,
-                 after: int | None = None) -> int:
-    return (size + padding + (padding if after is None else after) - kernel) // stride + 1
-
-
-def infer_shapes(
-    layers: Sequence[Union[LayerSpec, str]], input_shape: Shape
-) -> list[Shape]:
-    """Statically propagates an ``(H, W, C)`` shape through the layers.
-
-    Args:
-      layers: Parsed layers (as returned by :func:`parse_spec`); raw spec
-        strings are parsed first for convenience.
-      input_shape: Per-example input shape ``(H, W, C)``, without batch.
-
-    Returns:
-      The output shape ``(H, W, C)`` of each layer, in order.
-
-    Raises:
-      SpecError: If a layer's expected input channels differ from the current
-        channel count, GroupNorm groups do not divide the channels, a
-        spatial dimension would drop below 1, or a layer's output would have
-        more than :data:`MAX_ELEMENTS` elements. The message names the entry.
-    """
-    if any(isinstance(layer, str) for layer in layers):
-        layers = parse_spec(list(layers))
-    h, w, c = _check_input_shape(input_shape)
-    shapes: list[Shape] = []
-
-    for layer in layers:
-        token, args = layer.token, layer.args
-
-        def fail(message: str, layer: LayerSpec = layer) -> SpecError:
-            return _entry_error(
-                layer.index, layer.text, f"{message} (input shape {(h, w, c)})"
-            )
-
-        def expect_channels(expected: int, name: str) -> None:
-            if expected != c:
-                source = (
-                    "produced by the previous layer" if shapes else "of the input"
-                )
-                raise fail(
-                    f"{name}={expected} does not match the {c} channels {source}"
-                )
-
-        if token == "C2d":
-            c_in, c_out, kernel, stride, padding = args[:5]
-            after = args[-1]
-            expect_channels(c_in, "in")
-            h2 = _spatial_out(h, kernel, stride, padding, after)
-            w2 = _spatial_out(w, kernel, stride, padding, after)
-            if h2 < 1 or w2 < 1:
-                raise fail(
-                    f"kernel {kernel} with padding {padding} does not fit the "
-                    "spatial size"
-                )
-            h, w, c = h2, w2, c_out
-        elif token == "VAERB":
-            expect_channels(args[0], "in")
-            if len(args) == 3 and (args[0] % args[2] or args[1] % args[2]):
-                raise fail(f"groups={args[2]} does not divide in={args[0]} and out={args[1]}")
-            c = args[1]
-        elif token == "VAEA":
-            expect_channels(args[0], "channels")
-            if len(args) == 2 and args[0] % args[1]:
-                raise fail(f"groups={args[1]} does not divide channels={args[0]}")
-        elif token == "GN":
-            groups, channels = args
-            expect_channels(channels, "channels")
-            if channels % groups:
-                raise fail(f"groups={groups} does not divide channels={channels}")
-        elif token == "SiLU":
-            pass
-        elif token == "MaxP":
-            kernel, stride = args
-            h2 = _spatial_out(h, kernel, stride, 0)
-            w2 = _spatial_out(w, kernel, stride, 0)
-            if h2 < 1 or w2 < 1:
-                raise fail(f"pool kernel {kernel} is larger than the spatial size")
-            h, w = h2, w2
-        elif token == "UpS":
-            h, w = h * args[0], w * args[0]
-        elif token == "C1d":
-            c_in, c_out, kernel, stride, padding = args
-            expect_channels(c_in, "in")
-            h2 = _spatial_out(h, kernel, stride, padding)
-            if h2 < 1:
-                raise fail(f"kernel {kernel} with padding {padding} does not fit the length")
-            h, c = h2, c_out
-        elif token == "VAERB1d":
-            expect_channels(args[0], "in")
-            c = args[1]
-        elif token == "MaxP1d":
-            kernel, stride = args
-            h2 = _spatial_out(h, kernel, stride, 0)
-            if h2 < 1:
-                raise fail(f"pool kernel {kernel} is longer than the length")
-            h = h2
-        elif token == "UpS1d":
-            h = h * args[0]
-        else:  # pragma: no cover - parse_spec only yields known tokens
-            raise fail(f"unknown token {token!r}")
-        if h * w * c > MAX_ELEMENTS:
-            # Caught here rather than as an out-of-memory error (or int32
-            # index overflow) deep inside XLA at init time.
-            raise fail(
-                f"output {h}x{w}x{c} has more than {MAX_ELEMENTS} elements per example"
-            )
-        shapes.append((h, w, c))
-    return shapes
-
-
-def output_shape(spec: SpecSource, input_shape: Shape) -> Shape:
-    """Returns the ``(H, W, C)`` output shape of a spec for a given input.
-
-    Args:
-      spec: Anything :func:`load_spec` accepts.
-      input_shape: Per-example input shape ``(H, W, C)``.
-
-    Returns:
-      The final output shape (``input_shape`` itself for an empty spec).
-
-    Raises:
-      SpecError: If the spec is malformed or shape-inconsistent.
-    """
-    shape = _check_input_shape(input_shape)
-    _, shapes = _compile(load_spec(spec), shape)
-    return shapes[-1] if shapes else shape
-
-
-@functools.lru_cache(maxsize=256)
-def _compile(
-    spec: tuple[str, ...], input_shape: tuple[Any, ...]
-) -> tuple[tuple[LayerSpec, ...], tuple[Shape, ...]]:
-    # Flax re-runs ``__call__`` on every trace; caching keeps repeated parsing
-    # and shape checking off that path.
-    layers = parse_spec(spec)
-    shapes = infer_shapes(layers, input_shape)
-    return tuple(layers), tuple(shapes)
-
-
-def _conv(features: int, kernel: int, stride: int, padding: int, name: str,
-          after: int | None = None) -> Conv:
-    # Explicit (lo, hi) pairs rather than 'SAME' so the output size follows
-    # the PyTorch formula regardless of stride. jvae.layers.conv's Conv has
-    # nn.Conv's parameters and outputs (im2col + GEMM on CPU).
-    pad = (padding, padding if after is None else after)
-    return Conv(
-        features=features,
-        kernel_size=(kernel, kernel),
-        strides=(stride, stride),
-        padding=(pad, pad),
-        name=name,
-    )
-
-
-class VAEResBlock(nn.Module):
-    """Pre-activation residual block used by ``VAERB_in_out``.
-
-    Attributes:
-      in_channels: Channels of the input.
-      out_channels: Channels of the output. When it differs from
-        ``in_channels`` the skip path is a 1x1 convolution named ``skip``;
-        otherwise the skip is the identity and has no parameters.
-      groups: GroupNorm groups of both norms; None picks
-        :func:`default_num_groups` of each norm's channels.
-    """
-
-    in_channels: int
-    out_channels: int
-    groups: int | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the block to an NHWC array."""
-        groups_in = self.groups or default_num_groups(self.in_channels)
-        groups_out = self.groups or default_num_groups(self.out_channels)
-        h = nn.GroupNorm(num_groups=groups_in, name="norm1")(x)
-        h = _conv(self.out_channels, 3, 1, 1, name="conv1")(nn.silu(h))
-        h = nn.GroupNorm(num_groups=groups_out, name="norm2")(h)
-        h = _conv(self.out_channels, 3, 1, 1, name="conv2")(nn.silu(h))
-        skip = x
-        if self.in_channels != self.out_channels:
-            skip = _conv(self.out_channels, 1, 1, 0, name="skip")(x)
-        return skip + h
-
-
-class VAEAttentionBlock(nn.Module):
-    """Single-head spatial self-attention used by ``VAEA_channels``.
-
-    Every one of the ``H * W`` positions attends to every other one; the
-    result is projected and added back to the input, so shape is preserved.
-
-    Attributes:
-      channels: Channels of the input and output.
-      groups: GroupNorm groups; None picks :func:`default_num_groups`.
-    """
-
-    channels: int
-    groups: int | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the block to an NHWC array."""
-        b, h, w, c = x.shape
-        groups = self.groups or default_num_groups(self.channels)
-        y = nn.GroupNorm(num_groups=groups, name="norm")(x)
-        y = y.reshape(b, h * w, c)
-        # A 1x1 convolution over channels is exactly a Dense on the last axis.
-        q = nn.Dense(self.channels, name="q")(y)
-        k = nn.Dense(self.channels, name="k")(y)
-        v = nn.Dense(self.channels, name="v")(y)
-        logits = jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(self.channels)
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bqk,bkc->bqc", weights, v)
-        out = nn.Dense(self.channels, name="proj_out")(out)
-        return x + out.reshape(b, h, w, c)
-
-
-def _conv1d(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
-    # Along the length axis of the (batch, length, 1, C) carrier; the kernel
-    # has the shape a 2-D conv of width 1 would, so weights stay NHWC-ready.
-    return nn.Conv(features=features, kernel_size=(kernel, 1), strides=(stride, 1),
-                   padding=((padding, padding), (0, 0)), name=name)
-
-
-class VAEResBlock1d(nn.Module):
-    """``VAERB1d_in_out``: :class:`VAEResBlock` with length-3 convolutions."""
-
-    in_channels: int
-    out_channels: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the block to a ``(batch, length, 1, C)`` array."""
-        h = nn.GroupNorm(num_groups=default_num_groups(self.in_channels), name="norm1")(x)
-        h = _conv1d(self.out_channels, 3, 1, 1, name="conv1")(nn.silu(h))
-        h = nn.GroupNorm(num_groups=default_num_groups(self.out_channels), name="norm2")(h)
-        h = _conv1d(self.out_channels, 3, 1, 1, name="conv2")(nn.silu(h))
-        skip = x
-        if self.in_channels != self.out_channels:
-            skip = _conv1d(self.out_channels, 1, 1, 0, name="skip")(x)
-        return skip + h
-
-
-def _upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
-    # ``repeat`` is exact nearest-neighbour replication, unlike a resize
-    # whose pixel-centre convention could shift content.
-    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
-class SpecNet(nn.Module):
-    """A sequential network defined by a layer spec.
-
-    Submodules are named ``layers_{i}`` by their position ``i`` in the
-    expanded layer list; parameter-free layers (``SiLU``, ``MaxP``, ``UpS``)
-    create no submodule.
-
-    Attributes:
-      spec: Layer-spec strings (see the module docstring).
-      input_shape: Expected per-example input shape ``(H, W, C)``.
-    """
-
-    spec: tuple[str, ...]
-    input_shape: tuple[int, int, int]
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the network.
-
-        Args:
-          x: Input of shape ``(batch, H, W, C)`` matching ``input_shape``.
-
-        Returns:
-          The output, of shape ``(batch, *output_shape(spec, input_shape))``.
-
-        Raises:
-          ValueError: If ``x`` does not have the expected shape.
-          SpecError: If the spec is malformed or shape-inconsistent.
-        """
-        expected = _check_input_shape(self.input_shape)
-        layers, _ = _compile(load_spec(self.spec), expected)
-        signal = len(self.input_shape) == 2
-        if signal and x.ndim == 3 and tuple(x.shape[1:]) == tuple(self.input_shape):
-            x = x[:, :, None, :]
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                "SpecNet expects input of shape "
-                f"(batch, {', '.join(map(str, expected))}) (NHWC), "
-                f"got {tuple(x.shape)}"
-            )
-        for i, layer in enumerate(layers):
-            name = f"layers_{i}"
-            a = layer.args
-            if layer.token == "C2d":
-                x = _conv(a[1], a[2], a[3], a[4], name=name, after=a[-1])(x)
-            elif layer.token == "VAERB":
-                x = VAEResBlock(*a, name=name)(x)
-            elif layer.token == "VAEA":
-                x = VAEAttentionBlock(*a, name=name)(x)
-            elif layer.token == "GN":
-                x = nn.GroupNorm(num_groups=a[0], name=name)(x)
-            elif layer.token == "SiLU":
-                x = nn.silu(x)
-            elif layer.token == "MaxP":
-                x = nn.max_pool(x, (a[0], a[0]), strides=(a[1], a[1]), padding="VALID")
-            elif layer.token == "UpS":
-                x = _upsample_nearest(x, a[0])
-            elif layer.token == "C1d":
-                x = _conv1d(a[1], a[2], a[3], a[4], name=name)(x)
-            elif layer.token == "VAERB1d":
-                x = VAEResBlock1d(a[0], a[1], name=name)(x)
-            elif layer.token == "MaxP1d":
-                x = nn.max_pool(x, (a[0], 1), strides=(a[1], 1), padding="VALID")
-            elif layer.token == "UpS1d":
-                x = jnp.repeat(x, a[0], axis=1)
-            else:  # pragma: no cover - parse_spec only yields known tokens
-                raise SpecError(f"unknown token {layer.token!r}")
-        return x[:, :, 0, :] if signal else x
-
-
-def build(spec: SpecSource, input_shape: Shape) -> SpecNet:
-    """Parses and shape-checks a spec, then returns the module.
-
-    Doing the checks here, rather than lazily in ``init``, makes config
-    mistakes fail before any parameters are created or training starts.
-
-    Args:
-      spec: A list of spec strings, a JSON string, or a path to a JSON file
-        (see :func:`load_spec`).
-      input_shape: Per-example input shape ``(H, W, C)``.
-
-    Returns:
-      A :class:`SpecNet` ready for ``init``/``apply``.
-
-    Raises:
-      SpecError: If the spec is malformed or shape-inconsistent.
-    """
-    entries = load_spec(spec)
-    shape = _check_input_shape(input_shape)
-    _compile(entries, shape)
-    # A 1-D signal keeps its (length, C) shape: SpecNet carries it as width 1.
-    return SpecNet(spec=entries, input_shape=tuple(input_shape) if len(input_shape) == 2
-                   else shape)

@@ -1,6 +1,6 @@
 """Encoders and decoders built from layer specs, and the packaged architectures.
 
-:class:`SpecEncoder` and :class:`SpecDecoder` wrap a :class:`~jvae.layers.spec.SpecNet`
+:class:`SpecEncoder` and :class:`SpecDecoder` wrap a :class:`~jvae.layers.spec_blocks.SpecNet`
 so it follows jvae's call contract (``encoder(x[, cond]) -> posterior params``,
 ``decoder(z[, cond]) -> likelihood params``). The spec net's output becomes
 distribution parameters in one of two ways:
@@ -46,10 +46,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jvae.base import Array
+from jvae.distributions.likelihoods import Likelihood
+from jvae.distributions.posteriors import Posterior
 from jvae.layers.heads import ParamHead
-from jvae.layers.spec import SpecError, SpecNet, load_spec, output_shape, parse_spec
-from jvae.likelihoods import Likelihood
-from jvae.posteriors import Posterior
+from jvae.layers.spec import SpecError, load_spec, parse_spec
+from jvae.layers.spec_blocks import SpecNet
+from jvae.layers.spec_shapes import output_shape
 
 __all__ = ["Architecture", "LATENT_LAYOUTS", "SpecDecoder", "SpecEncoder", "SpecPair",
            "available_architectures", "decoder_input_shape", "load_architecture",

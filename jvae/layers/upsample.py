@@ -14,7 +14,7 @@ phases are interleaved by a reshape. No multiply touches an inserted zero,
 and both gradients are ordinary convolutions, which XLA:CPU has fast
 kernels for; on GPU/TPU the convolution libraries handle either form.
 
-On CPU (:func:`~jvae.layers.conv.use_gemm_convolutions`) :class:`ConvTranspose`
+On CPU (:func:`~jvae.layers.convolution.use_gemm_convolutions`) :class:`ConvTranspose`
 computes all phases as one im2col GEMM (:func:`transposed_conv_gemm`), so
 that no convolution is left for XLA:CPU.
 """
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jvae.layers.conv import conv, kernel_param, use_gemm_convolutions
+from jvae.layers.convolution import conv, kernel_param, use_gemm_convolutions
 
 __all__ = ["ConvTranspose", "transposed_conv", "transposed_conv_gemm"]
 
@@ -91,7 +91,7 @@ def transposed_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> 
 
 
 def transposed_conv_gemm(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
-    """:func:`transposed_conv` with all phases in one im2col GEMM (:mod:`jvae.conv`).
+    """:func:`transposed_conv` with all phases in one im2col GEMM (:mod:`jvae.layers.convolution`).
 
     Every phase reads input offsets within one window ``d_min..d_max`` per
     axis; the patches of that window, times a kernel holding each phase's

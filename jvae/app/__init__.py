@@ -1,0 +1,161 @@
+"""The application: the ``jvae`` command, its settings, run directories and what watches a run.
+
+The library below never imports it.
+
+* :mod:`~jvae.app.cli`: ``jvae <mode>`` (:func:`main`); :mod:`~jvae.app.flags`: flags generated
+  from :class:`Config`, one-line errors; :mod:`~jvae.app.modes`: the modes.
+* :mod:`~jvae.app.config`: the frozen :class:`Config`.
+* :mod:`~jvae.app.trainer`: :func:`train_and_evaluate`, a run in a workdir.
+* :mod:`~jvae.app.runs`: run directories (data, saved settings, restore).
+* :mod:`~jvae.app.checkpoint`, :mod:`~jvae.app.lock`, :mod:`~jvae.app.run_guard`:
+  orbax save/resume, one writer per workdir, signals, schedules and exits.
+* :mod:`~jvae.app.hooks`: what observes a run; :mod:`~jvae.app.dashboard`
+  (the live page) and :mod:`~jvae.app.tensorboard` are hooks.
+* :mod:`~jvae.app.outputs`: image grids and each epoch's samples.
+"""
+
+from jvae.app.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    read_metrics,
+    truncate_metrics,
+)
+from jvae.app.cli import (
+    MODES,
+    main,
+)
+from jvae.app.config import (
+    ALIASES,
+    GROUPS,
+    RESUMABLE_CHANGES,
+    Config,
+    ConfigError,
+    choices_of,
+    config_to_dict,
+    load_config_file,
+    make_config,
+)
+from jvae.app.flags import (
+    ArgumentParser,
+    Mode,
+    add_config_flags,
+    add_host_memory_flag,
+    add_workdir_flag,
+    config_from_args,
+    describe,
+    int_range,
+    make_parser,
+    run_mode,
+)
+from jvae.app.hooks import (
+    Hook,
+    call_hooks,
+    watch_hooks,
+)
+from jvae.app.lock import (
+    LockError,
+    WorkdirLock,
+)
+from jvae.app.outputs import (
+    AUDIO_CLIPS,
+    grid_png,
+    image_grid,
+    sample_condition,
+    save_epoch_audio,
+    save_epoch_images,
+    save_image_grid,
+)
+from jvae.app.run_guard import (
+    EXIT_BAD_INPUT,
+    EXIT_RUN_FAILED,
+    CheckpointSchedule,
+    Divergence,
+    RunFailed,
+    SaveFailed,
+    StopSignals,
+    parse_interval,
+)
+from jvae.app.runs import (
+    Run,
+    check_data_info,
+    check_resumable,
+    data_options,
+    hook_info,
+    load_data,
+    load_data_with_info,
+    restore_run,
+    saved_config,
+    write_data_info,
+)
+from jvae.app.tensorboard import (
+    EMBEDDING_TAG,
+    TensorBoardLogger,
+)
+from jvae.app.trainer import (
+    CHUNKS_PER_EPOCH,
+    Stopped,
+    train_and_evaluate,
+)
+
+__all__ = [
+    "ALIASES",
+    "AUDIO_CLIPS",
+    "ArgumentParser",
+    "CHUNKS_PER_EPOCH",
+    "CheckpointError",
+    "CheckpointSchedule",
+    "Checkpointer",
+    "Config",
+    "ConfigError",
+    "Divergence",
+    "EMBEDDING_TAG",
+    "EXIT_BAD_INPUT",
+    "EXIT_RUN_FAILED",
+    "GROUPS",
+    "Hook",
+    "LockError",
+    "MODES",
+    "Mode",
+    "RESUMABLE_CHANGES",
+    "Run",
+    "RunFailed",
+    "SaveFailed",
+    "StopSignals",
+    "Stopped",
+    "TensorBoardLogger",
+    "WorkdirLock",
+    "add_config_flags",
+    "add_host_memory_flag",
+    "add_workdir_flag",
+    "call_hooks",
+    "check_data_info",
+    "check_resumable",
+    "choices_of",
+    "config_from_args",
+    "config_to_dict",
+    "data_options",
+    "describe",
+    "grid_png",
+    "hook_info",
+    "image_grid",
+    "int_range",
+    "load_config_file",
+    "load_data",
+    "load_data_with_info",
+    "main",
+    "make_config",
+    "make_parser",
+    "parse_interval",
+    "read_metrics",
+    "restore_run",
+    "run_mode",
+    "sample_condition",
+    "save_epoch_audio",
+    "save_epoch_images",
+    "save_image_grid",
+    "saved_config",
+    "train_and_evaluate",
+    "truncate_metrics",
+    "watch_hooks",
+    "write_data_info",
+]

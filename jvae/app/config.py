@@ -1,0 +1,498 @@
+"""Run configuration: a frozen dataclass that a JSON/TOML file and flags override.
+
+Precedence, lowest first: the dataclass defaults, a ``--config`` file (or,
+for ``train`` without one, the ``config.json`` of the run being resumed), then
+command-line flags. Every field carries its own description, group and
+accepted values in ``dataclasses.field`` metadata: the command line's flags and
+``--help`` are generated from it, and validation reads the same metadata, so a
+setting is described once. Named choices come from the registries of
+:mod:`jvae.training.experiment` (and the modules that define them). Unknown keys and
+ill-typed or out-of-range values raise :class:`ConfigError` with a message
+naming the key and the accepted values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from jvae.app.run_guard import parse_interval
+from jvae.base import ConfigError
+from jvae.datasets.pixels import BINARIZE_MODES
+from jvae.distributions.posteriors import NORMAL_SCALES
+from jvae.layers.spec import SpecError
+from jvae.layers.spec_nets import resolve_spec_pair
+from jvae.objectives import CVAE_PRIOR_WEIGHT
+from jvae.training import experiment as ex
+
+__all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
+           "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
+
+# Groups of settings, in the order ``--help`` lists them.
+GROUPS = ("data", "model", "objective", "optimisation", "run")
+
+
+def _setting(default: Any, help: str, group: str, *, choices: Any = None,
+             check: str | None = None) -> Any:
+    """A :class:`Config` field with its description.
+
+    Args:
+      default: the default value.
+      help: one sentence for ``--help`` (type, choices and default are appended).
+      group: one of :data:`GROUPS`.
+      choices: a registry (dict or tuple) whose keys are the accepted values.
+      check: ``"positive"`` or ``"non_negative"`` for numbers.
+    """
+    assert group in GROUPS, group
+    return dataclasses.field(default=default, metadata={
+        "help": help, "group": group, "choices": choices, "check": check})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run; see each field's ``help`` metadata
+    (``python -m jvae train --help`` prints them, grouped)."""
+
+    # data
+    dataset: str = _setting(
+        "mnist", "Dataset name: digits (scikit-learn's bundled 8x8 digits, offline), mnist, "
+        "fashion_mnist or kmnist (--data-dir IDX files, a prepared tfds copy, or a verified "
+        "download), or any prepared tfds image dataset.", "data")
+    data_source: str | None = _setting(
+        None, "A folder of images or .wav files to train on instead of --dataset (also the "
+        "DATA_SOURCE environment variable): train/ + test/ (or val/) sub-folders are the "
+        "splits, class sub-folders the labels.", "data")
+    modality: str = _setting(
+        "auto", "What --data-source holds: auto (audio when it has .wav files and no images), "
+        "image or audio.", "data", choices=("auto", "image", "audio"))
+    image_size: str | None = _setting(
+        None, "N or HxW: resize the short side, then center-crop (unset: a folder's median "
+        "short side, at most 64; a named dataset's own size).", "data")
+    channels: int = _setting(
+        0, "1 (grey) or 3 (RGB); 0 keeps the data's (a folder: 3 if any image has colour).",
+        "data", choices=(0, 1, 3))
+    test_fraction: float = _setting(
+        0.1, "A folder's test share without split sub-folders, chosen by a hash of each "
+        "file's path (adding files never moves old ones).", "data", check="non_negative")
+    strict: bool = _setting(
+        False, "Unreadable or truncated files in a folder are an error instead of a "
+        "warning.", "data")
+    cache: bool = _setting(
+        True, "Decode a folder's images once into a memory-mapped cache in "
+        "$JVAE_DATA_DIR/cache (--no-cache: decode every run).", "data")
+    sample_rate: int = _setting(
+        0, "Audio sample rate in Hz (0: the folder's most common rate).", "data",
+        check="non_negative")
+    chunk_size: int = _setting(
+        65_536, "Audio samples per example; a file's remainder is dropped.", "data",
+        check="positive")
+    mirror: str | None = _setting(
+        None, "Base URL(s), comma-separated, of MNIST-format downloads (default: "
+        "$JVAE_MNIST_MIRROR, then the datasets' own mirrors).", "data")
+    data_dir: str | None = _setting(
+        None, "Folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ...); unset "
+        "reads the dataset from tensorflow-datasets.", "data")
+    tfds_data_dir: str | None = _setting(
+        None, "tensorflow-datasets data directory (tfds' own default when unset).", "data")
+    binarize: str = _setting(
+        "none", "Pixel binarization: none keeps grey levels in [0, 1], dynamic resamples "
+        "binary pixels every batch, static binarizes once with a fixed seed.", "data",
+        choices=BINARIZE_MODES)
+    # model
+    model: str = _setting(
+        "vae", "Model family: vae (beta-VAE), cvae (encoder and decoder conditioned on the "
+        "one-hot label), iwae (importance-weighted bound with --num-samples k), ae "
+        "(deterministic autoencoder) or vq (vector-quantized latents).", "model",
+        choices=ex.MODELS)
+    latent_dim: int = _setting(
+        20, "Number of latent dimensions (a spatial spec architecture takes its latent "
+        "shape from the encoder instead).", "model", check="positive")
+    posterior: str = _setting(
+        "normal", "Posterior family of vae, cvae and iwae: normal (diagonal Gaussian, "
+        "N(0, I) prior) or dirichlet (symmetric Dirichlet prior).", "model",
+        choices=ex.POSTERIORS)
+    posterior_scale: str = _setting(
+        "softplus", "How the normal posterior reads the encoder's raw scale: softplus "
+        "(softplus(raw) + 1e-6) or logvar (a log-variance, exp(clip(raw, -30, 20) / 2), as "
+        "Stable Diffusion's VAE).", "model", choices=NORMAL_SCALES)
+    dirichlet_prior: float = _setting(
+        0.98, "Concentration of the symmetric Dirichlet prior.", "model", check="positive")
+    dirichlet_reparam: str = _setting(
+        "exact", "Dirichlet sampler: exact (implicit reparameterization) or approx (the "
+        "inverse-CDF Gamma approximation with its Gamma KL; faster, biased).", "model",
+        choices=ex.DIRICHLET_REPARAMS)
+    net: str = _setting(
+        "mlp", "Encoder/decoder: mlp, conv (strided convolutions), spec (built from layer "
+        "specs, see --encoder-spec) or rnn (LSTM/GRU over the data's first axis).", "model",
+        choices=ex.NETS)
+    encoder_spec: str | None = _setting(
+        None, "With --net spec: a packaged architecture (mnist_mlp, mnist_conv, sd_vae, "
+        "sd_vae_mnist), a .json path or an inline JSON list of layer specs.", "model")
+    decoder_spec: str | None = _setting(
+        None, "With --net spec: the decoder's specs, in the forms --encoder-spec takes; "
+        "unset uses the encoder spec's architecture.", "model")
+    hidden: tuple[int, ...] = _setting(
+        (400,), "Hidden layer widths of the MLP, comma-separated (conv nets: the first is "
+        "their Dense width).", "model")
+    activation: str = _setting(
+        "relu", "Activation function of the built-in nets.", "model", choices=ex.ACTIVATIONS)
+    rnn_cell: str = _setting(
+        "lstm", "Recurrent cell of --net rnn.", "model", choices=ex.RNN_CELLS)
+    rnn_hidden: int = _setting(
+        256, "Recurrent state size of --net rnn.", "model", check="positive")
+    decoder_mode: str = _setting(
+        "repeat_latent", "What the recurrent decoder reads at each step: z (repeat_latent), "
+        "z and its previous output (concat_output_latent) or its previous output only "
+        "(output_as_input).", "model", choices=ex.DECODER_MODES)
+    likelihood: str = _setting(
+        "bernoulli", "Observation model p(x|z): bernoulli (logits), gaussian (fixed "
+        "--gaussian-scale), gaussian_learned (per-pixel scale) or logistic_mixture "
+        "(discretized, 256 levels; reported in bits/dim).", "model", choices=ex.LIKELIHOODS)
+    gaussian_scale: float = _setting(
+        1.0, "Standard deviation of the fixed-scale gaussian likelihood.", "model",
+        check="positive")
+    logistic_components: int = _setting(
+        5, "Mixture components of the logistic_mixture likelihood.", "model",
+        check="positive")
+    flow_layers: int = _setting(
+        0, "Coupling layers of a normalizing flow on the posterior (0: no flow).", "model",
+        check="non_negative")
+    flow_coupling: str = _setting(
+        "spline", "Flow coupling: spline (rational-quadratic) or affine.", "model",
+        choices=ex.FLOW_COUPLINGS)
+    flow_hidden: tuple[int, ...] = _setting(
+        (64, 64), "Hidden widths of each coupling layer's conditioner.", "model")
+    flow_bins: int = _setting(8, "Spline bins per coupling.", "model", check="positive")
+    flow_context: int = _setting(
+        16, "Size of the per-example context the encoder feeds the flow.", "model",
+        check="non_negative")
+    vq_codes: int = _setting(128, "Codebook size of --model vq.", "model", check="positive")
+    vq_code_dim: int = _setting(
+        4, "Dimension of one code vector of --model vq (--latent-dim must be a multiple).",
+        "model", check="positive")
+    compute_dtype: str = _setting(
+        "float32", "Dtype the networks compute in; parameters, optimizer state and the "
+        "loss stay float32 (bfloat16 is for GPU and TPU).", "model",
+        choices=ex.COMPUTE_DTYPES)
+    # objective
+    beta: float = _setting(
+        1.0, "Weight of the KL term (beta-VAE); alias --kld-weight.", "objective",
+        check="non_negative")
+    alpha: float = _setting(
+        1.0, "Weight of the reconstruction term.", "objective", check="non_negative")
+    num_samples: int = _setting(
+        1, "Posterior samples per example in the training objective (the k of --model "
+        "iwae).", "objective", check="positive")
+    kl_warmup_steps: int = _setting(
+        0, "Steps over which the KL weight ramps linearly from 0 to --beta (0: none).",
+        "objective", check="non_negative")
+    cvae_prior_weight: float = _setting(
+        CVAE_PRIOR_WEIGHT, "Weight of a cvae's prior-reconstruction term -log p(x | z ~ p(z), y), which "
+        "makes decodes of prior draws follow the label (Sohn et al.'s hybrid objective; "
+        "0: the plain ELBO).", "objective", check="non_negative")
+    ssim_weight: float = _setting(
+        0.0, "Weight of the 1 - SSIM term (0: off).", "objective", check="non_negative")
+    sparsity_weight: float = _setting(
+        0.0, "Weight of the scale-free L1 penalty on the latent code (0: off).", "objective",
+        check="non_negative")
+    decoder_l2: float = _setting(
+        0.0, "Weight of the L2 penalty on the decoder's weights (0: off).", "objective",
+        check="non_negative")
+    vq_commitment: float = _setting(
+        0.25, "Weight of the VQ commitment loss.", "objective", check="non_negative")
+    # optimisation
+    epochs: int = _setting(
+        10, "Total epochs; a resumed run continues up to this number.", "optimisation",
+        check="positive")
+    batch_size: int = _setting(
+        128, "Global training batch size (divisible by the device count).", "optimisation",
+        check="positive")
+    lr: float = _setting(1e-3, "Adam learning rate.", "optimisation", check="positive")
+    seed: int = _setting(
+        0, "Seed of initialization, shuffling, sampling and binarization.", "optimisation",
+        check="non_negative")
+    # run
+    eval_batch_size: int = _setting(
+        1000, "Evaluation batch size (the last batch is padded and masked).", "run",
+        check="positive")
+    keep_checkpoints: int = _setting(
+        3, "Number of most recent checkpoints kept.", "run", check="positive")
+    num_devices: int = _setting(
+        0, "Devices to train on (0: all local devices).", "run", check="non_negative")
+    num_images: int = _setting(
+        64, "Images in each saved sample and reconstruction grid.", "run", check="positive")
+    data_placement: str = _setting(
+        "auto", "Where the training split lives: device (each epoch one on-device loop), "
+        "host (one host batch per step from memory), stream (a folder's batches read from "
+        "its cache or files while the devices train; needs the stream extra) or auto "
+        "(device, except convolutional nets on CPU: host; a split over half of a device's "
+        "memory, or on CPU of the available RAM per device: stream for a folder, else host).",
+        "run", choices=ex.PLACEMENTS)
+    loader_workers: int = _setting(
+        0, "Worker processes reading batches under --data-placement stream (0: reader "
+        "threads in the training process); the batch order does not depend on it, so a "
+        "resumed run may change it.", "run", check="non_negative")
+    loader_prefetch: int = _setting(
+        4, "Batches read ahead (per worker) under --data-placement stream.", "run",
+        check="positive")
+    dashboard: bool = _setting(
+        True, "Serve the live training page (curves, images, a latent-space explorer) while "
+        "training; --no-dashboard turns it off.", "run")
+    dashboard_port: int = _setting(
+        2998, "Port of the live page; 0 picks a free one. A port in use prints one warning "
+        "and training goes on without the page.", "run", check="non_negative")
+    dashboard_host: str = _setting(
+        "127.0.0.1", "Address the live page binds: loopback (this machine only) unless set "
+        "otherwise, which prints a warning that anyone who can reach the port can watch.",
+        "run")
+    tensorboard: bool = _setting(
+        True, "Write TensorBoard event files (scalars, image grids, latent embeddings) to "
+        "WORKDIR/tb; --no-tensorboard turns it off.", "run")
+    checkpoint_every: str = _setting(
+        "30m", "Checkpoints within an epoch, on top of the one at each epoch's end: every N "
+        "steps (500), every duration (90s, 10m, 2h), or epoch for epoch ends only. A run "
+        "resumed from one continues at the next batch of the same epoch.", "run")
+    max_consecutive_skips: int = _setting(
+        50, "Steps in a row whose loss or gradient norm is not finite (each one skipped) "
+        "before the run stops with exit status 3 as diverged.", "run", check="positive")
+    coordinator_address: str | None = _setting(
+        None, "HOST:PORT of process 0 in a multi-process run (jax.distributed); unset under "
+        "SLURM and other launchers JAX detects.", "run")
+    num_processes: int | None = _setting(
+        None, "Number of processes of a multi-process run.", "run")
+    process_id: int | None = _setting(
+        None, "This process's index in a multi-process run (0 writes the files).", "run")
+
+    def __post_init__(self):
+        _validate(self)
+
+
+# Fields that may differ between a checkpointed run and its resumption: they
+# change neither the state's structure nor the optimization trajectory.
+RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batch_size",
+                               "keep_checkpoints", "num_images",
+                               # Same batches in the same order either way (only
+                               # dynamic binarization's noise stream differs).
+                               "data_placement",
+                               # The input pipeline's processes and read-ahead: the
+                               # streamed order is jvae's own, whatever they are.
+                               "loader_workers", "loader_prefetch",
+                               # How data is read, not what it is.
+                               "strict", "cache", "mirror",
+                               # How the run is watched, not what it computes.
+                               "dashboard", "dashboard_port", "dashboard_host",
+                               "tensorboard",
+                               # How the run is guarded and launched, not what it computes.
+                               "checkpoint_every", "max_consecutive_skips",
+                               "coordinator_address", "num_processes", "process_id"})
+
+
+def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
+    """The accepted values of a field with named choices, else None."""
+    choices = field.metadata.get("choices")
+    return None if choices is None else tuple(choices)
+
+
+def _validate(cfg: Config) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        choices = choices_of(f)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{f.name}={value!r} is not one of "
+                              f"{', '.join(map(str, choices))}")
+        check = f.metadata.get("check")
+        if check == "positive" and not value > 0:
+            raise ConfigError(f"{f.name} must be positive, got {value}")
+        if check == "non_negative" and value < 0:
+            raise ConfigError(f"{f.name} must be >= 0, got {value}")
+    if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
+        raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
+    try:
+        parse_interval(cfg.checkpoint_every)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.num_processes is not None and cfg.num_processes < 1:
+        raise ConfigError(f"num_processes must be positive, got {cfg.num_processes}")
+    if cfg.process_id is not None and cfg.process_id < 0:
+        raise ConfigError(f"process_id must be >= 0, got {cfg.process_id}")
+    if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
+        raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
+    if cfg.posterior_scale != "softplus" and (cfg.posterior != "normal"
+                                              or cfg.model not in ("vae", "cvae", "iwae")):
+        raise ConfigError(f"posterior_scale={cfg.posterior_scale} applies to a normal "
+                          "posterior (--posterior normal, --model vae, cvae or iwae)")
+    if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
+        raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
+                          "--posterior dirichlet only")
+    if not cfg.test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {cfg.test_fraction}")
+    if cfg.dashboard_port > 65535:
+        raise ConfigError(f"dashboard_port must be a port number in 0..65535, got "
+                          f"{cfg.dashboard_port}")
+    _validate_model(cfg)
+    _validate_net(cfg)
+
+
+def _validate_model(cfg: Config) -> None:
+    """Combinations of model family, posterior and loss terms that mean nothing."""
+    if cfg.model in ("ae", "vq") and cfg.posterior != "normal":
+        raise ConfigError(f"model={cfg.model} has a deterministic code, not a "
+                          f"{cfg.posterior} posterior; use --posterior normal (the default)")
+    if cfg.flow_layers:
+        if cfg.model in ("ae", "vq"):
+            raise ConfigError(f"flow_layers applies to a posterior distribution; model={cfg.model} "
+                              "has none (use vae, cvae or iwae, or --flow-layers 0)")
+        if cfg.posterior != "normal":
+            raise ConfigError("a flow acts on R^d and needs --posterior normal; a Dirichlet "
+                              "posterior lives on the simplex (use --flow-layers 0)")
+        if cfg.latent_dim < 2:
+            raise ConfigError("a coupling flow needs latent_dim >= 2")
+        if not cfg.flow_hidden or any(h <= 0 for h in cfg.flow_hidden):
+            raise ConfigError(f"flow_hidden must be positive widths, got {cfg.flow_hidden}")
+    if cfg.model in ("ae", "iwae", "vq") and (cfg.beta != 1.0 or cfg.kl_warmup_steps):
+        raise ConfigError(f"beta and kl_warmup_steps weight the ELBO's KL term; model={cfg.model} "
+                          "has no weighted KL term (use model vae or cvae)")
+    if cfg.model == "iwae" and cfg.alpha != 1.0:
+        raise ConfigError("alpha weights the ELBO's reconstruction term; model=iwae optimizes "
+                          "the importance-weighted bound as a whole")
+    if cfg.model in ("ae", "vq") and cfg.num_samples != 1:
+        raise ConfigError(f"model={cfg.model} is deterministic; num_samples must be 1")
+    if cfg.model == "vq" and cfg.latent_dim % cfg.vq_code_dim:
+        raise ConfigError(f"latent_dim={cfg.latent_dim} must be a multiple of "
+                          f"vq_code_dim={cfg.vq_code_dim} (latent_dim / vq_code_dim code vectors)")
+
+
+def _validate_net(cfg: Config) -> None:
+    """Spec settings belong to ``net=spec`` and must load and parse (shapes are
+    checked against the data when the model is built, still before training)."""
+    if cfg.net != "spec":
+        for name in ("encoder_spec", "decoder_spec"):
+            if getattr(cfg, name) is not None:
+                raise ConfigError(f"{name} is set but net={cfg.net!r}; add --net spec to build "
+                                  "the networks from layer specs")
+        return
+    if cfg.encoder_spec is None:
+        raise ConfigError("net=spec needs encoder_spec (--encoder-spec): a packaged "
+                          "architecture such as mnist_conv, a .json path or a JSON list")
+    try:
+        resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec)
+    except SpecError as e:
+        raise ConfigError(str(e)) from None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_TYPES = typing.get_type_hints(Config)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Converts a file or flag value to the field's type, or raises ConfigError."""
+    kind = _TYPES[name]
+    optional = type(None) in typing.get_args(kind)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} cannot be null")
+    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if optional else kind
+    if name in ("encoder_spec", "decoder_spec") and isinstance(value, (list, dict)):
+        # A config file may hold the spec itself; kept as JSON text.
+        value = json.dumps(value)
+    try:
+        if typing.get_origin(base) is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_scalar(int, v) for v in value)
+        return _scalar(base, value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
+def _scalar(t: type, v: Any) -> Any:
+    if t is bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in _BOOLS:
+            return _BOOLS[v.lower()]
+        raise TypeError
+    if isinstance(v, bool):
+        raise TypeError
+    if t is int:
+        if isinstance(v, float) and not v.is_integer():
+            raise TypeError
+        return int(v)
+    if t is float:
+        return float(v)
+    if t is str:
+        if not isinstance(v, str):
+            raise TypeError
+        return v
+    raise TypeError
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a ``.json`` or ``.toml`` config file into a dict of raw values.
+
+    Raises:
+      ConfigError: missing file, unsupported suffix or a parse error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text "
+                          f"({getattr(e, 'reason', None) or e}); pass a JSON or TOML file") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path} must end in .json or .toml")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path} is malformed: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/object of settings")
+    return data
+
+
+# Other names users know settings by (the KL weight is "kld_weight" in many
+# PyTorch VAE code bases).
+ALIASES = {"kld_weight": "beta"}
+
+
+def make_config(*layers: dict[str, Any]) -> Config:
+    """Builds a :class:`Config` from dicts of overrides, later ones winning.
+
+    Keys may use dashes or underscores (``batch-size`` or ``batch_size``), and
+    the names in :data:`ALIASES` (``kld_weight`` is ``beta``).
+
+    Raises:
+      ConfigError: an unknown key or an invalid value.
+    """
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            name = ALIASES.get(name, name)
+            if name not in _FIELDS:
+                raise ConfigError(f"unknown setting {key!r}; known settings: "
+                                  f"{', '.join(sorted(_FIELDS))}")
+            values[name] = _coerce(name, value)
+    return Config(**values)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """A JSON-serializable dict of the config (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,62 @@
+"""The live training page: curves, images and a latent-space explorer that
+decodes on request, served while a run trains (see :class:`Dashboard`) or
+afterwards from its checkpoints (:func:`serve`).
+
+* :mod:`~jvae.app.dashboard.hook`: :class:`Dashboard`, the page as a training hook.
+* :mod:`~jvae.app.dashboard.replay`: :func:`serve`, the page of a finished or running run.
+* :mod:`~jvae.app.dashboard.explorer`: fixed-shape jitted encode and decode, the latent map.
+* :mod:`~jvae.app.dashboard.state`: what the page shows, shared between threads.
+* :mod:`~jvae.app.dashboard.server`: the HTTP/SSE server and its static files.
+"""
+
+from jvae.app.dashboard.explorer import (
+    DECODE_BATCH,
+    ENCODE_BATCH,
+    MAP_POINTS,
+    Explorer,
+    LatentMap,
+    interpolate,
+    latent_map,
+    make_explorer,
+    project_2d,
+)
+from jvae.app.dashboard.hook import (
+    Dashboard,
+)
+from jvae.app.dashboard.replay import (
+    serve,
+)
+from jvae.app.dashboard.server import (
+    MAX_BODY,
+    MAX_IN_FLIGHT,
+    STATIC_DIR,
+    DashboardServer,
+    start_server,
+)
+from jvae.app.dashboard.state import (
+    IMAGE_KINDS,
+    RunState,
+    Snapshot,
+)
+
+__all__ = [
+    "DECODE_BATCH",
+    "Dashboard",
+    "DashboardServer",
+    "ENCODE_BATCH",
+    "Explorer",
+    "IMAGE_KINDS",
+    "LatentMap",
+    "MAP_POINTS",
+    "MAX_BODY",
+    "MAX_IN_FLIGHT",
+    "RunState",
+    "STATIC_DIR",
+    "Snapshot",
+    "interpolate",
+    "latent_map",
+    "make_explorer",
+    "project_2d",
+    "serve",
+    "start_server",
+]

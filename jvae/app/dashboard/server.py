@@ -1,0 +1,374 @@
+"""The live page's HTTP server: standard library ``ThreadingHTTPServer`` with
+Server-Sent Events, in a background daemon thread of the training process.
+
+Endpoints (all read-only; none changes training or writes a file):
+
+* ``GET /`` (also ``/frontend.html``) and ``/static/NAME``: the page, from
+  this package's ``static`` folder only;
+* ``GET /events``: Server-Sent Events, one JSON message per change of the run;
+* ``GET /api/state``: the same JSON in full; ``GET /api/latents``: the map;
+* ``GET /api/image?kind=samples|reconstructions&epoch=N``: the run's saved grids;
+* ``POST /api/decode`` ``{"z": [D numbers], "label": k}``: the decoded latent;
+* ``GET /api/interpolate?a=I&b=J&mode=linear|slerp``: a strip between test images;
+* ``GET /api/samples?seed=S&label=k``: fresh prior samples.
+
+Requests whose ``Host`` header names neither the bound address nor
+``localhost`` are refused (DNS rebinding). Decodes run from a fixed-batch
+jitted function on a private copy of the parameters; at most
+``MAX_IN_FLIGHT`` at once, others are answered 503.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import ipaddress
+import json
+import math
+import socket
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from jvae.app.dashboard.explorer import DECODE_BATCH, decode_latents, interpolate, sample_images
+from jvae.app.dashboard.state import RunState
+from jvae.app.outputs import grid_png
+
+__all__ = ["DashboardServer", "start_server", "MAX_BODY", "MAX_IN_FLIGHT", "STATIC_DIR"]
+
+MAX_BODY = 64 * 1024
+MAX_IN_FLIGHT = 2
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                  ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+_SSE_MIN_INTERVAL_S = 0.25   # coalesces bursts of chunk updates
+_SSE_KEEPALIVE_S = 15.0
+
+
+class BadRequest(Exception):
+    """Answered with HTTP 400 and ``{"error": message}``."""
+
+
+def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV of a waveform ``(T,)`` or ``(T, channels)`` in [-1, 1]."""
+    x = np.asarray(x, np.float32)
+    x = x[:, None] if x.ndim == 1 else x
+    pcm = (np.clip(x, -1.0, 1.0) * 32767).round().astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def render(x: np.ndarray, sample_rate: int | None, scale: int = 4) -> tuple[bytes, str]:
+    """Decoded examples ``(n, ...)`` as a PNG strip, or (audio runs) the first as WAV."""
+    if sample_rate:
+        return wav_bytes(np.concatenate(list(x)), sample_rate), "audio/wav"
+    pad = 0 if len(x) == 1 else 2
+    return grid_png(x, ncol=len(x), scale=scale, pad=pad), "image/png"
+
+
+def _host_allowed(header: str | None, bound: str) -> bool:
+    """Whether a ``Host`` header names the bound address, ``localhost`` or (bound
+    to every interface) an IP literal: only a domain name can be rebound."""
+    if not header:
+        return False
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host in ("localhost", bound.lower().strip("[]")):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return bound in ("0.0.0.0", "::", "")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: "DashboardServer"
+    server_version = "jvae-dashboard"
+
+    def log_message(self, format, *args):  # no access log on the training terminal
+        pass
+
+    # -- responses ---------------------------------------------------------
+    def _send(self, code: int, body: bytes, ctype: str, cache: bool = False) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, code: int, obj: Any) -> None:
+        self._send(code, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, code: int, message: str) -> None:
+        self._json(code, {"error": message})
+
+    def _checked(self) -> bool:
+        if not _host_allowed(self.headers.get("Host"), self.server.bound_host):
+            self._error(403, "Host header not allowed: open the page at the address the "
+                             "training run printed")
+            return False
+        return True
+
+    # -- methods -----------------------------------------------------------
+    def do_GET(self):
+        if not self._checked():
+            return
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        route = url.path
+        try:
+            if route in ("/", "/index.html", "/frontend.html"):
+                self._static("index.html")
+            elif route.startswith("/static/"):
+                self._static(route[len("/static/"):])
+            elif route == "/events":
+                self._events()
+            elif route == "/api/state":
+                self._json(200, self.server.state.summary())
+            elif route == "/api/latents":
+                lat = self.server.state.latents()
+                self._json(200, lat) if lat else self._error(404, "no latent map yet")
+            elif route == "/api/image":
+                self._image(query)
+            elif route == "/api/interpolate":
+                self._decoding(self._interpolate, query)
+            elif route == "/api/samples":
+                self._decoding(self._samples, query)
+            else:
+                self._error(404, f"no such page {route}")
+        except BadRequest as e:
+            self._error(400, str(e))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        if not self._checked():
+            return
+        try:
+            if urlsplit(self.path).path != "/api/decode":
+                self._error(404 if self.path.startswith("/api/") else 405,
+                            "only /api/decode takes a POST")
+                return
+            body = self._body()
+            self._decoding(self._decode, body)
+        except BadRequest as e:
+            self._error(400, str(e))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _refuse(self):
+        if self._checked():
+            self._error(405, "the page is read-only")
+
+    do_PUT = do_DELETE = do_PATCH = _refuse
+
+    # -- static files ------------------------------------------------------
+    def _static(self, name: str) -> None:
+        path = (STATIC_DIR / name).resolve()
+        # Only files directly inside the package's static folder: no "..", no
+        # absolute paths, no links out of it.
+        if path.parent != STATIC_DIR or not path.is_file() or path.suffix not in _CONTENT_TYPES:
+            self._error(404, "not found")
+            return
+        self._send(200, path.read_bytes(), _CONTENT_TYPES[path.suffix], cache=False)
+
+    def _image(self, query) -> None:
+        kind = query.get("kind", "")
+        epoch = _int(query.get("epoch"), "epoch")
+        path = self.server.state.image_path(kind, epoch)
+        if path is None:
+            self._error(404, f"no {kind} image for epoch {epoch}")
+            return
+        self._send(200, path.read_bytes(), "image/png", cache=True)
+
+    # -- Server-Sent Events --------------------------------------------------
+    def _events(self) -> None:
+        state = self.server.state
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        sent_train = sent_test = 0
+        version = -1
+        while not state.closed and not self.server.stopping:
+            newer = state.wait_newer(version, _SSE_KEEPALIVE_S)
+            if state.closed or self.server.stopping:
+                break
+            if newer is None:
+                self.wfile.write(b": keep-alive\n\n")
+            else:
+                msg = state.summary(sent_train, sent_test)
+                version = msg["version"]
+                sent_train, sent_test = msg["train_total"], msg["test_total"]
+                self.wfile.write(b"data: " + json.dumps(msg).encode() + b"\n\n")
+            self.wfile.flush()
+            time.sleep(_SSE_MIN_INTERVAL_S)
+
+    # -- decoding ------------------------------------------------------------
+    def _body(self) -> dict:
+        length = self.headers.get("Content-Length")
+        try:
+            n = int(length)
+        except (TypeError, ValueError):
+            raise BadRequest("a JSON body with a Content-Length is required") from None
+        if n < 0 or n > MAX_BODY:
+            raise BadRequest(f"body of {n} bytes; at most {MAX_BODY}")
+        try:
+            body = json.loads(self.rfile.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("body is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest('body must be a JSON object like {"z": [...]}')
+        return body
+
+    def _decoding(self, fn, args) -> None:
+        state = self.server.state
+        snap, ex = state.snapshot, state.explorer
+        if snap is None or ex is None:
+            self._error(503, "no model yet: the run is still starting")
+            return
+        if not self.server.slots.acquire(blocking=False):
+            self._error(503, "busy: too many decodes in flight, try again")
+            return
+        try:
+            x = fn(ex, snap, args)
+        finally:
+            self.server.slots.release()
+        body, ctype = render(x, state.sample_rate)
+        self._send(200, body, ctype)
+
+    def _label(self, ex, value) -> int:
+        if ex.num_classes is None:
+            if value not in (None, "", 0, "0"):
+                raise BadRequest("label applies to a conditional model only")
+            return 0
+        label = _int(value if value is not None else 0, "label")
+        if not 0 <= label < ex.num_classes:
+            raise BadRequest(f"label must be in [0, {ex.num_classes})")
+        return label
+
+    def _decode(self, ex, snap, body) -> np.ndarray:
+        z = body.get("z")
+        if not isinstance(z, list) or len(z) != ex.latent_size:
+            raise BadRequest(f"z must be a list of {ex.latent_size} numbers")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in z):
+            raise BadRequest("z must hold finite numbers only")
+        z = np.asarray(z, np.float32)[None]
+        return decode_latents(ex, snap.params, z, self._label(ex, body.get("label")))
+
+    def _interpolate(self, ex, snap, query) -> np.ndarray:
+        codes = snap.latents.codes
+        a, b = _int(query.get("a"), "a"), _int(query.get("b"), "b")
+        if not (0 <= a < len(codes) and 0 <= b < len(codes)):
+            raise BadRequest(f"a and b must be test image indices in [0, {len(codes)})")
+        mode = query.get("mode", "linear")
+        if mode not in ("linear", "slerp"):
+            raise BadRequest("mode must be linear or slerp")
+        label = self._label(ex, query.get("label"))
+        return decode_latents(ex, snap.params, interpolate(codes[a], codes[b], mode,
+                                                           DECODE_BATCH), label)
+
+    def _samples(self, ex, snap, query) -> np.ndarray:
+        seed = _int(query.get("seed", 0), "seed")
+        if not 0 <= seed < 2 ** 31:
+            raise BadRequest("seed must be in [0, 2**31)")
+        return sample_images(ex, snap.params, seed, self._label(ex, query.get("label")))
+
+
+def _int(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+class DashboardServer(http.server.ThreadingHTTPServer):
+    """The page's server; ``serve_in_background`` runs it in a daemon thread."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, state: RunState, host: str, port: int):
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.state = state
+        self.bound_host = host
+        self.stopping = False
+        self.slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self._thread: threading.Thread | None = None
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.bound_host}]" if ":" in self.bound_host else self.bound_host
+        return f"http://{host}:{self.port}/"
+
+    def serve_in_background(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, name="jvae-dashboard",
+                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops serving and ends open event streams."""
+        self.stopping = True
+        self.state.close()
+        self.shutdown()
+        self.server_close()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_server(state: RunState, host: str = "127.0.0.1", port: int = 2998, *,
+                 quiet: bool = False) -> DashboardServer | None:
+    """Binds and starts the server; prints its address once.
+
+    A port in use (or any other bind failure) prints one warning and returns
+    None: training goes on without the page.
+    """
+    try:
+        server = DashboardServer(state, host, port)
+    except (OSError, OverflowError) as e:  # in use, no such address, not a port number
+        print(f"warning: live page not started ({host}:{port}: "
+              f"{getattr(e, 'strerror', None) or e}); "
+              "training goes on without it (pick another with --dashboard-port, 0 for any)",
+              file=sys.stderr, flush=True)
+        return None
+    server.serve_in_background()
+    if not _is_loopback(host):
+        print(f"warning: the live page listens on {host}: anyone who can reach port "
+              f"{server.port} can watch this run", file=sys.stderr, flush=True)
+    if not quiet:
+        print(f"live training page: {server.url}", flush=True)
+    return server

@@ -1,0 +1,202 @@
+"""Evaluate a trained run on its test split: ``jvae evaluate --workdir DIR``.
+
+Restores the run's ``config.json`` and newest checkpoint and reports, as JSON:
+
+* ``neg_elbo``, ``recon``, ``kl`` and the objective's other terms (means over
+  the whole test split, nats per example);
+* ``nll_bound``: minus the importance-weighted bound with ``k`` samples
+  (Burda et al., 2015, arXiv:1509.00519),
+
+      log p(x) >= log (1/k) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x),
+
+  evaluated in chunks of samples with a running log-sum-exp, so k = 5000 needs
+  the memory of one chunk; optionally on the first ``--num-test-images`` test
+  images (``n_test_images`` in the output says how many);
+* ``active_units``: latent dimensions whose posterior mean varies across the
+  test set, ``Cov_x(E_q[z_u|x]) > 0.01`` (Burda et al., 2015, Section 5.2);
+* for a ``cvae``, the bound is on the conditional ``log p(x|y)``, and
+  ``conditional_accuracy``: the share of class-conditional prior samples that
+  a classifier trained on the training split assigns to the requested class
+  (``classifier_test_accuracy`` beside it); for a ``vq`` model, codebook usage;
+  for the discretized logistic likelihood, bits/dim.
+
+An autoencoder has no likelihood bound; only its reconstruction error is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jvae.app import flags
+from jvae.app.runs import restore_run
+from jvae.base import Array, ConfigError
+from jvae.devices.parallel import data_mesh
+from jvae.distributions.likelihoods import bits_per_dim
+from jvae.distributions.vq import code_indices, codebook_usage
+from jvae.evaluation import (
+    active_units,
+    conditional_accuracy,
+    fit_classifier,
+    iwae_over_split,
+    make_iwae_evaluator,
+)
+from jvae.inference import make_inference
+from jvae.model import VAE
+from jvae.training.program import evaluate_split
+from jvae.training.state import make_eval_step
+
+__all__ = ["evaluate_run", "MODE", "main"]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str | None = None,
+                 num_test_images: int | None = None, batch_size: int = 100,
+                 chunk_size: int = 250, seed: int = 0) -> dict[str, Any]:
+    """Evaluates a run's newest checkpoint on its test split.
+
+    Args:
+      workdir: the run directory.
+      iw_samples: ``k`` of the importance-weighted bound.
+      data_dir: overrides the saved data directory.
+      num_test_images: evaluate the bound on the first this-many test images
+        (None: all). The ELBO terms always use the whole split.
+      batch_size: images per bound evaluation (rounded up to the device count).
+      chunk_size: posterior samples per decoder call.
+      seed: seed of the evaluation's samples.
+
+    Returns:
+      The JSON-serializable report.
+    """
+    t_start = time.perf_counter()
+    run = restore_run(workdir, data_dir=data_dir)
+    cfg, state, meta, test = run.cfg, run.state, run.meta, run.test
+    vae, objective, cond_key = run.experiment.vae, run.experiment.objective, run.experiment.cond_key
+    mesh = data_mesh(cfg.num_devices or None)
+    key_elbo, key_iw = jax.random.split(jax.random.key(seed))
+    n_all = len(test["image"])
+    report: dict[str, Any] = {
+        "workdir": str(workdir), "model": cfg.model, "posterior": vae.posterior.name,
+        "likelihood": cfg.likelihood, "epoch": int(meta.get("epoch", 0)),
+        "step": int(state.step), "split": "test", "n_eval_images": n_all,
+        "conditional": cond_key is not None}
+
+    eval_bs = _round_up(min(cfg.eval_batch_size, n_all), mesh.size)
+    scores = evaluate_split(make_eval_step(objective, mesh=mesh), state.params, test, eval_bs, key_elbo,
+                      mesh, state.loss_state)
+    report.update({k: v for k, v in scores.items() if k != "loss"})
+
+    # Deterministic codes over the split: active units, VQ usage.
+    encode = jax.jit(lambda p, x, c: vae.encode(p, x, c))
+    codes, indices = [], []
+    for i in range(0, n_all, eval_bs):
+        x = jnp.asarray(test["image"][i:i + eval_bs])
+        c = None if cond_key is None else jnp.asarray(test[cond_key][i:i + eval_bs])
+        post = encode(state.params, x, c)
+        codes.append(np.asarray(vae.posterior.mean(post)))
+        if vae.posterior.name == "vq":
+            indices.append(np.asarray(code_indices(post["z_e"], post["shared"]["codebook"])))
+    report["active_units"] = active_units(np.concatenate(codes))
+    report["latent_size"] = int(np.prod(vae.latent_shape))
+    if indices:
+        report["codebook"] = codebook_usage(jnp.asarray(np.concatenate(indices)), cfg.vq_codes)
+
+    if vae.posterior.name != "point":
+        n = n_all if num_test_images is None else min(num_test_images, n_all)
+        subset = {k: v[:n] for k, v in test.items()}
+        evaluator = make_iwae_evaluator(vae, iw_samples, chunk_size=chunk_size,
+                                        cond_key=cond_key, mesh=mesh)
+        t0 = time.perf_counter()
+        iw = iwae_over_split(evaluator, state.params, subset, _round_up(min(batch_size, n),
+                                                                        mesh.size),
+                             key_iw, mesh)
+        report.update({"iw_samples": iw_samples, "n_test_images": n,
+                       "nll_bound": -iw["log_likelihood"], "neg_elbo_subset": -iw["elbo"],
+                       "iwae_wall_s": time.perf_counter() - t0})
+    if cond_key is not None:
+        report.update(_conditional_report(vae, state.params, run.train, test, cond_key,
+                                          jax.random.fold_in(jax.random.key(seed), 2), seed))
+    if cfg.likelihood == "logistic_mixture":
+        dims = int(np.prod(test["image"].shape[1:]))
+        report["bits_per_dim_elbo"] = bits_per_dim(report["neg_elbo"], dims)
+        if "nll_bound" in report:
+            report["bits_per_dim_bound"] = bits_per_dim(report["nll_bound"], dims)
+    report["wall_s"] = time.perf_counter() - t_start
+    return report
+
+
+def _conditional_report(vae: VAE, params, train, test, cond_key: str, key: Array,
+                        seed: int) -> dict[str, float]:
+    """``conditional_accuracy`` of a conditional run, judged by a classifier of its data."""
+    classifier = fit_classifier(train["image"], train["label"], seed=seed)
+    num_classes = train[cond_key].shape[-1]
+    inference = make_inference(vae)
+
+    def sampler(key, cond):
+        return inference.sample(params, key, cond.shape[0], cond)[1]
+
+    flat = test["image"].reshape(len(test["image"]), -1)
+    return {"conditional_accuracy": conditional_accuracy(sampler, classifier, num_classes, key),
+            "classifier_test_accuracy": float(classifier.score(flat, test["label"]))}
+
+
+def _add_arguments(parser) -> None:
+    flags.add_workdir_flag(parser, required=True)
+    parser.add_argument("--iw-samples", type=int, default=5000, metavar="K",
+                        help="posterior samples k of the IWAE bound (int; default: 5000)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="read the test split from this folder instead of the run's saved "
+                             "data directory (default: the saved one)")
+    parser.add_argument("--num-test-images", type=int, default=None, metavar="N",
+                        help="evaluate the bound on the first N test images only; the ELBO "
+                             "terms always cover the whole split (int; default: all)")
+    parser.add_argument("--batch-size", type=int, default=100, metavar="N",
+                        help="images per bound batch, rounded up to the device count "
+                             "(int; default: 100)")
+    parser.add_argument("--chunk-size", type=int, default=250, metavar="N",
+                        help="posterior samples per decoder call; bounds memory, not the "
+                             "result (int; default: 250)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the evaluation's samples (int; default: 0)")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="JSON file to write (default: WORKDIR/eval_k<K>.json)")
+
+
+def _run(args) -> int:
+    """Prints the report as one JSON object and writes it to a file."""
+    for name in ("iw_samples", "batch_size", "chunk_size", "num_test_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
+                          num_test_images=args.num_test_images, batch_size=args.batch_size,
+                          chunk_size=args.chunk_size, seed=args.seed)
+    text = json.dumps(report)
+    out = Path(args.output) if args.output else Path(args.workdir) / f"eval_k{args.iw_samples}.json"
+    out.write_text(text + "\n")
+    print(text, flush=True)
+    return 0
+
+
+MODE = flags.Mode("evaluate", "Evaluate a run's newest checkpoint on its test split: -ELBO, "
+                  "the k-sample IWAE bound, active units, a cvae's conditional accuracy.",
+                  _add_arguments, _run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m jvae.app.modes.evaluate``: the evaluate mode; returns the exit status."""
+    return flags.run_mode(MODE, argv, prog="python -m jvae.app.modes.evaluate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Command-line modes that use a trained run: encode, reconstruct, sample,
+interpolate and traverse.
+
+Each mode is a pair: ``add_<mode>_arguments(parser)`` declares its flags and
+``<mode>(args)`` runs it on a parsed namespace. Every mode restores the run's
+``config.json`` and newest checkpoint and works through the jitted functions
+of :mod:`jvae.inference`. Bad input raises :class:`~jvae.inference.InferenceError`,
+:class:`~jvae.app.config.ConfigError` or :class:`~jvae.data.DataError`, which the
+command line prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jvae.app import flags
+from jvae.app.config import Config
+from jvae.app.outputs import save_image_grid
+from jvae.app.runs import restore_run
+from jvae.datasets.pixels import to_float
+from jvae.datasets.sources import load_dataset
+from jvae.inference import (
+    Inference,
+    InferenceError,
+    decode_all,
+    encode_all,
+    interpolate_latents,
+    list_images,
+    load_images,
+    make_inference,
+    reconstruct_all,
+    sample_all,
+    traverse_latents,
+)
+
+__all__ = ["Loaded", "load_run", "ENCODE", "RECONSTRUCT", "SAMPLE", "INTERPOLATE", "TRAVERSE",
+           "MODES"]
+
+
+class Loaded(NamedTuple):
+    """A restored run, ready for inference.
+
+    Attributes:
+      cfg: its settings.
+      params: the newest checkpoint's parameters.
+      inference: jitted functions of its model (:func:`~jvae.inference.make_inference`).
+      train: its training split (float images, labels, one-hot labels for a cvae).
+      test: its test split.
+      cond_key: the batch entry a conditional model reads, else None.
+      num_classes: classes of a conditional model (0 otherwise).
+    """
+
+    cfg: Config
+    params: Any
+    inference: Inference
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    cond_key: str | None
+    num_classes: int
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.test["image"].shape[1:])
+
+
+def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256) -> Loaded:
+    """Restores a run's config and newest checkpoint (:func:`~jvae.app.runs.restore_run`)."""
+    run = restore_run(workdir, data_dir=data_dir)
+    exp = run.experiment
+    num_classes = 0 if exp.cond_key is None else int(exp.data_spec.num_classes)
+    return Loaded(run.cfg, run.state.params, make_inference(exp.vae, batch_size), run.train,
+                  run.test, exp.cond_key, num_classes)
+
+
+# --- conditioning and inputs -------------------------------------------------------------------
+
+def _one_hot(run: Loaded, labels: np.ndarray | None) -> np.ndarray | None:
+    if run.cond_key is None:
+        return None
+    return np.eye(run.num_classes, dtype=np.float32)[np.asarray(labels)]
+
+
+def _check_label(run: Loaded, label: int | None, *, needed: bool, why: str = "") -> None:
+    """Validates ``--label`` against the run: only for a conditional model, in range."""
+    if label is None:
+        if needed and run.cond_key is not None:
+            raise InferenceError(f"this run is a conditional model (model={run.cfg.model}); "
+                                 f"add --label K (0-{run.num_classes - 1}){why}")
+        return
+    if run.cond_key is None:
+        raise InferenceError(f"--label applies to a conditional model (model cvae); this run "
+                             f"is model={run.cfg.model}")
+    if not 0 <= label < run.num_classes:
+        raise InferenceError(f"--label {label} is out of range: this run has "
+                             f"{run.num_classes} classes (0-{run.num_classes - 1})")
+
+
+def _dataset_split(run: Loaded, name: str, split: str,
+                   data_dir: str | None) -> dict[str, np.ndarray]:
+    """The run's own split (as it trained on it), or another dataset of the same shape."""
+    if name == run.cfg.dataset and data_dir is None:
+        return run.train if split == "train" else run.test
+    raw = load_dataset(name, split, data_dir=data_dir, tfds_data_dir=run.cfg.tfds_data_dir)
+    out = {"image": to_float(raw["image"]), "label": np.asarray(raw["label"])}
+    if out["image"].shape[1:] != run.data_shape:
+        raise InferenceError(f"dataset {name} has images of shape {out['image'].shape[1:]}, the "
+                             f"run was trained on {run.data_shape}")
+    if run.cond_key is not None:
+        if out["label"].max() >= run.num_classes:
+            raise InferenceError(f"dataset {name} has labels up to {out['label'].max()}, the "
+                                 f"run knows {run.num_classes} classes")
+        out[run.cond_key] = _one_hot(run, out["label"])
+    return out
+
+
+def _point(run: Loaded, spec: str, label: int | None, flag: str) -> tuple[np.ndarray, int | None]:
+    """An image given as a file path or a test-set index, with its class."""
+    path = Path(spec)
+    if not path.is_file() and re.fullmatch(r"-?\d+", spec):
+        index, n = int(spec), len(run.test["image"])
+        if not 0 <= index < n:
+            raise InferenceError(f"{flag} {spec}: test index out of range (0-{n - 1})")
+        found = int(run.test["label"][index])
+        return run.test["image"][index], found if label is None else label
+    if not path.is_file():
+        raise InferenceError(f"{flag} {spec} is neither an image file nor a test-set index")
+    _check_label(run, label, needed=True, why=f" for the image {spec}")
+    return load_images([path], run.data_shape)[0], label
+
+
+def _folder(run: Loaded, folder: str, label: int | None
+            ) -> tuple[list[Path], np.ndarray, np.ndarray | None]:
+    """The images of ``--input`` with the one-hot ``--label`` a conditional model needs."""
+    files = list_images(folder)
+    _check_label(run, label, needed=True, why=" for the --input images")
+    images = load_images(files, run.data_shape)
+    return files, images, _one_hot(run, np.full(len(files), label or 0))
+
+
+def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise InferenceError(f"{flag} {path} must end in {' or '.join(suffixes)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class _Groups(NamedTuple):
+    data: Any   # what goes in: images, test indices, labels
+    mode: Any   # the mode's own knobs
+    run: Any    # the run directory, outputs, batching
+
+
+def _common(p: argparse.ArgumentParser, name: str) -> _Groups:
+    """The flag groups of an inference mode, with the flags every mode has."""
+    g = _Groups(p.add_argument_group("data settings"), p.add_argument_group(f"{name} settings"),
+                p.add_argument_group("run settings"))
+    flags.add_workdir_flag(g.run, required=True)
+    g.data.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="overrides the run's saved data directory (str; default: the "
+                             "saved one)")
+    g.run.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+                       help="images per jitted call; the last batch is padded (int; "
+                            "default: 256)")
+    return g
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _label_flag(p, what: str) -> None:
+    p.add_argument("--label", type=int, default=None, metavar="K",
+                   help=f"class to condition a cvae on{what} (int; default: none)")
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+def add_encode_arguments(p: argparse.ArgumentParser) -> None:
+    g = _common(p, "encode")
+    src = g.data.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="DIR",
+                     help="folder of images to encode, searched recursively (str)")
+    src.add_argument("--dataset", metavar="NAME",
+                     help="dataset to encode instead, e.g. the run's own mnist (str)")
+    g.data.add_argument("--split", choices=("train", "test"), default="test",
+                        help="split of --dataset (choice; default: test)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="file to write: .npz (mean, scale, files or labels) or .npy "
+                            "(one array (2, N, *latent): means, then scales) (str; required)")
+    _label_flag(g.data, " for every --input image (a conditional encoder needs it)")
+
+
+def encode(args: argparse.Namespace) -> dict[str, Any]:
+    """Posterior means and scales of a folder of images or a dataset split, to a file."""
+    out = _output(args.output, (".npz", ".npy"))
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    extra: dict[str, np.ndarray] = {}
+    if args.input is not None:
+        files, images, cond = _folder(run, args.input, args.label)
+        extra["files"] = np.array([f.relative_to(args.input).as_posix() for f in files])
+    else:
+        if args.label is not None:
+            raise InferenceError("--label applies to --input images; a --dataset brings its labels")
+        data = _dataset_split(run, args.dataset, args.split, args.data_dir)
+        images, cond = data["image"], None if run.cond_key is None else data[run.cond_key]
+        extra["labels"] = np.asarray(data["label"])
+    codes = encode_all(run.inference, run.params, images, cond)
+    if out.suffix.lower() == ".npz":
+        np.savez(out, mean=codes["mean"], scale=codes["scale"], **extra)
+    else:
+        np.save(out, np.stack([codes["mean"], codes["scale"]]))
+    return {"output": str(out), "count": len(images),
+            "latent_shape": list(run.inference.vae.latent_shape)}
+
+
+def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
+    g = _common(p, "reconstruct")
+    g.data.add_argument("--input", required=True, metavar="DIR",
+                        help="folder of images, searched recursively (str; required)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="folder for one PNG per input, original left, reconstruction right, "
+                            "mirroring the input's subfolders (str; required)")
+    _label_flag(g.data, " for every input image (a conditional model needs it)")
+
+
+def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
+    """One PNG per input image: the image beside its reconstruction."""
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    files, images, cond = _folder(run, args.input, args.label)
+    recon = reconstruct_all(run.inference, run.params, images, cond)
+    out_dir = Path(args.output)
+    for path, x, r in zip(files, images, recon):
+        target = (out_dir / path.relative_to(args.input)).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _save_png(np.concatenate([x, r], axis=1), target)
+    return {"output": str(out_dir), "count": len(files)}
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    """Writes one ``(H, W, C)`` image in [0, 1] at its own resolution."""
+    arr = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    g = _common(p, "sample")
+    g.mode.add_argument("--num", type=_positive, default=64, metavar="N",
+                        help="number of samples (int; default: 64)")
+    _label_flag(g.data, " (a cvae without it draws one row per class)")
+    g.mode.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                        help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; "
+                             "default: 1.0)")
+    g.run.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="seed of the prior draws (int; default: 0)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="PNG grid to write (str; required)")
+    g.run.add_argument("--npy", action="store_true",
+                       help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
+                            "(flag; default: off)")
+
+
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """A grid of decoded prior samples, optionally of one class."""
+    out = _output(args.output, (".png",))
+    if not args.temperature > 0:
+        raise InferenceError(f"--temperature must be positive, got {args.temperature}")
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_label(run, args.label, needed=False)
+    vae = run.inference.vae
+    if args.temperature != 1.0 and vae.posterior.name in ("dirichlet", "vq"):
+        raise InferenceError(f"--temperature scales a Normal prior; the {vae.posterior.name} "
+                             "prior has none (leave it at 1)")
+    ncol = 8
+    if run.cond_key is None:
+        labels = None
+    elif args.label is not None:
+        labels = np.full(args.num, args.label)
+    else:  # one row per class
+        ncol = -(-args.num // run.num_classes)
+        labels = np.repeat(np.arange(run.num_classes), ncol)[:args.num]
+    cond = _one_hot(run, labels)
+    z, images = sample_all(run.inference, run.params, jax.random.key(args.seed), args.num, cond,
+                           args.temperature)
+    save_image_grid(images, out, ncol=ncol)
+    result = {"output": str(out), "count": args.num}
+    if args.npy:
+        np.save(out.with_suffix(".npy"), images)
+        np.save(out.with_name(out.stem + "_z.npy"), z)
+        result["npy"] = str(out.with_suffix(".npy"))
+    if labels is not None:
+        result["labels"] = labels.tolist()
+    return result
+
+
+def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
+    g = _common(p, "interpolate")
+    g.data.add_argument("--from", dest="start", required=True, metavar="IMAGE",
+                        help="first image: a file path or a test-set index (str; required)")
+    g.data.add_argument("--to", dest="end", required=True, metavar="IMAGE",
+                        help="last image: a file path or a test-set index (str; required)")
+    g.mode.add_argument("--steps", type=int, default=10, metavar="N",
+                        help="images in the strip, both ends included (int; default: 10)")
+    g.mode.add_argument("--slerp", action="store_true",
+                        help="spherical instead of linear interpolation of the codes (flag; "
+                             "default: off)")
+    _label_flag(g.data, " for image files (a test index brings its own)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="PNG strip to write (str; required)")
+    g.run.add_argument("--npy", action="store_true",
+                       help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
+                            "(flag; default: off)")
+
+
+def interpolate(args: argparse.Namespace) -> dict[str, Any]:
+    """A strip of decodes along the path between two images' posterior means.
+
+    The ends are the two reconstructions (decodes of the posterior means); a
+    conditional model's one-hot label is interpolated linearly alongside.
+    """
+    out = _output(args.output, (".png",))
+    if args.steps < 2:
+        raise InferenceError(f"--steps must be at least 2, got {args.steps}")
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_label(run, args.label, needed=False)
+    (xa, ya), (xb, yb) = (_point(run, args.start, args.label, "--from"),
+                          _point(run, args.end, args.label, "--to"))
+    ends_cond = _one_hot(run, np.array([ya or 0, yb or 0]))
+    codes = encode_all(run.inference, run.params, np.stack([xa, xb]), ends_cond)["mean"]
+    z = np.asarray(interpolate_latents(codes[0], codes[1], args.steps, slerp=args.slerp))
+    cond = None
+    if ends_cond is not None:
+        cond = np.asarray(interpolate_latents(ends_cond[0], ends_cond[1], args.steps))
+    images = decode_all(run.inference, run.params, z, cond)
+    save_image_grid(images, out, ncol=args.steps)
+    if args.npy:
+        np.save(out.with_suffix(".npy"), images)
+        np.save(out.with_name(out.stem + "_z.npy"), z)
+    return {"output": str(out), "steps": args.steps, "slerp": args.slerp}
+
+
+def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
+    g = _common(p, "traverse")
+    g.mode.add_argument("--dims", default=None,
+                        help="flattened latent dimensions, one row each: ranges or lists such as "
+                             "0-9 or 0,3,5 (str; default: 0-9, or every dimension of a "
+                             "smaller code)")
+    g.mode.add_argument("--range", dest="radius", type=float, default=3.0, metavar="R",
+                        help="each row moves its dimension from -RANGE to +RANGE around the centre "
+                             "(float; default: 3.0)")
+    g.mode.add_argument("--steps", type=int, default=9, metavar="N",
+                        help="images per row (int; default: 9)")
+    g.data.add_argument("--from", dest="start", default=None, metavar="IMAGE",
+                        help="centre on this image's posterior mean: a file path or a test-set "
+                             "index (str; default: the zero code)")
+    _label_flag(g.data, " (a test index brings its own)")
+    g.run.add_argument("--output", required=True, metavar="PATH",
+                       help="PNG grid to write (str; required)")
+
+
+def traverse(args: argparse.Namespace) -> dict[str, Any]:
+    """A grid of decodes, one row per latent dimension moved around a centre code."""
+    out = _output(args.output, (".png",))
+    if args.steps < 2:
+        raise InferenceError(f"--steps must be at least 2, got {args.steps}")
+    if not args.radius > 0:
+        raise InferenceError(f"--range must be positive, got {args.radius}")
+    dims = None if args.dims is None else list(flags.int_range(args.dims))
+    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_label(run, args.label, needed=args.start is None,
+                 why=" to decode the zero code as that class")
+    vae = run.inference.vae
+    label = args.label
+    if dims is None:
+        dims = list(range(min(10, int(np.prod(vae.latent_shape)))))
+    if args.start is None:
+        centre = np.zeros(vae.latent_shape, np.float32)
+    else:
+        x, label = _point(run, args.start, args.label, "--from")
+        centre = encode_all(run.inference, run.params, x[None],
+                            _one_hot(run, np.array([label or 0])))["mean"][0]
+    z = np.asarray(traverse_latents(centre, dims, args.radius, args.steps))
+    z = z.reshape(-1, *vae.latent_shape)
+    images = decode_all(run.inference, run.params, z,
+                        _one_hot(run, np.full(len(z), label or 0)))
+    save_image_grid(images, out, ncol=args.steps)
+    return {"output": str(out), "dims": dims, "steps": args.steps}
+
+
+def _printing(fn: Callable[[argparse.Namespace], dict[str, Any]]
+              ) -> Callable[[argparse.Namespace], int]:
+    """A mode function that prints its result as one JSON line."""
+
+    def run(args: argparse.Namespace) -> int:
+        print(json.dumps(fn(args)), flush=True)
+        return 0
+    return run
+
+
+ENCODE = flags.Mode("encode", "Posterior means and scales of a folder of images or a dataset "
+                    "split, to .npz or .npy.", add_encode_arguments, _printing(encode))
+RECONSTRUCT = flags.Mode("reconstruct", "One PNG per input image: the original beside its "
+                         "reconstruction.", add_reconstruct_arguments, _printing(reconstruct))
+SAMPLE = flags.Mode("sample", "A PNG grid of prior samples; with --label, of one class "
+                    "(conditional models).", add_sample_arguments, _printing(sample))
+INTERPOLATE = flags.Mode("interpolate", "A PNG strip decoding the path between two images' "
+                         "codes (linear or --slerp).", add_interpolate_arguments,
+                         _printing(interpolate))
+TRAVERSE = flags.Mode("traverse", "A PNG grid, one row per latent dimension moved from -range "
+                      "to +range around a code.", add_traverse_arguments, _printing(traverse))
+MODES = (ENCODE, RECONSTRUCT, SAMPLE, INTERPOLATE, TRAVERSE)

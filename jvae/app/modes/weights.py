@@ -1,0 +1,301 @@
+"""``jvae import-weights`` / ``jvae export-weights``: diffusers AutoencoderKL <-> jvae runs.
+
+:func:`import_diffusers` turns a folder saved by diffusers' ``save_pretrained``
+(``config.json`` + ``diffusion_pytorch_model.safetensors``) into a run
+directory: ``config.json`` (``net=spec`` with the packaged ``sd_vae`` or the
+generated architecture, ``posterior_scale=logvar``), ``diffusers.json`` (the
+diffusers config, its latent ``scaling_factor``, the data shape) and an orbax
+checkpoint at epoch 0 of the train state ``jvae train`` builds, holding the
+weights. Every mode then works on it: ``evaluate``, ``train`` (fine-tuning
+resumes from epoch 0) and the rest. :func:`export_diffusers` writes a run's
+checkpoint back in diffusers' format. The tensor mapping is
+:mod:`jvae.layers.diffusers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from jvae.app import flags
+from jvae.app.checkpoint import Checkpointer
+from jvae.app.config import Config, ConfigError, config_to_dict, load_config_file, make_config
+from jvae.app.runs import saved_config
+from jvae.layers.diffusers import (
+    CONFIG_FILE,
+    SD_CONFIG,
+    WEIGHTS_FILE,
+    Layout,
+    WeightsError,
+    diffusers_layout,
+    leaf_paths,
+    packaged_name,
+    params_to_tensors,
+    read_tensors,
+    spec_layers,
+    tensors_to_params,
+)
+from jvae.layers.spec_nets import resolve_spec_pair
+from jvae.training.experiment import DataSpec, build
+from jvae.training.state import TrainState, create_train_state
+
+__all__ = ["SIDECAR_FILE", "IMPORT_DEFAULTS", "import_diffusers", "restore_params",
+           "export_diffusers", "IMPORT_MODE", "EXPORT_MODE"]
+
+# The run directory's record of where its weights came from and how to go back.
+SIDECAR_FILE = "diffusers.json"
+# Settings an imported run starts with; the user's settings override them.
+IMPORT_DEFAULTS = {"likelihood": "gaussian", "gaussian_scale": 0.1}
+# Settings the imported weights fix.
+_FIXED = {"net": "spec", "posterior": "normal", "posterior_scale": "logvar",
+          "decoder_spec": None, "flow_layers": 0}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: {what}")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise WeightsError(f"{path} must hold a JSON object")
+    return value
+
+
+def _data_shape(layout: Layout, data_shape: Sequence[int] | None) -> tuple[int, int, int]:
+    factor = 2 ** (len(layout.config["block_out_channels"]) - 1)
+    channels = layout.config["in_channels"]
+    if data_shape is None:
+        size = int(layout.config["sample_size"])
+        data_shape = (size, size, channels)
+    shape = tuple(int(d) for d in data_shape)
+    if len(shape) != 3 or shape[2] != channels or any(d < 1 or d % factor for d in shape[:2]):
+        raise WeightsError(f"data shape {shape} does not fit the weights: need (H, W, "
+                           f"{channels}) with H and W divisible by {factor}")
+    return shape  # type: ignore[return-value]
+
+
+def _model(cfg: Config, data_shape: tuple[int, ...]):
+    """The run's experiment and its parameters' shapes (nothing is initialised)."""
+    experiment = build(cfg, DataSpec(tuple(data_shape)))
+    x = jax.ShapeDtypeStruct((1, *data_shape), np.float32)
+    return experiment, jax.eval_shape(experiment.vae.init, jax.random.key(0), x)
+
+
+def _train_state(cfg: Config, experiment, params: Any) -> TrainState:
+    """A train state holding ``params``, with the key and optimizer ``jvae train`` uses."""
+    # train.py's init key: the first of three split from the seed.
+    init_key = jax.random.split(jax.random.key(cfg.seed), 3)[0]
+    example = {"image": np.zeros((1, *experiment.data_spec.shape), np.float32)}
+    return create_train_state(experiment.vae, experiment.objective, experiment.optimizer,
+                              init_key, example, cond_key=experiment.cond_key,
+                              params=jax.tree.map(jax.numpy.asarray, params))
+
+
+def _import_config(layout: Layout, settings: Mapping[str, Any] | None) -> Config:
+    settings = {k.replace("-", "_"): v for k, v in (settings or {}).items()}
+    if "encoder_spec" in settings:
+        raise ConfigError("encoder_spec is set by the imported weights; leave it out")
+    for key, value in _FIXED.items():
+        if key in settings and settings[key] != value:
+            raise ConfigError(f"{key}={settings[key]!r} does not fit imported AutoencoderKL "
+                              f"weights, which need {key}={value!r}")
+    spec = packaged_name(layout.architecture) or json.dumps(layout.architecture)
+    cfg = make_config(IMPORT_DEFAULTS, settings, {**_FIXED, "encoder_spec": spec})
+    if cfg.model not in ("vae", "iwae"):
+        raise ConfigError(f"model={cfg.model} does not fit imported AutoencoderKL weights; use "
+                          "vae or iwae")
+    return cfg
+
+
+def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
+                     settings: Mapping[str, Any] | None = None,
+                     data_shape: Sequence[int] | None = None) -> Path:
+    """Converts a diffusers AutoencoderKL folder into a jvae run directory.
+
+    Everything is checked before anything is written: the config's layout, every
+    tensor's name and shape, the settings, and that ``workdir`` holds no run.
+
+    Args:
+      src_dir: folder with ``config.json`` and ``diffusion_pytorch_model.safetensors``.
+      workdir: the run directory to create.
+      settings: :class:`~jvae.app.config.Config` settings of the run (dataset,
+        data_dir, batch_size, lr, gaussian_scale, beta, ...) over
+        :data:`IMPORT_DEFAULTS`; those the weights fix (net, encoder_spec,
+        posterior, posterior_scale) may not differ.
+      data_shape: per-example ``(H, W, C)`` of the run's data; default the
+        config's ``sample_size`` square.
+
+    Returns:
+      The run directory.
+
+    Raises:
+      WeightsError: unreadable files, an unsupported config, or tensors that do
+        not match it (the first missing or extra tensor is named).
+      ConfigError: settings that do not fit the weights.
+    """
+    src, workdir = Path(src_dir), Path(workdir)
+    layout = diffusers_layout(_read_json(
+        src / CONFIG_FILE, f"--from must be a folder saved by diffusers' save_pretrained, "
+        f"holding {CONFIG_FILE} and {WEIGHTS_FILE}"))
+    tensors = read_tensors(src / WEIGHTS_FILE)
+    cfg = _import_config(layout, settings)
+    shape = _data_shape(layout, data_shape)
+    if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
+        raise WeightsError(f"{workdir} already holds a run; import into a new --workdir")
+    experiment, abstract = _model(cfg, shape)
+    params = tensors_to_params(layout, tensors, abstract, source=str(src / WEIGHTS_FILE))
+    extra = sorted(set(leaf_paths(abstract)) - {t.path for t in layout.tensors})
+    if extra:
+        raise ConfigError(f"the run's settings add parameters the weights lack "
+                          f"({'/'.join(extra[0])}); use a likelihood with one parameter per "
+                          "pixel (gaussian or bernoulli)")
+    state = _train_state(cfg, experiment, params)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    record = {"source": str(src.resolve()), "scaling_factor": layout.config["scaling_factor"],
+              "shift_factor": layout.config.get("shift_factor"), "data_shape": list(shape),
+              "diffusers_config": layout.config}
+    (workdir / SIDECAR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints, async_save=False) as ck:
+        ck.save(0, state, {"epoch": 0, "wall_s": 0.0, "last_row": {},
+                           "config": config_to_dict(cfg), "imported_from": record["source"]})
+    return workdir
+
+
+def _run_layout(workdir: Path) -> tuple[Config, Layout, tuple[int, int, int]]:
+    """The run's settings, its diffusers layout and data shape; WeightsError if it has none."""
+    cfg = saved_config(workdir)
+    sidecar = workdir / SIDECAR_FILE
+    record = _read_json(sidecar, "") if sidecar.is_file() else {}
+    layout = diffusers_layout(record.get("diffusers_config", SD_CONFIG))
+    pair = resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec) if cfg.net == "spec" else None
+    if pair is None or any(spec_layers(getattr(pair, part)) != layout.architecture[part]
+                           for part in ("encoder", "decoder")) or (
+            pair.encoder_range, pair.decoder_range) != ((-1.0, 1.0), (-1.0, 1.0)):
+        raise WeightsError(f"the run in {workdir} is not an AutoencoderKL: it needs net=spec with "
+                           "the architecture its weights were imported with (or sd_vae)")
+    if cfg.posterior != "normal" or cfg.posterior_scale != "logvar" or cfg.flow_layers:
+        raise WeightsError(f"the run in {workdir} has posterior {cfg.posterior} with "
+                           f"posterior_scale={cfg.posterior_scale}; AutoencoderKL needs a "
+                           "normal posterior with posterior_scale=logvar and no flow")
+    return cfg, layout, _data_shape(layout, record.get("data_shape"))
+
+
+def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, Layout]:
+    """The parameters of a run's newest (or given) checkpoint and its diffusers layout.
+
+    Needs no data: the state template is built from the run's settings.
+
+    Raises:
+      WeightsError: not an AutoencoderKL run, or no checkpoint.
+    """
+    workdir = Path(workdir)
+    cfg, layout, shape = _run_layout(workdir)
+    experiment, abstract = _model(cfg, shape)
+    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        raise WeightsError(f"no checkpoint in {folder}")
+    with Checkpointer(folder, keep=cfg.keep_checkpoints) as ckpt:
+        if ckpt.latest_step() is None:
+            raise WeightsError(f"no checkpoint in {folder}")
+        state, _ = ckpt.restore(_train_state(cfg, experiment, zeros), step=step)
+    return state.params, layout
+
+
+def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     step: int | None = None) -> Path:
+    """Writes a run's checkpoint as a diffusers AutoencoderKL folder.
+
+    ``AutoencoderKL.from_pretrained(out_dir)`` loads the result. Tensors are
+    float32; a run imported from float32 weights and not trained exports
+    bit-identical tensors.
+
+    Args:
+      workdir: a run made by :func:`import_diffusers` (or trained with
+        ``sd_vae`` and ``posterior_scale=logvar``).
+      out_dir: folder to write ``config.json`` and the safetensors file into.
+      step: checkpoint step; the newest when None.
+
+    Returns:
+      ``out_dir``.
+
+    Raises:
+      WeightsError: the run is no AutoencoderKL, has no checkpoint, or
+        ``out_dir`` already holds weights.
+    """
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    if (out / WEIGHTS_FILE).exists():
+        raise WeightsError(f"{out / WEIGHTS_FILE} exists; export into a new --output folder")
+    params, layout = restore_params(workdir, step)
+    tensors = params_to_tensors(layout, params)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    (out / CONFIG_FILE).write_text(json.dumps(layout.config, indent=2) + "\n")
+    return out
+
+
+# --- modes -----------------------------------------------------------------------
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source", required=True, metavar="DIR",
+                        help=f"Folder saved by diffusers' save_pretrained (holding "
+                             f"{CONFIG_FILE} and {WEIGHTS_FILE})")
+    flags.add_workdir_flag(parser, required=True, help="The run directory to create.")
+    parser.add_argument("--data-shape", default=None, metavar="H,W,C",
+                        help="Per-example shape of the run's data (default: the config's "
+                             "sample_size square)")
+    flags.add_config_flags(parser)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    settings = load_config_file(args.config) if hasattr(args, "config") else {}
+    settings.pop("workdir", None)
+    settings.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                     if hasattr(args, f.name)})
+    shape = None
+    if args.data_shape is not None:
+        try:
+            shape = tuple(int(d) for d in args.data_shape.replace(",", " ").split())
+        except ValueError:
+            raise WeightsError(f"--data-shape {args.data_shape!r} is not H,W,C") from None
+    import_diffusers(args.source, args.workdir, settings=settings, data_shape=shape)
+    print(f"imported {args.source} into {args.workdir}")
+    return 0
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_workdir_flag(parser, required=True)
+    parser.add_argument("--format", choices=("diffusers",), default="diffusers",
+                        help="Format of the written weights (diffusers: config.json and "
+                             f"{WEIGHTS_FILE})")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="Folder to write the weights into (must not hold weights yet).")
+    parser.add_argument("--step", type=int, default=None,
+                        help="Checkpoint step to export (default: the newest)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    export_diffusers(args.workdir, args.output, step=args.step)
+    print(f"exported {args.workdir} to {args.output}")
+    return 0
+
+
+IMPORT_MODE = flags.Mode("import-weights", "Turn diffusers AutoencoderKL weights (Stable "
+                         "Diffusion's VAE) into a run directory.", _add_import_arguments,
+                         _run_import)
+EXPORT_MODE = flags.Mode("export-weights", "Write a run's checkpoint as diffusers "
+                         "AutoencoderKL weights.", _add_export_arguments, _run_export)

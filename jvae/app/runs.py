@@ -1,0 +1,251 @@
+"""Run directories: a run's data, its saved settings, and its newest checkpoint.
+
+A run directory (``--workdir``) holds ``config.json``, ``data.json``,
+``metrics.jsonl``, ``images/`` and ``checkpoints/``. Everything that reads one
+goes through here: training resumes with :func:`check_resumable` and
+:func:`check_data_info`, and every other mode (evaluate, encode, sample, ...)
+starts from :func:`restore_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jvae.app.checkpoint import Checkpointer
+from jvae.app.config import RESUMABLE_CHANGES, Config, config_to_dict, make_config
+from jvae.base import ConfigError
+from jvae.datasets.batching import add_condition
+from jvae.datasets.errors import DataError
+from jvae.datasets.pixels import static_binarize, to_float
+from jvae.datasets.sources import load_splits
+from jvae.datasets.stream import SplitView
+from jvae.training.experiment import DataSpec, Experiment, build, example_batch, init_state
+from jvae.training.state import TrainState
+
+__all__ = ["data_options", "check_data_info", "write_data_info", "load_data",
+           "load_data_with_info", "saved_config", "check_resumable", "Run", "restore_run",
+           "hook_info"]
+
+
+# Data settings of a run and their defaults; read with getattr so any config
+# object (or one without these fields) works.
+DATA_OPTIONS = {"data_source": None, "image_size": None, "channels": None, "modality": "auto",
+                "sample_rate": None, "chunk_size": 65_536, "test_fraction": 0.1,
+                "strict": False, "cache": True, "mirror": None}
+
+
+def data_options(cfg: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`load_splits` a run's config sets.
+
+    ``data_source`` falls back to the ``DATA_SOURCE`` environment variable.
+    """
+    opts = {k: getattr(cfg, k, v) for k, v in DATA_OPTIONS.items()}
+    for k in ("channels", "sample_rate"):  # 0: the data's own
+        opts[k] = opts[k] or None
+    opts["data_source"] = opts["data_source"] or os.environ.get("DATA_SOURCE") or None
+    if not opts["data_source"]:
+        opts = {k: opts[k] for k in ("image_size", "channels", "mirror")}
+    return opts
+
+
+# The data settings a resumed run must share with the run it continues.
+_IDENTITY = ("data_source", "modality", "image_size", "channels", "sample_rate", "chunk_size")
+
+
+def check_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Refuses to resume a run in ``workdir`` that was trained on other data.
+
+    Compares ``info`` with the ``data.json`` a previous run wrote there
+    (:func:`write_data_info`); nothing is written here.
+
+    Raises:
+      DataError: the folder, modality, image size, channels, sample rate or
+        chunk size differ.
+    """
+    import json
+    path = Path(workdir) / "data.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is corrupt; move it away to resume with the current data") from None
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {info.get(k)!r}" for k in _IDENTITY
+             if saved.get(k) != info.get(k)]
+    if diffs:
+        raise DataError(f"workdir {workdir} holds a run trained on other data "
+                        f"({'; '.join(diffs)}); use a new --workdir or the saved data settings")
+
+
+def write_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Writes ``data.json`` (what the run trained on) and ``classes.json`` (label names)."""
+    import json
+    workdir = Path(workdir)
+    (workdir / "data.json").write_text(
+        json.dumps({k: v for k, v in info.items() if k != "classes"}, indent=2) + "\n")
+    if info.get("classes"):
+        (workdir / "classes.json").write_text(json.dumps(info["classes"], indent=2) + "\n")
+
+
+def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Loads train and test splits as float32 images in [0, 1] plus labels.
+
+    Static binarization is applied here, once, with seeds derived from
+    ``cfg.seed``; under dynamic binarization the test split is binarized once
+    (a fixed evaluation set) and training batches are resampled every batch.
+    A conditional model's splits get one-hot labels under its ``cond_key``.
+    Audio stays float32 in [-1, 1] (:mod:`jvae.datasets.audio`).
+    """
+    return load_data_with_info(cfg, lazy=False)[:2]
+
+
+def load_data_with_info(cfg: Config, lazy: bool = True):
+    """:func:`load_data` plus what identifies the data (``modality``, ``classes``, a
+    folder's settings; see :func:`jvae.data.load_splits`).
+
+    With ``lazy`` (the train loop's choice), a folder's training images stay
+    on disk: ``train["image"]`` is a :class:`~jvae.datasets.stream.SplitView`
+    presenting float32 pixels, read into memory only if the run does not
+    stream (and at once under static binarization, whose noise is drawn over
+    the whole split).
+    """
+    raw_train, raw_test, info = load_splits(cfg.dataset, data_dir=cfg.data_dir,
+                                            tfds_data_dir=cfg.tfds_data_dir, lazy=lazy,
+                                            **data_options(cfg))
+    if info["modality"] == "audio" and cfg.likelihood in ("bernoulli", "logistic_mixture"):
+        raise ConfigError(f"audio samples lie in [-1, 1]; likelihood={cfg.likelihood} needs "
+                          "[0, 1] data: use --likelihood gaussian or gaussian_learned")
+    splits = []
+    for i, raw in enumerate((raw_train, raw_test)):
+        if isinstance(raw["image"], SplitView):
+            if cfg.binarize != "static":
+                splits.append({"image": raw["image"].floats(), "label": raw["label"]})
+                continue
+            raw = {**raw, "image": raw["image"].read()}
+        if raw["image"].dtype != np.uint8:  # audio
+            splits.append({"image": raw["image"], "label": raw["label"]})
+            continue
+        images = to_float(raw["image"])
+        if cfg.binarize == "static" or (cfg.binarize == "dynamic" and i == 1):
+            images = static_binarize(images, seed=cfg.seed * 2 + i)
+        splits.append({"image": images, "label": raw["label"]})
+    spec = DataSpec.of(splits[0])
+    if spec.num_classes and cfg.model == "cvae":
+        splits = [add_condition(s, spec.num_classes) for s in splits]
+    return splits[0], splits[1], info
+
+
+def saved_config(workdir: str | Path, **overrides: Any) -> Config:
+    """The settings a run directory was trained with (``config.json``), with overrides.
+
+    Raises:
+      ConfigError: no ``config.json`` there, or one that cannot be read.
+    """
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --workdir must be a run directory written by "
+                          "jvae train")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is corrupt; restore it or train into a new --workdir") from None
+    return make_config(saved, {k: v for k, v in overrides.items() if v is not None})
+
+
+def check_resumable(workdir: Path, cfg: Config) -> None:
+    """Refuses to resume a run whose saved settings differ in a way that matters."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is corrupt; move it away to resume with the current "
+                          "flags") from None
+    current = config_to_dict(cfg)
+    # A setting added after the run was saved took its default in that run.
+    saved = {**config_to_dict(Config()), **saved}
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
+             if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+    if diffs:
+        raise ConfigError(f"workdir {workdir} holds a run with other settings "
+                          f"({'; '.join(diffs)}); use a new --workdir or the saved settings")
+
+
+class Run(NamedTuple):
+    """A restored run.
+
+    Attributes:
+      cfg: its settings.
+      experiment: the model, objective and optimizer built from them.
+      state: the newest checkpoint's train state (on the default device).
+      meta: the checkpoint's metadata (``epoch``, ``wall_s``, ...).
+      train: the training split.
+      test: the test split.
+    """
+
+    cfg: Config
+    experiment: Experiment
+    state: TrainState
+    meta: dict
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+
+def restore_run(workdir: str | Path, **overrides: Any) -> Run:
+    """Rebuilds a run's model and data and restores its newest checkpoint.
+
+    Args:
+      workdir: a run directory written by ``jvae train``.
+      **overrides: settings to change (e.g. ``data_dir`` when the data moved);
+        None values are ignored.
+
+    Returns:
+      A :class:`Run`.
+
+    Raises:
+      ConfigError: no run or no checkpoint in ``workdir``.
+    """
+    workdir = Path(workdir)
+    cfg = saved_config(workdir, **overrides)
+    train, test = load_data(cfg)
+    experiment = build(cfg, DataSpec.of(train))
+    template = init_state(experiment, jax.random.key(cfg.seed),
+                          example_batch(experiment, cfg.batch_size))
+    with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+        # A damaged newest checkpoint is skipped (with a warning), left where it is.
+        restored = ckpt.restore_newest_valid(template, move_aside=False)
+        if restored is None:
+            raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
+        state, meta = restored
+    return Run(cfg, experiment, state, meta, train, test)
+
+
+def hook_info(cfg: Config, workdir: str | Path, experiment: Experiment,
+              test: dict[str, np.ndarray], *, devices: int, placement: str | None,
+              start_epoch: int, step: int, params: Any, steps_per_epoch: int) -> dict[str, Any]:
+    """What a training hook's ``on_start`` receives (see :class:`jvae.train.Hook`).
+
+    Args:
+      cfg: the run's settings (passed on as a dict).
+      workdir: the run directory.
+      experiment: the model, objective and optimizer.
+      test: the test split.
+      devices: devices the run trains on.
+      placement: ``"device"``, ``"host"`` or ``"stream"`` (None: not training, e.g. a page
+        served from checkpoints).
+      start_epoch: epochs already done.
+      step: the optimizer step.
+      params: a private copy of the parameters (no later step may donate it).
+      steps_per_epoch: training steps per epoch.
+    """
+    return {"config": config_to_dict(cfg), "workdir": str(workdir), "devices": devices,
+            "placement": placement, "start_epoch": start_epoch, "step": step,
+            "experiment": experiment, "test": test, "params": params,
+            "steps_per_epoch": steps_per_epoch}

@@ -1,0 +1,85 @@
+"""TensorBoard event files for a run, written with ``tensorboardX`` (no TensorFlow).
+
+:class:`TensorBoardLogger` is a training hook (:mod:`jvae.app.hooks`). Into
+``WORKDIR/tb`` it writes every training chunk's metrics (``train/...``) and
+every evaluation row (``test/...``) as scalars, the run's sample and
+reconstruction grids as images, the config as text, and at the end of each
+epoch a projector embedding of the test set's posterior means with their
+labels as metadata and a sprite of the images. ``tensorboard --logdir
+WORKDIR/tb`` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from jvae.app.dashboard.explorer import MAP_POINTS, latent_map, make_explorer
+
+__all__ = ["TensorBoardLogger", "EMBEDDING_TAG"]
+
+EMBEDDING_TAG = "test_posterior_means"
+
+
+class TensorBoardLogger:
+    """Writes a run's scalars, images and latent embeddings for TensorBoard.
+
+    Args:
+      logdir: the event file folder (default ``WORKDIR/tb``).
+      embedding_points: test images in each projector embedding (as many as
+        the live page maps, so both share one compiled encoder).
+    """
+
+    def __init__(self, logdir: str | Path | None = None, embedding_points: int = MAP_POINTS):
+        self.logdir = None if logdir is None else Path(logdir)
+        self.embedding_points = embedding_points
+        self.writer = None
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        """Opens the writer; ``info`` as :func:`~jvae.app.runs.hook_info` makes it."""
+        from tensorboardX import SummaryWriter
+        self.workdir = Path(info["workdir"])
+        self.logdir = self.logdir or self.workdir / "tb"
+        self.writer = SummaryWriter(str(self.logdir))
+        experiment, test = info["experiment"], info["test"]
+        cond_key = experiment.cond_key
+        num_classes = None if cond_key is None else int(test[cond_key].shape[-1])
+        self.explorer = make_explorer(experiment.vae, num_classes)
+        n = min(self.embedding_points, len(test["image"]))
+        self.images = test["image"][:n]
+        self.cond = None if cond_key is None else test[cond_key][:n]
+        self.labels = [int(v) for v in np.asarray(test["label"][:n])]
+        self.writer.add_text("config", "```\n" + json.dumps(info["config"], indent=1)
+                             + "\n```", info["step"])
+
+    def on_chunk(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"train/{k}", v, step)
+
+    def on_epoch(self, row: dict[str, Any], params: Any) -> None:
+        step, epoch = int(row["step"]), int(row["epoch"])
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch",
+                                                                                  "step"):
+                group = "epoch" if k.startswith("train_") else "test"
+                self.writer.add_scalar(f"{group}/{k}", v, step)
+        for kind in ("samples", "reconstructions"):
+            path = self.workdir / "images" / f"{kind}_epoch{epoch:03d}.png"
+            if path.is_file():
+                img = np.asarray(Image.open(path).convert("RGB"))
+                self.writer.add_image(kind, img, step, dataformats="HWC")
+        if self.images.ndim == 4:  # an embedding's sprite needs images
+            codes = latent_map(self.explorer, params, self.images, self.cond).codes
+            sprite = np.clip(np.transpose(self.images, (0, 3, 1, 2)), 0.0, 1.0)
+            self.writer.add_embedding(codes, metadata=self.labels, label_img=sprite,
+                                      global_step=epoch, tag=EMBEDDING_TAG)
+        self.writer.flush()
+
+    def on_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

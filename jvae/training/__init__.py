@@ -1,0 +1,124 @@
+"""Training: the builder, the train state and steps, the optimizer, on-device epochs, the train program.
+
+:mod:`jvae.train_state` is the area's front door.
+
+* :mod:`~jvae.training.experiment`: ``build(cfg, data_spec) -> Experiment``,
+  one registry per choice (family, posterior, likelihood, net, placement).
+* :mod:`~jvae.training.state`: :class:`TrainState`, the jitted,
+  data-parallel train and eval steps.
+* :mod:`~jvae.training.optim`: ``clipped_adam`` (NaN zeroing, non-finite
+  skips, clipping and Adam, fused).
+* :mod:`~jvae.training.epoch`: whole epochs on device (``lax.scan``).
+* :mod:`~jvae.training.program`: where the data lives, one AOT compile, the
+  epoch driver, split evaluation.
+"""
+
+from jvae.training.epoch import (
+    binarize_key,
+    chunk_length,
+    device_loop_is_fast,
+    epoch_order,
+    has_convolutions,
+    make_train_epoch,
+    put_dataset,
+)
+from jvae.training.experiment import (
+    ACTIVATIONS,
+    COMPUTE_DTYPES,
+    COND_KEY,
+    DECODER_MODES,
+    DIRICHLET_REPARAMS,
+    FLOW_COUPLINGS,
+    LIKELIHOODS,
+    MODELS,
+    NETS,
+    PLACEMENTS,
+    POSTERIORS,
+    RNN_CELLS,
+    DataSpec,
+    Experiment,
+    Family,
+    build,
+    example_batch,
+    init_state,
+)
+from jvae.training.optim import (
+    ClippedAdamState,
+    SkipState,
+    clipped_adam,
+    finite_global_norm,
+    is_finite_step,
+    skip_counts,
+    skip_if_not_finite,
+    zero_nans,
+)
+from jvae.training.program import (
+    TrainProgram,
+    accumulate,
+    compile_program,
+    data_budget,
+    evaluate_split,
+    lower_program,
+    resolve_placement,
+    run_epoch,
+    split_bytes,
+)
+from jvae.training.state import (
+    TrainState,
+    create_train_state,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    make_update_fn,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "COMPUTE_DTYPES",
+    "COND_KEY",
+    "ClippedAdamState",
+    "DECODER_MODES",
+    "DIRICHLET_REPARAMS",
+    "DataSpec",
+    "Experiment",
+    "FLOW_COUPLINGS",
+    "Family",
+    "LIKELIHOODS",
+    "MODELS",
+    "NETS",
+    "PLACEMENTS",
+    "POSTERIORS",
+    "RNN_CELLS",
+    "SkipState",
+    "TrainProgram",
+    "TrainState",
+    "accumulate",
+    "binarize_key",
+    "build",
+    "chunk_length",
+    "clipped_adam",
+    "compile_program",
+    "create_train_state",
+    "data_budget",
+    "device_loop_is_fast",
+    "epoch_order",
+    "evaluate_split",
+    "example_batch",
+    "finite_global_norm",
+    "has_convolutions",
+    "init_state",
+    "is_finite_step",
+    "lower_program",
+    "make_eval_step",
+    "make_optimizer",
+    "make_train_epoch",
+    "make_train_step",
+    "make_update_fn",
+    "put_dataset",
+    "resolve_placement",
+    "run_epoch",
+    "skip_counts",
+    "skip_if_not_finite",
+    "split_bytes",
+    "zero_nans",
+]

@@ -1,0 +1,271 @@
+"""One builder from settings to a model: ``build(cfg, data_spec) -> Experiment``.
+
+In the manner of the Flax examples' ``create_model`` over named variants, every
+choice a run's settings make is looked up in one registry here:
+
+==================  =====================================================
+registry            what a name selects
+==================  =====================================================
+:data:`MODELS`      the family: posterior, latent shape and objective
+:data:`POSTERIORS`  the posterior distribution of ``vae``/``cvae``/``iwae``
+:data:`LIKELIHOODS` the observation model p(x|z)
+:data:`NETS`        the encoder/decoder pair
+:data:`PLACEMENTS`  where the training split lives (resolved by
+                    :func:`jvae.training.program.resolve_placement`)
+:data:`FLOW_COUPLINGS`, :data:`DECODER_MODES`, :data:`RNN_CELLS`,
+:data:`ACTIVATIONS`, :data:`DIRICHLET_REPARAMS`, :data:`COMPUTE_DTYPES`
+                    the named options of those parts (defined beside them)
+==================  =====================================================
+
+:class:`~jvae.app.config.Config` validation and the command line's ``choices``
+read these registries, so adding a family, a likelihood or a net is one entry
+in one place. Settings are read by attribute, so any object with the
+:class:`~jvae.app.config.Config` fields works (this module does not import it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jvae import objectives
+from jvae.base import VAE, Batch, ConfigError, Likelihood, Objective, Posterior
+from jvae.distributions.flows import COUPLINGS as FLOW_COUPLINGS
+from jvae.distributions.flows import flow_posterior
+from jvae.distributions.likelihoods import bernoulli, discretized_logistic_mixture, gaussian
+from jvae.distributions.posteriors import DIRICHLET_REPARAMS, dirichlet_posterior, normal_posterior, point_posterior
+from jvae.distributions.vq import vq_posterior
+from jvae.layers.builtin import make_nets
+from jvae.layers.heads import ACTIVATIONS
+from jvae.layers.sequence import DECODER_MODES, RNN_CELLS, make_rnn_nets
+from jvae.layers.spec_nets import make_spec_nets
+from jvae.model import COMPUTE_DTYPES, make_vae, mixed_precision
+from jvae.terms.composition import linear_warmup
+from jvae.terms.standard import decoder_l2, latent_sparsity, ssim_loss
+from jvae.training.state import TrainState, create_train_state, make_optimizer
+
+__all__ = ["DataSpec", "Experiment", "Family", "build", "init_state", "example_batch",
+           "MODELS", "POSTERIORS", "LIKELIHOODS", "NETS", "FLOW_COUPLINGS", "DECODER_MODES",
+           "RNN_CELLS", "ACTIVATIONS", "DIRICHLET_REPARAMS", "COMPUTE_DTYPES", "COND_KEY",
+           "PLACEMENTS"]
+
+# Batch entry holding the one-hot labels a conditional family is fed.
+COND_KEY = "cond"
+
+# Where the training split lives: on the devices, in host memory, streamed from
+# disk, or chosen from its size and the model (the train program resolves it).
+PLACEMENTS = ("auto", "device", "host", "stream")
+
+
+class DataSpec(NamedTuple):
+    """What a model must know about its data.
+
+    Attributes:
+      shape: per-example data shape, e.g. ``(28, 28, 1)``.
+      num_classes: number of labels (for conditional families), or None.
+    """
+
+    shape: tuple[int, ...]
+    num_classes: int | None = None
+
+    @classmethod
+    def of(cls, split: dict[str, np.ndarray]) -> DataSpec:
+        """The spec of a loaded split (``"image"`` and optional integer ``"label"``)."""
+        labels = split.get("label")
+        num_classes = None if labels is None or not len(labels) else int(np.max(labels)) + 1
+        return cls(tuple(int(d) for d in split["image"].shape[1:]), num_classes)
+
+
+class Experiment(NamedTuple):
+    """Everything a run builds from its settings, as pure functions and pytrees.
+
+    Attributes:
+      vae: the model (:func:`~jvae.model.make_vae`, in the configured compute dtype).
+      objective: the family's training objective.
+      optimizer: the optax optimizer.
+      cond_key: batch entry the model is conditioned on, or None.
+      data_spec: the data the model was built for.
+    """
+
+    vae: VAE
+    objective: Objective
+    optimizer: optax.GradientTransformation
+    cond_key: str | None
+    data_spec: DataSpec
+
+
+class Family(NamedTuple):
+    """A model family of :mod:`jvae.objectives` as the builder sees it.
+
+    Attributes:
+      posterior: ``cfg -> Posterior``.
+      latent_shape: ``cfg -> per-example latent shape`` (before a spatial spec
+        encoder overrides it).
+      objective: ``(cfg, vae, cond_key, extra_terms) -> Objective``.
+      conditional: whether encoder and decoder are fed the one-hot label.
+    """
+
+    posterior: Callable[[Any], Posterior]
+    latent_shape: Callable[[Any], tuple[int, ...]]
+    objective: Callable[[Any, VAE, str | None, dict], Objective]
+    conditional: bool = False
+
+
+POSTERIORS: dict[str, Callable[[Any], Posterior]] = {
+    "normal": lambda cfg: normal_posterior(scale=cfg.posterior_scale),
+    "dirichlet": lambda cfg: dirichlet_posterior(cfg.dirichlet_prior,
+                                                 reparam=cfg.dirichlet_reparam),
+}
+
+LIKELIHOODS: dict[str, Callable[[Any], Likelihood]] = {
+    "bernoulli": lambda cfg: bernoulli(),
+    "gaussian": lambda cfg: gaussian(cfg.gaussian_scale),
+    "gaussian_learned": lambda cfg: gaussian(learn_scale=True),
+    "logistic_mixture": lambda cfg: discretized_logistic_mixture(cfg.logistic_components),
+}
+
+
+def _distribution(cfg) -> Posterior:
+    """The ``posterior`` setting, wrapped in a flow when ``flow_layers > 0``."""
+    base = POSTERIORS[cfg.posterior](cfg)
+    if not cfg.flow_layers:
+        return base
+    return flow_posterior(base, num_layers=cfg.flow_layers, coupling=cfg.flow_coupling,
+                          hidden=cfg.flow_hidden, num_bins=cfg.flow_bins,
+                          context_dim=cfg.flow_context)
+
+
+def _kl_weight(cfg):
+    return linear_warmup(cfg.beta, cfg.kl_warmup_steps) if cfg.kl_warmup_steps else cfg.beta
+
+
+def _flat_latent(cfg) -> tuple[int, ...]:
+    return (cfg.latent_dim,)
+
+
+def _beta_vae(cfg, vae, cond_key, extra):
+    return objectives.beta_vae(vae, beta=_kl_weight(cfg), alpha=cfg.alpha, num_samples=cfg.num_samples,
+                        cond_key=cond_key, extra=extra)
+
+
+MODELS: dict[str, Family] = {
+    "vae": Family(_distribution, _flat_latent, _beta_vae),
+    "cvae": Family(_distribution, _flat_latent,
+                   lambda cfg, vae, cond_key, extra: objectives.cvae(
+                       vae, cond_key=cond_key, prior_weight=cfg.cvae_prior_weight,
+                       beta=_kl_weight(cfg), alpha=cfg.alpha, num_samples=cfg.num_samples,
+                       extra=extra),
+                   conditional=True),
+    "iwae": Family(_distribution, _flat_latent,
+                   lambda cfg, vae, cond_key, extra: objectives.iwae(
+                       vae, num_samples=cfg.num_samples, cond_key=cond_key, extra=extra)),
+    "ae": Family(lambda cfg: point_posterior(), _flat_latent,
+                 lambda cfg, vae, cond_key, extra: objectives.autoencoder(
+                     vae, alpha=cfg.alpha, cond_key=cond_key, extra=extra)),
+    "vq": Family(lambda cfg: vq_posterior(cfg.vq_codes),
+                 lambda cfg: (cfg.latent_dim // cfg.vq_code_dim, cfg.vq_code_dim),
+                 lambda cfg, vae, cond_key, extra: objectives.vq_vae(
+                     vae, num_codes=cfg.vq_codes, commitment=cfg.vq_commitment,
+                     alpha=cfg.alpha, cond_key=cond_key, extra=extra)),
+}
+
+# (cfg, posterior, likelihood, latent_shape, data_shape) -> (encoder, decoder, latent_shape)
+NetBuilder = Callable[[Any, Posterior, Likelihood, tuple, tuple], tuple[Any, Any, tuple]]
+
+
+def _builtin(kind: str) -> NetBuilder:
+    def build_nets(cfg, posterior, likelihood, latent_shape, data_shape):
+        encoder, decoder = make_nets(kind, posterior=posterior, likelihood=likelihood,
+                                     latent_shape=latent_shape, data_shape=data_shape,
+                                     activation=cfg.activation, hidden=cfg.hidden)
+        return encoder, decoder, latent_shape
+    return build_nets
+
+
+def _spec(cfg, posterior, likelihood, latent_shape, data_shape):
+    return make_spec_nets(cfg.encoder_spec, cfg.decoder_spec, posterior=posterior,
+                          likelihood=likelihood, data_shape=data_shape, latent_shape=latent_shape)
+
+
+def _rnn(cfg, posterior, likelihood, latent_shape, data_shape):
+    encoder, decoder = make_rnn_nets(posterior=posterior, likelihood=likelihood,
+                                     latent_shape=latent_shape, data_shape=data_shape,
+                                     cell=cfg.rnn_cell, hidden=cfg.rnn_hidden,
+                                     mode=cfg.decoder_mode)
+    return encoder, decoder, latent_shape
+
+
+NETS: dict[str, NetBuilder] = {"mlp": _builtin("mlp"), "conv": _builtin("conv"),
+                               "spec": _spec, "rnn": _rnn}
+
+
+def _extra_terms(cfg) -> dict:
+    """The switchable terms a config turns on (each off at weight 0)."""
+    extra = {}
+    if cfg.ssim_weight:
+        extra["ssim"] = (cfg.ssim_weight, ssim_loss())
+    if cfg.sparsity_weight:
+        extra["sparsity"] = (cfg.sparsity_weight, latent_sparsity())
+    if cfg.decoder_l2:
+        extra["decoder_l2"] = (cfg.decoder_l2, decoder_l2())
+    return extra
+
+
+def build(cfg, data_spec: DataSpec) -> Experiment:
+    """The model, objective and optimizer a config describes, for ``data_spec``'s data.
+
+    Args:
+      cfg: a :class:`~jvae.app.config.Config` (any object with its fields).
+      data_spec: the data's per-example shape and label count.
+
+    Returns:
+      An :class:`Experiment`.
+
+    Raises:
+      ConfigError: settings that do not fit the data (a spec's shapes, a
+        conditional family without labels, conv nets on flat data).
+    """
+    family = MODELS[cfg.model]
+    cond_key = COND_KEY if family.conditional else None
+    if cond_key and not data_spec.num_classes:
+        raise ConfigError(f"model={cfg.model} is conditioned on labels, but the data has none; "
+                          "use --model vae or a labelled dataset")
+    posterior = family.posterior(cfg)
+    likelihood = LIKELIHOODS[cfg.likelihood](cfg)
+    try:
+        encoder, decoder, latent_shape = NETS[cfg.net](cfg, posterior, likelihood,
+                                                       family.latent_shape(cfg),
+                                                       tuple(data_spec.shape))
+    except ConfigError:
+        raise
+    except ValueError as e:  # a spec or net that does not fit the data is a settings mistake
+        raise ConfigError(str(e)) from None
+    vae = mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape),
+                          cfg.compute_dtype)
+    objective = family.objective(cfg, vae, cond_key, _extra_terms(cfg))
+    return Experiment(vae, objective, make_optimizer(cfg.lr), cond_key, data_spec)
+
+
+def example_batch(experiment: Experiment, batch_size: int) -> Batch:
+    """A zero batch of the experiment's shapes (for initialization and shape-only compiles)."""
+    batch = {"image": jnp.zeros((batch_size, *experiment.data_spec.shape), jnp.float32)}
+    if experiment.cond_key:
+        batch[experiment.cond_key] = jnp.zeros((batch_size, experiment.data_spec.num_classes),
+                                               jnp.float32)
+    return batch
+
+
+def init_state(experiment: Experiment, key: jax.Array, example: Batch) -> TrainState:
+    """A fresh :class:`~jvae.train_state.TrainState` for ``experiment``.
+
+    Args:
+      experiment: from :func:`build`.
+      key: typed PRNG key of the run.
+      example: a batch with the data's shapes (see :func:`example_batch`).
+    """
+    return create_train_state(experiment.vae, experiment.objective, experiment.optimizer, key,
+                              example, cond_key=experiment.cond_key)
