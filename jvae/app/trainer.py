@@ -202,11 +202,11 @@ class _Resumed(NamedTuple):
     epoch: int = 0
     batch: int = 0
     wall_s: float = 0.0
-    last_row: dict = {}
+    last_row: dict | None = None
     sums: dict | None = None
 
 
-def _restore(cfg, workdir: Path, ckpt: Checkpointer, state, mesh, quiet: bool) -> _Resumed:
+def _restore(workdir: Path, ckpt: Checkpointer, state, mesh, quiet: bool) -> _Resumed:
     """The newest checkpoint that reads back (metrics after it trimmed), else ``state``."""
     restored = ckpt.restore_newest_valid(state, mesh=mesh, validate=_check_position)
     if restored is None:
@@ -311,9 +311,9 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
     example = {k: v[:cfg.batch_size] for k, v in train.items() if k != "label"}
     state = replicate(init_state(experiment, init_key, example), mesh)
     ckpt = stack.enter_context(Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints))
-    start = _restore(cfg, workdir, ckpt, state, mesh, quiet)
+    start = _restore(workdir, ckpt, state, mesh, quiet)
     state, start_batch, sums, wall_total = start.state, start.batch, start.sums, start.wall_s
-    last_row = start.last_row
+    last_row = start.last_row or {}
     if start.epoch >= cfg.epochs:
         if not quiet:
             print(f"already trained for {start.epoch} epochs (--epochs {cfg.epochs}); "
