@@ -19,8 +19,12 @@ PyTree = Any
 Batch = dict[str, Array]
 Params = dict[str, Array]
 
-__all__ = ["Array", "PyTree", "Batch", "Params", "JvaeError", "ConfigError", "Posterior", "Likelihood", "VAE",
-           "Objective", "Forward", "Term", "Weight"]
+# Batch entry holding each example's number of real elements along its first
+# data axis (a clip padded with silence to the batch's length); absent: all real.
+LENGTH_KEY = "length"
+
+__all__ = ["Array", "PyTree", "Batch", "Params", "LENGTH_KEY", "JvaeError", "ConfigError",
+           "Posterior", "Likelihood", "VAE", "Objective", "Forward", "Term", "Weight"]
 
 
 class JvaeError(Exception):
@@ -92,6 +96,10 @@ class Likelihood(NamedTuple):
         the ``x.ndim - 1`` data dimensions; ``x`` broadcasts over leading
         sample axes of ``params``.
       mean: ``params -> E[x|z]``, used for reconstructions and samples.
+      log_prob_elements: ``(params, x) -> (..., D)``, the per-element
+        log-probabilities over the ``D`` flattened data elements (their sum is
+        ``log_prob``), so a padded batch can count only its valid elements; None
+        for a likelihood that does not factorize over elements.
     """
 
     name: str
@@ -99,6 +107,7 @@ class Likelihood(NamedTuple):
     constrain: Callable[[Params], Params]
     log_prob: Callable[[Params, Array], Array]
     mean: Callable[[Params], Array]
+    log_prob_elements: Callable[[Params, Array], Array] | None = None
 
 
 class VAE(NamedTuple):
@@ -151,7 +160,11 @@ class Forward(NamedTuple):
       log_q: ``log q(z|x)`` of the samples, ``(S, B)``.
       log_pz: ``log p(z)`` of the samples, ``(S, B)``.
       lik: likelihood parameters for every sample, ``(S, B, ...)``.
-      log_px: ``log p(x|z)``, ``(S, B)``.
+      log_px: ``log p(x|z)``, ``(S, B)``; only valid elements count (see ``valid``).
+      valid: ``(B, T)`` 1 for the real elements along the data's first axis, 0
+        for padding (a clip shorter than the batch's length is padded with
+        silence), or None (every element real). Built from the batch's
+        ``"length"`` entry by :func:`jvae.terms.masked.valid_mask`.
     """
 
     vae: VAE
@@ -165,6 +178,7 @@ class Forward(NamedTuple):
     log_pz: Array
     lik: dict
     log_px: Array
+    valid: Array | None = None
 
 
 class Term(NamedTuple):

@@ -9,12 +9,16 @@ in [-1, 1] for audio) and ``label`` (int32, ``(N,)``). Behind this module:
   scikit-learn's bundled digits, MNIST-format IDX files, verified downloads of
   the MNIST family, prepared tfds datasets, and folders of images or ``.wav``
   files;
+* :func:`read_clips`, :func:`read_wav` and :func:`write_wav`
+  (:mod:`jvae.datasets.audio`): ``.wav`` files as padded chunks, each with its
+  number of real samples (the batch's ``"length"``, which masks the padding);
 * :func:`read_idx` and :func:`write_idx` (:mod:`jvae.datasets.idx`);
 * :func:`to_float` and binarization (:mod:`jvae.datasets.pixels`);
 * :func:`batches`, one epoch's seeded batches (:mod:`jvae.datasets.batching`),
   in the order every training path shares (:mod:`jvae.datasets.order`).
 """
 
+from jvae.datasets.audio import Clips, read_clips, read_wav, write_wav
 from jvae.datasets.batching import add_condition, batches
 from jvae.datasets.errors import DataError
 from jvae.datasets.idx import load_mnist_idx, read_idx, write_idx
@@ -24,6 +28,7 @@ from jvae.datasets.sources import fit_images, load_dataset, load_splits, load_tf
 
 __all__ = [
     "BINARIZE_MODES",
+    "Clips",
     "DataError",
     "add_condition",
     "batches",
@@ -34,8 +39,11 @@ __all__ = [
     "load_splits",
     "load_tfds",
     "num_batches",
+    "read_clips",
     "read_idx",
+    "read_wav",
     "static_binarize",
     "to_float",
     "write_idx",
+    "write_wav",
 ]

@@ -28,9 +28,10 @@ import numpy as np
 
 from jvae.base import Array
 from jvae.devices.parallel import batch_sharding, data_mesh, replicated_sharding
+from jvae.distributions.likelihoods import masked_log_prob
 from jvae.distributions.posteriors import sample_and_log_prob
 from jvae.model import VAE, decode_samples
-from jvae.terms.masked import masked_sums
+from jvae.terms.masked import masked_sums, valid_mask
 from jvae.training.program import evaluate_split
 
 __all__ = ["ACTIVE_UNIT_THRESHOLD", "iwae_log_likelihood", "make_iwae_evaluator",
@@ -41,7 +42,8 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def iwae_log_likelihood(vae: VAE, params: Any, x: Array, key: Array, num_samples: int, *,
-                        chunk_size: int = 250, cond: Array | None = None) -> dict[str, Array]:
+                        chunk_size: int = 250, cond: Array | None = None,
+                        valid: Array | None = None) -> dict[str, Array]:
     """The k-sample importance-weighted bound on ``log p(x)`` per example.
 
     Samples are drawn ``chunk_size`` at a time (a ``lax.scan`` over chunks,
@@ -58,6 +60,8 @@ def iwae_log_likelihood(vae: VAE, params: Any, x: Array, key: Array, num_samples
       num_samples: ``k``; with ``k = 1`` the bound is the single-sample ELBO estimate.
       chunk_size: samples per decoder call.
       cond: conditioning input (the bound is then on ``log p(x|cond)``).
+      valid: ``(B, T)`` mask of the real elements of padded clips (the bound is
+        then on the real samples only), or None.
 
     Returns:
       ``{"log_likelihood": (B,) log (1/k) sum_k w_k, "elbo": (B,) mean_k log w_k}``.
@@ -72,7 +76,7 @@ def iwae_log_likelihood(vae: VAE, params: Any, x: Array, key: Array, num_samples
     def log_weights(keys):
         z, log_q = jax.vmap(lambda k: sample_and_log_prob(vae.posterior, k, post, 1))(keys)
         z, log_q = z[:, 0], log_q[:, 0]
-        log_px = vae.likelihood.log_prob(decode_samples(vae, params, z, cond), x)
+        log_px = masked_log_prob(vae.likelihood, decode_samples(vae, params, z, cond), x, valid)
         return log_px + vae.posterior.prior_log_prob(z, vae.latent_shape) - log_q
 
     def accumulate(carry, lw):
@@ -106,8 +110,9 @@ def make_iwae_evaluator(vae: VAE, num_samples: int, *, chunk_size: int = 250,
 
     def run(params, batch, key):
         cond = None if cond_key is None else batch[cond_key]
-        out = iwae_log_likelihood(vae, params, batch["image"], key, num_samples,
-                                  chunk_size=chunk_size, cond=cond)
+        x = batch["image"]
+        out = iwae_log_likelihood(vae, params, x, key, num_samples, chunk_size=chunk_size,
+                                  cond=cond, valid=valid_mask(batch, x))
         sums = masked_sums(out, batch.get("mask"))
         return sums
 

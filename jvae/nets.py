@@ -8,6 +8,8 @@ The front door of the nets; the layers themselves live in :mod:`jvae.layers`
 * nets from layer specs and the packaged architectures
   (:mod:`jvae.layers.spec_nets`, ``--net spec``);
 * recurrent sequence nets (:mod:`jvae.layers.sequence`, ``--net rnn``);
+* the audio nets: residual dilated 1-D convolutions with a latent sequence
+  (:mod:`jvae.layers.audio`, ``--net audio``);
 * :class:`ParamHead`, the head that turns features into a distribution's
   parameters, for your own Flax modules (:mod:`jvae.layers.heads`).
 
@@ -15,6 +17,7 @@ Every encoder maps ``x`` (and a condition) to the posterior's parameters and
 every decoder ``z`` to the likelihood's, the contract of :func:`jvae.make_vae`.
 """
 
+from jvae.layers.audio import AudioDecoder, AudioEncoder, audio_architecture, make_audio_nets
 from jvae.layers.builtin import (
     ACTIVATIONS,
     Conv1DDecoder,
@@ -38,6 +41,8 @@ from jvae.layers.spec_nets import (
 
 __all__ = [
     "ACTIVATIONS",
+    "AudioDecoder",
+    "AudioEncoder",
     "Conv1DDecoder",
     "Conv1DEncoder",
     "ConvDecoder",
@@ -50,8 +55,10 @@ __all__ = [
     "SpecDecoder",
     "SpecEncoder",
     "activation_by_name",
+    "audio_architecture",
     "available_architectures",
     "load_architecture",
+    "make_audio_nets",
     "make_nets",
     "make_rnn_nets",
     "make_spec_nets",

@@ -24,8 +24,12 @@ model     posterior                       objective (weights)
 ========  ==============================  =========================================
 
 All accept the optional terms ``ssim``, ``sparsity`` and ``decoder_l2``
-(``extra`` below), and report ``neg_elbo = recon + kl`` wherever the family
-has a KL (not for ``ae``). The builders take a :class:`~jvae.model.VAE`;
+(``extra`` below), and for audio the spectral distances ``stft`` and ``mel``
+and the metrics ``lsd_db``, ``mrstft`` and ``snr_db``
+(:mod:`jvae.terms.spectral`), and report ``neg_elbo = recon + kl`` wherever
+the family has a KL (not for ``ae``). The spectral terms are distortions, not
+log-likelihoods: with them on, ``loss`` is no longer a bound, while
+``neg_elbo`` still is (in nats, over a padded clip's real samples only). The builders take a :class:`~jvae.model.VAE`;
 :mod:`jvae.training.experiment` maps a run's settings onto them.
 """
 
@@ -36,8 +40,10 @@ from typing import Mapping
 import jax
 
 from jvae.base import VAE, Objective
+from jvae.distributions.likelihoods import masked_log_prob
 from jvae.distributions.posteriors import sample_prior
 from jvae.terms.composition import Term, Weight, compose
+from jvae.terms.masked import valid_mask
 from jvae.terms.standard import elbo_terms, iwae_bound, kl_divergence, neg_elbo_metric, reconstruction
 from jvae.terms.vq import vq_codebook_loss, vq_commitment_loss
 
@@ -124,7 +130,8 @@ def cvae(vae: VAE, *, cond_key: str = "cond", prior_weight: float = CVAE_PRIOR_W
         x = batch["image"]
         z = sample_prior(vae.posterior, jax.random.fold_in(key, 1), vae.latent_shape,
                          x.shape[0], params)
-        value = -vae.likelihood.log_prob(vae.decode(params, z, batch[cond_key]), x)
+        value = -masked_log_prob(vae.likelihood, vae.decode(params, z, batch[cond_key]), x,
+                                 valid_mask(batch, x))
         return {**out, "prior_recon": value, "loss": out["loss"] + prior_weight * value}, loss_state
 
     return Objective(objective.init, terms)

@@ -38,3 +38,14 @@ def assert_same_layer(ref, ours, x, atol=1e-5):
     g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(params, x)
     for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_ours)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def run_cli(argv, capsys):
+    """Runs a ``jvae`` mode in-process: ``(exit code, captured out/err)``; flag errors exit
+    via argparse."""
+    from jvae.app.cli import main
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr()

@@ -42,7 +42,7 @@ def test_config_flags_are_grouped_and_list_registry_choices(capsys):
                            ("likelihood", experiment.LIKELIHOODS), ("net", experiment.NETS)):
         help_text = by_dest[name].help
         assert all(choice in help_text for choice in registry), (name, help_text)
-    assert "default: 128" in by_dest["batch_size"].help and "int" in by_dest["batch_size"].help
+    assert "0: 128" in by_dest["batch_size"].help and "int" in by_dest["batch_size"].help
 
 
 def test_a_new_registry_entry_is_a_valid_choice(monkeypatch):

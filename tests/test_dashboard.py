@@ -1,9 +1,12 @@
 """The live page's server with a plain HTTP client: pages, safety, decoding."""
 
 import http.client
+import io
 import json
 import math
 import socket
+import wave
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -13,9 +16,10 @@ from PIL import Image
 from jvae.app.config import make_config
 from jvae.app.dashboard import Dashboard
 from jvae.app.dashboard.explorer import DECODE_BATCH, interpolate, project_2d
-from jvae.app.dashboard.server import MAX_BODY, MAX_IN_FLIGHT
-from jvae.app.outputs import save_image_grid
+from jvae.app.dashboard.server import MAX_BODY, MAX_IN_FLIGHT, VIEW_GAP_S
+from jvae.app.outputs import save_epoch_audio, save_image_grid
 from jvae.app.runs import hook_info
+from jvae.inference import make_reconstructor, make_sampler
 from jvae.training.experiment import DataSpec, build
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.
@@ -272,3 +276,130 @@ def test_a_conditional_model_decodes_the_picked_class():
     z = np.array([[0.3, -0.2]], np.float32)
     a, b = (decode_latents(ex, params, z, label) for label in (0, 2))
     assert a.shape == (1, 28, 28, 1) and not np.allclose(a, b)
+
+
+# -- audio runs ---------------------------------------------------------------
+RATE, CLIP = 8000, 256
+
+
+@pytest.fixture(scope="module")
+def audio_page(tmp_path_factory):
+    """A dashboard serving a small untrained model of 8 kHz clips, with one epoch's
+    saved clips and plots; the rate reaches the page through the model's data spec."""
+    workdir = tmp_path_factory.mktemp("audio_run")
+    cfg = make_config({"hidden": (16,), "latent_dim": LATENT, "epochs": 2, "net": "mlp",
+                       "likelihood": "gaussian"})
+    experiment = build(cfg, DataSpec((CLIP, 1), None, RATE))
+    vae = experiment.vae
+    rng = np.random.default_rng(0)
+    freqs = rng.uniform(200, 2000, (20, 1, 1))
+    test = {"image": (0.5 * np.sin(2 * np.pi * freqs * np.arange(CLIP)[:, None] / RATE)
+                      ).astype(np.float32),
+            "label": np.zeros(20, np.int32), "length": np.full(20, CLIP, np.int32)}
+    params = vae.init(jax.random.key(0), test["image"][:2])
+    save_epoch_audio(workdir, 1, make_sampler(vae, 4), make_reconstructor(vae), params, test,
+                     jax.random.key(1), RATE)
+    info = hook_info(cfg, workdir, experiment, test, devices=1, placement="device",
+                     start_epoch=0, step=0, params=params, steps_per_epoch=10)
+    dash = Dashboard("127.0.0.1", 0, quiet=True)
+    dash.on_start(info)
+    dash.on_epoch({"epoch": 1, "step": 10, "neg_elbo": 180.0, "recon": 170.0, "kl": 10.0,
+                   "loss": 180.0}, params)
+    assert dash.wait_for_snapshot(1)
+    dash.run = SimpleNamespace(info=info, params=params, workdir=workdir)
+    yield dash
+    dash.on_end()
+
+
+def _wav(body):
+    with wave.open(io.BytesIO(body)) as w:
+        return w.getframerate(), w.getnchannels(), w.getnframes()
+
+
+def _png_size(body):
+    assert body[:4] == b"\x89PNG"
+    return Image.open(io.BytesIO(body)).size
+
+
+def test_audio_decodes_play_as_wav_and_draw_as_a_log_mel_spectrogram(audio_page):
+    status, _, body = _request(audio_page, "GET", "/api/state")
+    state = json.loads(body)
+    assert state["info"]["sample_rate"] == RATE and state["image_epochs"] == [1]
+    z = {"z": [0.1] * LATENT}
+    status, ctype, body = _request(audio_page, "POST", "/api/decode", z)
+    assert (status, ctype) == (200, "audio/wav") and _wav(body) == (RATE, 1, CLIP)
+    status, ctype, body = _request(audio_page, "POST", "/api/decode", {**z, "view": "spectrogram"})
+    assert (status, ctype) == (200, "image/png") and _png_size(body) == (800, 64)
+    # Ten samples (or interpolation steps) play in turn, parted by short silences.
+    strip = DECODE_BATCH * CLIP + (DECODE_BATCH - 1) * int(VIEW_GAP_S * RATE)
+    for path in ("/api/samples?seed=3", "/api/interpolate?a=0&b=5&mode=slerp"):
+        status, ctype, body = _request(audio_page, "GET", path)
+        assert (status, ctype) == (200, "audio/wav") and _wav(body) == (RATE, 1, strip)
+        status, ctype, body = _request(audio_page, "GET", path + "&view=spectrogram")
+        assert (status, ctype) == (200, "image/png") and _png_size(body) == (800, 64)
+    assert _request(audio_page, "GET", "/api/samples?seed=3&view=bogus")[0] == 400
+
+
+def test_spectrogram_views_are_for_audio_runs_only(page):
+    status, _, body = _request(page, "GET", "/api/samples?seed=0&view=spectrogram")
+    assert status == 400 and "audio" in json.loads(body)["error"]
+
+
+def test_an_audio_runs_epoch_clips_and_plots_are_served(audio_page):
+    status, ctype, body = _request(audio_page, "GET", "/api/audio?kind=reconstructions&epoch=1")
+    # Four test clips, each then its reconstruction, 0.25 s apart.
+    assert (status, ctype) == (200, "audio/wav") and _wav(body) == (RATE, 1, 8 * CLIP + 7 * 2000)
+    assert _request(audio_page, "GET", "/api/audio?kind=samples&epoch=1")[0] == 200
+    status, ctype, body = _request(audio_page, "GET", "/api/image?kind=spectrograms&epoch=1")
+    assert (status, ctype) == (200, "image/png") and _png_size(body) == (800, 12 * 65 - 1)
+    assert _request(audio_page, "GET", "/api/image?kind=waveforms&epoch=1")[0] == 200
+    assert _request(audio_page, "GET", "/api/audio?kind=waveforms&epoch=1")[0] == 404
+    assert _request(audio_page, "GET", "/api/audio?kind=samples&epoch=2")[0] == 404
+
+
+def test_tensorboard_holds_an_audio_runs_clips_and_spectrograms(audio_page, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from jvae.app.tensorboard import TensorBoardLogger
+    logger = TensorBoardLogger(tmp_path / "tb")
+    logger.on_start(audio_page.run.info)
+    logger.on_epoch({"epoch": 1, "step": 10, "neg_elbo": 180.0}, audio_page.run.params)
+    logger.on_end()
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"audio": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"samples", "reconstructions"} <= set(tags["audio"])
+    (recon,) = acc.Audio("reconstructions")
+    assert (recon.step, recon.sample_rate, recon.length_frames) == (10, RATE, 8 * CLIP + 7 * 2000)
+    assert recon.encoded_audio_string[:4] == b"RIFF"
+    assert {"waveforms", "spectrograms"} <= set(tags["images"])
+    (spec,) = acc.Images("spectrograms")
+    assert (spec.width, spec.height) == (800, 12 * 65 - 1)
+
+
+def test_an_audio_runs_page_plays_and_draws_every_view(audio_page, tmp_path):
+    from playwright.sync_api import sync_playwright
+    from test_dashboard_live import CHROMIUM_FLAGS, _browser_path
+    executable = _browser_path()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                     headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(audio_page.url)
+            page.wait_for_function("window.jvae.decodes > 0")
+            assert not page.locator("#decoded").is_visible()
+            drawn = "document.getElementById('{}').naturalWidth === 800"
+            for view in ("decoded", "samples"):
+                assert page.locator(f"#{view}-player").is_visible()
+                page.wait_for_function(f"document.getElementById('{view}-player').duration > 0")
+                page.wait_for_function(drawn.format(f"{view}-spec"))
+            page.click("#interp-random")
+            page.wait_for_function(drawn.format("interp-spec"))
+            page.wait_for_function(drawn.format("spectrograms-img"))
+            page.wait_for_function("document.getElementById('recons-audio').duration > 0")
+            assert errors == []
+        finally:
+            browser.close()

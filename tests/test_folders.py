@@ -142,19 +142,44 @@ def test_audio_folder_chunks_resampled_to_the_common_rate(tmp_path):
     (root / "train").mkdir(parents=True)
     (root / "test").mkdir()
     sf.write(root / "train" / "a.wav", _tone(1.0, 8000), 8000, subtype="PCM_16")
-    sf.write(root / "train" / "b.wav", _tone(0.5, 8000), 8000, subtype="PCM_24")
+    sf.write(root / "train" / "b.wav", _tone(0.45, 8000), 8000, subtype="PCM_24")
     stereo = np.stack([_tone(1.0, 16000), -_tone(1.0, 16000)], 1)
     sf.write(root / "train" / "c.wav", stereo, 16000, subtype="FLOAT")  # averages to silence
-    sf.write(root / "train" / "d.wav", _tone(0.01, 8000), 8000, subtype="PCM_U8")  # too short
-    sf.write(root / "test" / "e.wav", _tone(1.0, 8000), 8000, subtype="PCM_32")
-    with pytest.warns(DataWarning, match="skipped 1 of 5 .wav files shorter"):
+    sf.write(root / "train" / "d.wav", _tone(0.01, 8000), 8000, subtype="PCM_U8")  # short
+    (root / "train" / "e.wav").write_bytes(b"RIFF not a wav")
+    sf.write(root / "test" / "f.wav", _tone(1.0, 8000), 8000, subtype="PCM_32")
+    with pytest.warns(DataWarning, match="skipped 1 of 6 .wav files that cannot be read: "
+                                         "train/e.wav"):
         data = load_folder(root, chunk_size=1000)
-    # 8000 Hz is the most common rate. Rows follow sorted paths: test/e (8
-    # chunks), train/a (8), train/b (4), train/c (8, resampled from 16 kHz).
+    # 8000 Hz is the most common rate. Rows follow sorted paths: test/f (8
+    # chunks), train/a (8), train/b (4, the last padded), train/c (8,
+    # resampled from 16 kHz), train/d (1, padded): no file is dropped for its length.
     assert data.modality == "audio" and data.info["sample_rate"] == 8000
-    assert data.data.shape == (28, 1000, 1) and data.data.dtype == np.float32
-    assert list(data.test) == list(range(8)) and list(data.train) == list(range(8, 28))
-    assert np.abs(data.data[20:]).max() < 1e-3 and np.abs(data.data[8:16]).max() > 0.45
+    assert data.data.shape == (29, 1000, 1) and data.data.dtype == np.float32
+    assert list(data.test) == list(range(8)) and list(data.train) == list(range(8, 29))
+    assert data.lengths.tolist() == [1000] * 19 + [600] + [1000] * 8 + [80]
+    assert not data.data[19, 600:].any() and not data.data[28, 80:].any()
+    assert np.abs(data.data[20:28]).max() < 1e-3 and np.abs(data.data[8:16]).max() > 0.45
+    assert data.split("train")["length"].tolist() == data.lengths[8:].tolist()
+
+
+def test_chunks_cover_every_sample_and_join_back(tmp_path):
+    x = np.arange(1, 11, dtype=np.float32)
+    for size, hop in ((4, 4), (4, 2), (16, 16), (3, 1)):
+        chunks, lengths = audio.chunk(x, size, hop)
+        offsets = np.arange(len(chunks)) * hop
+        assert (lengths > 0).all() and (offsets + lengths).max() == len(x)
+        for c, o, n in zip(chunks, offsets, lengths):
+            np.testing.assert_array_equal(c[:n], x[o:o + n])
+            assert not c[n:].any()
+        np.testing.assert_array_equal(audio.join_chunks(chunks, offsets, len(x)), x)
+
+
+def test_default_chunk_covers_the_90th_percentile_within_bounds():
+    assert audio.default_chunk_size([3000] * 19 + [100_000]) == 4096
+    assert audio.default_chunk_size([5000] * 8 + [7000, 9000]) == 8192
+    assert audio.default_chunk_size([10] * 10) == audio.CHUNK_BOUNDS[0]
+    assert audio.default_chunk_size([10**7] * 10) == audio.CHUNK_BOUNDS[1]
 
 
 def test_written_wav_reads_back_exactly(tmp_path):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jvae.app.cli import main
 from jvae.app.config import make_config
 from jvae.app.flags import int_range
 from jvae.app.modes.inference import load_run
 from jvae.inference import encode_all, interpolate_latents, load_images, reconstruct_all, sample_all, traverse_latents
 from jvae.train import train_and_evaluate
+
+from helpers import run_cli
 
 # Its module-scoped fixtures train or compile once: keep the module on one worker.
 pytestmark = pytest.mark.xdist_group("inference")
@@ -55,13 +56,7 @@ def _size(path):
         return img.size
 
 
-def _run(argv, capsys):
-    """Runs a mode in-process: ``(exit code, captured out/err)``; flag errors exit via argparse."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr()
+_run = run_cli
 
 
 def test_encode_folder_writes_means_scales_and_files(runs, loaded, image_dir, tmp_path, capsys):

@@ -140,7 +140,7 @@ def _one_line_error(capsys, argv, match):
 @pytest.mark.parametrize("argv,match", [
     (["--batch-size", "abc"], "batch_size='abc'"),
     (["--posterior", "gamma"], "posterior='gamma' is not one of normal, dirichlet"),
-    (["--epochs", "0"], "epochs must be positive"),
+    (["--epochs", "-1"], "epochs must be >= 0"),
     (["--data-dir", "/nonexistent/mnist"], "does not exist"),
     (["--batch-size", "60"], "not divisible by the 8 devices"),
 ])

@@ -62,13 +62,17 @@ def test_audio_folder_run_writes_wavs(tmp_path):
             t = np.arange(4096) / 8000
             sf.write(root / split / f"{i}.wav", 0.4 * np.sin(2 * np.pi * (300 + 100 * i) * t),
                      8000, subtype="PCM_16")
-    base = {**TINY, "data_source": str(root), "chunk_size": 256}
+    # The MLP without the spectral term: this test is about the files a run writes.
+    base = {**TINY, "data_source": str(root), "chunk_size": 256, "net": "mlp",
+            "stft_weight": 0.0}
     with pytest.raises(ConfigError, match="--likelihood gaussian"):
-        train_and_evaluate(make_config(base), tmp_path / "bad", quiet=True)
+        train_and_evaluate(make_config({**base, "likelihood": "bernoulli"}), tmp_path / "bad",
+                           quiet=True)
     assert not (tmp_path / "bad").exists()
     work = tmp_path / "run"
-    row = train_and_evaluate(make_config({**base, "likelihood": "gaussian_learned"}), work,
-                             quiet=True)
+    # The likelihood left unset follows the data: a Gaussian, for samples in [-1, 1].
+    row = train_and_evaluate(make_config(base), work, quiet=True)
+    assert json.loads((work / "config.json").read_text())["likelihood"] == "gaussian"
     assert np.isfinite(row["neg_elbo"])
     recon, rate = sf.read(work / "audio" / "reconstructions_epoch001.wav", dtype="int16")
     # Four originals and four reconstructions of 256 samples, 0.25 s of silence between.

@@ -89,8 +89,12 @@ class Config:
         0, "Audio sample rate in Hz (0: the folder's most common rate).", "data",
         check="non_negative")
     chunk_size: int = _setting(
-        65_536, "Audio samples per example; a file's remainder is dropped.", "data",
-        check="positive")
+        0, "Audio samples per example: shorter clips are padded with silence (masked out of "
+        "the loss and metrics), longer ones cut into chunks (0: the power of two covering 90% "
+        "of the clips, 1024-65536).", "data", check="non_negative")
+    chunk_hop: int = _setting(
+        0, "Samples between the starts of a long clip's chunks (0: the chunk size, chunks "
+        "that do not overlap).", "data", check="non_negative")
     mirror: str | None = _setting(
         None, "Base URL(s), comma-separated, of MNIST-format downloads (default: "
         "$JVAE_MNIST_MIRROR, then the datasets' own mirrors).", "data")
@@ -127,9 +131,10 @@ class Config:
         "inverse-CDF Gamma approximation with its Gamma KL; faster, biased).", "model",
         choices=ex.DIRICHLET_REPARAMS)
     net: str = _setting(
-        "mlp", "Encoder/decoder: mlp, conv (strided convolutions), spec (built from layer "
-        "specs, see --encoder-spec) or rnn (LSTM/GRU over the data's first axis).", "model",
-        choices=ex.NETS)
+        "auto", "Encoder/decoder: mlp, conv (strided convolutions), audio (residual dilated "
+        "1-D convolutions with a latent sequence), spec (built from layer specs, see "
+        "--encoder-spec), rnn (LSTM/GRU over the data's first axis) or auto (audio for "
+        "audio, else mlp).", "model", choices=(ex.AUTO, *ex.NETS))
     encoder_spec: str | None = _setting(
         None, "With --net spec: a packaged architecture (mnist_mlp, mnist_conv, sd_vae, "
         "sd_vae_mnist), a .json path or an inline JSON list of layer specs.", "model")
@@ -150,12 +155,13 @@ class Config:
         "z and its previous output (concat_output_latent) or its previous output only "
         "(output_as_input).", "model", choices=ex.DECODER_MODES)
     likelihood: str = _setting(
-        "bernoulli", "Observation model p(x|z): bernoulli (logits), gaussian (fixed "
-        "--gaussian-scale), gaussian_learned (per-pixel scale) or logistic_mixture "
-        "(discretized, 256 levels; reported in bits/dim).", "model", choices=ex.LIKELIHOODS)
+        "auto", "Observation model p(x|z): bernoulli (logits), gaussian (fixed "
+        "--gaussian-scale), gaussian_learned (per-pixel scale), logistic_mixture "
+        "(discretized, 256 levels; reported in bits/dim) or auto (gaussian for audio in "
+        "[-1, 1], else bernoulli).", "model", choices=(ex.AUTO, *ex.LIKELIHOODS))
     gaussian_scale: float = _setting(
-        1.0, "Standard deviation of the fixed-scale gaussian likelihood.", "model",
-        check="positive")
+        0.0, "Standard deviation of the fixed-scale gaussian likelihood (0: 1, or for audio "
+        "a scale chosen for waveforms in [-1, 1]).", "model", check="non_negative")
     logistic_components: int = _setting(
         5, "Mixture components of the logistic_mixture likelihood.", "model",
         check="positive")
@@ -195,6 +201,18 @@ class Config:
         CVAE_PRIOR_WEIGHT, "Weight of a cvae's prior-reconstruction term -log p(x | z ~ p(z), y), which "
         "makes decodes of prior draws follow the label (Sohn et al.'s hybrid objective; "
         "0: the plain ELBO).", "objective", check="non_negative")
+    stft_weight: float | None = _setting(
+        None, "Weight of the multi-resolution STFT distance (spectral convergence plus "
+        "log-magnitude L1, averaged over --stft-fft-sizes) for 1-D data; a distortion added "
+        "to the ELBO, which stays a bound in nats (unset: a weight for audio, 0 otherwise).",
+        "objective")
+    mel_weight: float = _setting(
+        0.0, "Weight of the same distance on mel-scaled magnitudes (0: off).", "objective",
+        check="non_negative")
+    stft_fft_sizes: tuple[int, ...] = _setting(
+        (), "FFT sizes of the spectral terms, comma-separated, each with hop FFT/4 and a "
+        "Hann window of FFT samples (unset: 16, 32, 64 and 128 ms at the sample rate, as "
+        "powers of two).", "objective")
     ssim_weight: float = _setting(
         0.0, "Weight of the 1 - SSIM term (0: off).", "objective", check="non_negative")
     sparsity_weight: float = _setting(
@@ -207,11 +225,13 @@ class Config:
         0.25, "Weight of the VQ commitment loss.", "objective", check="non_negative")
     # optimisation
     epochs: int = _setting(
-        10, "Total epochs; a resumed run continues up to this number.", "optimisation",
-        check="positive")
+        0, "Total epochs; a resumed run continues up to this number (0: 10, or more for a "
+        "small training split, enough for about 1,500 steps, at most 300 epochs).",
+        "optimisation", check="non_negative")
     batch_size: int = _setting(
-        128, "Global training batch size (divisible by the device count).", "optimisation",
-        check="positive")
+        0, "Global training batch size (divisible by the device count; one larger than the "
+        "training split is cut to it; 0: 128, or 32 clips for audio).", "optimisation",
+        check="non_negative")
     lr: float = _setting(1e-3, "Adam learning rate.", "optimisation", check="positive")
     seed: int = _setting(
         0, "Seed of initialization, shuffling, sampling and binarization.", "optimisation",
@@ -310,6 +330,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{f.name} must be positive, got {value}")
         if check == "non_negative" and value < 0:
             raise ConfigError(f"{f.name} must be >= 0, got {value}")
+    if cfg.stft_weight is not None and not cfg.stft_weight >= 0:
+        raise ConfigError(f"stft_weight must be >= 0 (or unset: chosen for the data), got "
+                          f"{cfg.stft_weight}")
+    if any(n < 4 for n in cfg.stft_fft_sizes):
+        raise ConfigError(f"stft_fft_sizes must be FFT lengths of at least 4 samples, got "
+                          f"{', '.join(map(str, cfg.stft_fft_sizes))}")
     if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     try:

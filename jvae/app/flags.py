@@ -15,10 +15,12 @@ import argparse
 import dataclasses
 import sys
 import typing
+import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 from jvae.app.config import ALIASES, GROUPS, Config, ConfigError, choices_of, load_config_file, make_config
 from jvae.base import JvaeError
+from jvae.datasets.images import DataWarning
 from jvae.devices.host_memory import HOST_MEMORY_POLICIES, apply_host_memory
 
 __all__ = ["Mode", "ArgumentParser", "add_config_flags", "add_workdir_flag", "config_from_args",
@@ -177,7 +179,12 @@ def run_mode(mode: Mode, argv: Sequence[str] | None = None, prog: str | None = N
     args = make_parser(mode, prog).parse_args(argv)
     apply_host_memory(args.host_memory)
     try:
-        status = mode.run(args)
+        with warnings.catch_warnings():
+            # Data notices (skipped files): one line each, not a source excerpt.
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+            status = mode.run(args)
     except JvaeError as e:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return e.exit_code

@@ -19,7 +19,7 @@ import numpy as np
 
 from jvae.app.checkpoint import Checkpointer
 from jvae.app.config import RESUMABLE_CHANGES, Config, config_to_dict, make_config
-from jvae.base import ConfigError
+from jvae.base import LENGTH_KEY, ConfigError
 from jvae.datasets.batching import add_condition
 from jvae.datasets.errors import DataError
 from jvae.datasets.pixels import static_binarize, to_float
@@ -36,7 +36,7 @@ __all__ = ["data_options", "check_data_info", "write_data_info", "load_data",
 # Data settings of a run and their defaults; read with getattr so any config
 # object (or one without these fields) works.
 DATA_OPTIONS = {"data_source": None, "image_size": None, "channels": None, "modality": "auto",
-                "sample_rate": None, "chunk_size": 65_536, "test_fraction": 0.1,
+                "sample_rate": None, "chunk_size": None, "chunk_hop": None, "test_fraction": 0.1,
                 "strict": False, "cache": True, "mirror": None}
 
 
@@ -46,7 +46,7 @@ def data_options(cfg: Any) -> dict[str, Any]:
     ``data_source`` falls back to the ``DATA_SOURCE`` environment variable.
     """
     opts = {k: getattr(cfg, k, v) for k, v in DATA_OPTIONS.items()}
-    for k in ("channels", "sample_rate"):  # 0: the data's own
+    for k in ("channels", "sample_rate", "chunk_size", "chunk_hop"):  # 0: the data's own
         opts[k] = opts[k] or None
     opts["data_source"] = opts["data_source"] or os.environ.get("DATA_SOURCE") or None
     if not opts["data_source"]:
@@ -55,7 +55,8 @@ def data_options(cfg: Any) -> dict[str, Any]:
 
 
 # The data settings a resumed run must share with the run it continues.
-_IDENTITY = ("data_source", "modality", "image_size", "channels", "sample_rate", "chunk_size")
+_IDENTITY = ("data_source", "modality", "image_size", "channels", "sample_rate", "chunk_size",
+             "chunk_hop")
 
 
 def check_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
@@ -88,7 +89,8 @@ def write_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
     import json
     workdir = Path(workdir)
     (workdir / "data.json").write_text(
-        json.dumps({k: v for k, v in info.items() if k != "classes"}, indent=2) + "\n")
+        json.dumps({k: v for k, v in info.items() if k not in ("classes", "chosen")}, indent=2)
+        + "\n")
     if info.get("classes"):
         (workdir / "classes.json").write_text(json.dumps(info["classes"], indent=2) + "\n")
 
@@ -135,6 +137,8 @@ def load_data_with_info(cfg: Config, lazy: bool = True):
         if cfg.binarize == "static" or (cfg.binarize == "dynamic" and i == 1):
             images = static_binarize(images, seed=cfg.seed * 2 + i)
         splits.append({"image": images, "label": raw["label"]})
+    if info["modality"] == "audio":  # real samples per (padded) clip
+        splits = [{**s, LENGTH_KEY: raw[LENGTH_KEY]} for s, raw in zip(splits, (raw_train, raw_test))]
     spec = DataSpec.of(splits[0])
     if spec.num_classes and cfg.model == "cvae":
         splits = [add_condition(s, spec.num_classes) for s in splits]
@@ -188,6 +192,8 @@ class Run(NamedTuple):
       meta: the checkpoint's metadata (``epoch``, ``wall_s``, ...).
       train: the training split.
       test: the test split.
+      info: what identifies the data (``modality``, ``classes``, a folder's
+        ``sample_rate`` and ``chunk_size``; see :func:`load_data_with_info`).
     """
 
     cfg: Config
@@ -196,6 +202,7 @@ class Run(NamedTuple):
     meta: dict
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
+    info: dict = {}
 
 
 def restore_run(workdir: str | Path, **overrides: Any) -> Run:
@@ -214,8 +221,8 @@ def restore_run(workdir: str | Path, **overrides: Any) -> Run:
     """
     workdir = Path(workdir)
     cfg = saved_config(workdir, **overrides)
-    train, test = load_data(cfg)
-    experiment = build(cfg, DataSpec.of(train))
+    train, test, info = load_data_with_info(cfg, lazy=False)
+    experiment = build(cfg, DataSpec.of(train, info.get("sample_rate")))
     template = init_state(experiment, jax.random.key(cfg.seed),
                           example_batch(experiment, cfg.batch_size))
     with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
@@ -224,7 +231,7 @@ def restore_run(workdir: str | Path, **overrides: Any) -> Run:
         if restored is None:
             raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
         state, meta = restored
-    return Run(cfg, experiment, state, meta, train, test)
+    return Run(cfg, experiment, state, meta, train, test, info)
 
 
 def hook_info(cfg: Config, workdir: str | Path, experiment: Experiment,

@@ -5,8 +5,13 @@
 every evaluation row (``test/...``) as scalars, the run's sample and
 reconstruction grids as images, the config as text, and at the end of each
 epoch a projector embedding of the test set's posterior means with their
-labels as metadata and a sprite of the images. ``tensorboard --logdir
-WORKDIR/tb`` shows them.
+labels as metadata and a sprite of the images. An audio run gets, instead of
+grids and sprite, each epoch's clips as audio summaries (``samples``, and
+``reconstructions``: test clips and their reconstructions in turn, at the
+run's sample rate) and their waveform and log-mel spectrogram plots as images
+(``waveforms``, ``spectrograms``), all read from the files the epoch wrote in
+``WORKDIR/audio`` (:func:`~jvae.app.outputs.save_epoch_audio`).
+``tensorboard --logdir WORKDIR/tb`` shows them.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import numpy as np
 from PIL import Image
 
 from jvae.app.dashboard.explorer import MAP_POINTS, latent_map, make_explorer
+from jvae.app.outputs import run_sample_rate
 
-__all__ = ["TensorBoardLogger", "EMBEDDING_TAG"]
+__all__ = ["TensorBoardLogger", "EMBEDDING_TAG", "AUDIO_TAGS", "AUDIO_IMAGE_TAGS"]
 
 EMBEDDING_TAG = "test_posterior_means"
+# An audio run's summaries per epoch: clips (audio plugin) and plots (images).
+AUDIO_TAGS = ("samples", "reconstructions")
+AUDIO_IMAGE_TAGS = ("waveforms", "spectrograms")
 
 
 class TensorBoardLogger:
@@ -45,6 +54,7 @@ class TensorBoardLogger:
         self.workdir = Path(info["workdir"])
         self.logdir = self.logdir or self.workdir / "tb"
         self.writer = SummaryWriter(str(self.logdir))
+        self.sample_rate = run_sample_rate(info)
         experiment, test = info["experiment"], info["test"]
         cond_key = experiment.cond_key
         num_classes = None if cond_key is None else int(test[cond_key].shape[-1])
@@ -67,17 +77,36 @@ class TensorBoardLogger:
                                                                                   "step"):
                 group = "epoch" if k.startswith("train_") else "test"
                 self.writer.add_scalar(f"{group}/{k}", v, step)
-        for kind in ("samples", "reconstructions"):
-            path = self.workdir / "images" / f"{kind}_epoch{epoch:03d}.png"
-            if path.is_file():
-                img = np.asarray(Image.open(path).convert("RGB"))
-                self.writer.add_image(kind, img, step, dataformats="HWC")
-        if self.images.ndim == 4:  # an embedding's sprite needs images
-            codes = latent_map(self.explorer, params, self.images, self.cond).codes
-            sprite = np.clip(np.transpose(self.images, (0, 3, 1, 2)), 0.0, 1.0)
-            self.writer.add_embedding(codes, metadata=self.labels, label_img=sprite,
-                                      global_step=epoch, tag=EMBEDDING_TAG)
+        if self.sample_rate:
+            self._add_audio(epoch, step)
+        else:
+            for kind in ("samples", "reconstructions"):
+                self._add_png(kind, self.workdir / "images" / f"{kind}_epoch{epoch:03d}.png",
+                              step)
+        codes = latent_map(self.explorer, params, self.images, self.cond).codes
+        # A sprite shows each point's image; audio clips have none to show.
+        sprite = (np.clip(np.transpose(self.images, (0, 3, 1, 2)), 0.0, 1.0)
+                  if self.images.ndim == 4 else None)
+        self.writer.add_embedding(codes, metadata=self.labels, label_img=sprite,
+                                  global_step=epoch, tag=EMBEDDING_TAG)
         self.writer.flush()
+
+    def _add_png(self, tag: str, path: Path, step: int) -> None:
+        if path.is_file():
+            img = np.asarray(Image.open(path).convert("RGB"))
+            self.writer.add_image(tag, img, step, dataformats="HWC")
+
+    def _add_audio(self, epoch: int, step: int) -> None:
+        """The epoch's clips and their plots, as written in ``WORKDIR/audio``."""
+        from jvae.datasets.audio import read_wav
+        folder = self.workdir / "audio"
+        for kind in AUDIO_TAGS:
+            path = folder / f"{kind}_epoch{epoch:03d}.wav"
+            if path.is_file():
+                clip, rate = read_wav(path)
+                self.writer.add_audio(kind, clip, step, sample_rate=rate)
+        for kind in AUDIO_IMAGE_TAGS:
+            self._add_png(kind, folder / f"{kind}_epoch{epoch:03d}.png", step)
 
     def on_end(self) -> None:
         if self.writer is not None:

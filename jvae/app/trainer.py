@@ -43,6 +43,7 @@ from jvae.base import ConfigError
 from jvae.devices import distributed
 from jvae.devices.parallel import data_mesh, replicate
 from jvae.inference import make_reconstructor, make_sampler
+from jvae.training.defaults import model_defaults, run_defaults, with_defaults
 from jvae.training.experiment import DataSpec, build, init_state
 from jvae.training.optim import skip_counts
 from jvae.training.program import accumulate, compile_program, evaluate_split, resolve_placement, run_epoch
@@ -172,16 +173,15 @@ def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
     train, test, data_info = load_data_with_info(cfg)
     check_data_info(workdir, data_info)
     mesh = data_mesh(cfg.num_devices or None)
+    spec = DataSpec.of(train, data_info.get("sample_rate"))
+    cfg = _follow_data(cfg, spec, data_info, len(train["image"]), mesh.size, quiet)
     for name, size in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
         if size % mesh.size:
             raise ConfigError(f"{name}={size} is not divisible by the {mesh.size} devices; "
                               f"use a multiple of {mesh.size} or --num-devices")
-    if cfg.batch_size > len(train["image"]):
-        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train['image'])} "
-                          "training examples")
     # Built before anything is written, so settings that do not fit the data
     # fail without leaving a workdir behind.
-    experiment = build(cfg, DataSpec.of(train))
+    experiment = build(cfg, spec)
     check_resumable(workdir, cfg)
     _stop_early(signals)
 
@@ -192,6 +192,33 @@ def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
         distributed.barrier("jvae_workdir_ready")
         return _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
                       stack, signals)
+
+
+def _follow_data(cfg: Config, spec: DataSpec, data_info: dict, num_train: int, devices: int,
+                 quiet: bool) -> Config:
+    """``cfg`` with its unset settings chosen from the data (:mod:`jvae.training.defaults`),
+    each printed once; they are saved in ``config.json`` with the rest.
+
+    Raises:
+      ConfigError: fewer training examples than devices.
+    """
+    chosen = {**data_info.get("chosen", {}), **model_defaults(cfg, spec.shape, spec.sample_rate)}
+    batch, notice = run_defaults(cfg, spec.shape, num_train, devices)
+    if batch.get("batch_size", 1) < 1:
+        raise ConfigError(f"the training split holds {num_train} examples, fewer than the "
+                          f"{devices} devices; add data or use --num-devices {max(num_train, 1)}")
+    chosen.update(batch)
+    if not quiet:
+        if notice:
+            print(f"note: {notice}", flush=True)
+        shown = {k: v for k, v in chosen.items() if not (notice and k == "batch_size")}
+        if shown:
+            def text(v):
+                return ",".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(
+                    v, float) else str(v)
+            print("settings chosen for the data: "
+                  + ", ".join(f"{k}={text(v)}" for k, v in shown.items()), flush=True)
+    return with_defaults(cfg, chosen)
 
 
 class _Resumed(NamedTuple):

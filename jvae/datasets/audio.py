@@ -3,11 +3,14 @@
 Every file is read with ``soundfile`` (8/16/24/32-bit PCM and float WAV),
 its channels averaged to mono, resampled to one rate with ``soxr`` (VHQ
 polyphase; ``scipy.signal.resample_poly`` when soxr is missing) and cut into
-non-overlapping chunks of ``chunk_size`` samples; the remainder is dropped
-and a file shorter than one chunk contributes nothing (it is counted).
-Samples are float32 in [-1, 1]. Splits and class labels follow the folder
-rules of :mod:`jvae.datasets.images`, by file, so the chunks of one recording
-never straddle train and test.
+chunks of ``chunk_size`` samples, every ``hop`` samples (:func:`chunk`). No
+file is dropped for its length: a clip shorter than a chunk, and the tail of a
+longer one, are padded with silence, and each chunk keeps its number of real
+samples (its *length*), which masks the padding out of the loss and the
+metrics (:func:`jvae.terms.masked.valid_mask`). Samples are float32 in
+[-1, 1]. Splits and class labels follow the folder rules of
+:mod:`jvae.datasets.images`, by file, so the chunks of one recording never
+straddle train and test.
 """
 
 from __future__ import annotations
@@ -16,14 +19,24 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 __all__ = ["AUDIO_SUFFIXES", "read_wav", "resample", "chunk", "write_wav", "join_clips",
-           "save_waveforms", "default_sample_rate", "snr_db"]
+           "save_waveforms", "default_sample_rate", "snr_db", "default_chunk_size",
+           "CHUNK_BOUNDS", "CHUNK_PERCENTILE", "clip_lengths", "Clips", "read_clips",
+           "join_chunks", "wav_info"]
 
 AUDIO_SUFFIXES = frozenset({".wav"})
+
+# The default chunk covers this percentile of the clips' lengths: most clips
+# fit whole, and the few long ones are cut instead of padding every batch.
+CHUNK_PERCENTILE = 90
+# The default chunk is a power of two in these bounds (samples): below, a
+# chunk holds too little context for the audio net's strides; above, one
+# example costs more memory and time than a CPU batch affords.
+CHUNK_BOUNDS = (1024, 65_536)
 
 
 def _soundfile():
@@ -33,6 +46,12 @@ def _soundfile():
     except ImportError:
         raise DataError("audio folders need soundfile: pip install 'jvae[audio]'") from None
     return soundfile
+
+
+def wav_info(path: str | os.PathLike) -> tuple[int, int]:
+    """``(sample rate, frames)`` of a WAV file, from its header."""
+    info = _soundfile().info(str(path))
+    return int(info.samplerate), int(info.frames)
 
 
 def default_sample_rate(paths: Sequence[Path]) -> int:
@@ -76,10 +95,152 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[n
     return np.clip(x, -1.0, 1.0).astype(np.float32), rate
 
 
-def chunk(x: np.ndarray, size: int) -> np.ndarray:
-    """Non-overlapping ``(len(x) // size, size)`` chunks; the remainder is dropped."""
-    n = len(x) // size
-    return x[:n * size].reshape(n, size)
+def chunk(x: np.ndarray, size: int, hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cuts a 1-D clip into chunks of ``size`` samples, one every ``hop``, padding with silence.
+
+    Chunks start at ``0, hop, 2 hop, ...`` while the previous chunk left
+    samples uncovered, so every sample lies in some chunk and no chunk is
+    wholly padding: a clip of ``n <= size`` samples is one chunk; a longer one
+    gives ``ceil((n - size) / hop) + 1`` chunks, the last one padded.
+
+    Args:
+      x: the clip, ``(n,)``.
+      size: samples per chunk.
+      hop: samples between chunk starts (``size``: chunks that do not overlap).
+
+    Returns:
+      ``(chunks, lengths)``: float32 ``(m, size)`` zero-padded chunks and int32
+      ``(m,)`` real samples in each (``m = 0`` for an empty clip).
+    """
+    hop = size if hop is None else hop
+    if size < 1 or hop < 1:
+        raise ValueError(f"chunk size and hop must be positive, got {size} and {hop}")
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, size), np.float32), np.zeros((0,), np.int32)
+    starts = np.arange(0, max(n - size, 0) + hop, hop)
+    starts = starts[(starts == 0) | (starts + size - hop < n)]
+    padded = np.zeros(starts[-1] + size, np.float32)
+    padded[:n] = x
+    chunks = np.stack([padded[s:s + size] for s in starts])
+    return chunks, np.minimum(n - starts, size).astype(np.int32)
+
+
+class Clips(NamedTuple):
+    """Files cut into padded chunks (:func:`read_clips`).
+
+    Attributes:
+      chunks: float32 ``(N, size, 1)`` in [-1, 1], zero-padded.
+      lengths: int32 ``(N,)`` real samples in each chunk.
+      file_index: int32 ``(N,)`` the file each chunk comes from.
+      offsets: int64 ``(N,)`` each chunk's first sample in its file.
+      samples: int64 ``(F,)`` each file's length in samples at the rate (0 if unreadable).
+      unreadable: indices of the files that could not be read (or hold no samples).
+    """
+
+    chunks: np.ndarray
+    lengths: np.ndarray
+    file_index: np.ndarray
+    offsets: np.ndarray
+    samples: np.ndarray
+    unreadable: list[int]
+
+
+def read_clips(paths: Sequence[Path], sample_rate: int, size: int,
+               hop: int | None = None) -> Clips:
+    """Reads ``.wav`` files at ``sample_rate`` and cuts each into padded chunks (:func:`chunk`).
+
+    Args:
+      paths: the files.
+      sample_rate: the rate every file is resampled to.
+      size: samples per chunk.
+      hop: samples between chunk starts (``size``: no overlap).
+
+    Returns:
+      :class:`Clips`; a file that cannot be read, or holds no samples, adds no
+      chunk and is listed in ``unreadable``.
+    """
+    sf = _soundfile()
+    hop = hop or size
+    chunks, lengths, index, offsets, unreadable = [], [], [], [], []
+    samples = np.zeros(len(paths), np.int64)
+    for i, path in enumerate(paths):
+        try:
+            x, _ = read_wav(path, sample_rate)
+        except (RuntimeError, OSError, sf.LibsndfileError):
+            unreadable.append(i)
+            continue
+        if not len(x):
+            unreadable.append(i)
+            continue
+        c, n = chunk(x, size, hop)
+        samples[i] = len(x)
+        chunks.append(c)
+        lengths.append(n)
+        index.append(np.full(len(c), i, np.int32))
+        offsets.append(np.arange(len(c), dtype=np.int64) * hop)
+    if not chunks:
+        return Clips(np.zeros((0, size, 1), np.float32), np.zeros(0, np.int32),
+                     np.zeros(0, np.int32), np.zeros(0, np.int64), samples, unreadable)
+    return Clips(np.concatenate(chunks)[..., None], np.concatenate(lengths),
+                 np.concatenate(index), np.concatenate(offsets), samples, unreadable)
+
+
+def join_chunks(chunks: np.ndarray, offsets: np.ndarray, total: int) -> np.ndarray:
+    """Reassembles one file from its (possibly overlapping) chunks ``(m, size[, 1])``.
+
+    Overlapping samples are averaged, so chunks cut with a hop below their
+    size give back the clip exactly when each chunk is exact.
+
+    Args:
+      chunks: the file's chunks in order.
+      offsets: each chunk's first sample.
+      total: the file's length in samples (the padding past it is dropped).
+
+    Returns:
+      float32 ``(total,)``.
+    """
+    chunks = np.asarray(chunks, np.float32).reshape(len(chunks), -1)
+    size = chunks.shape[1]
+    out = np.zeros(int(max(offsets.max() + size, total)) if len(offsets) else total, np.float32)
+    weight = np.zeros_like(out)
+    for c, o in zip(chunks, offsets):
+        out[o:o + size] += c
+        weight[o:o + size] += 1.0
+    return (out / np.maximum(weight, 1.0))[:total]
+
+
+def clip_lengths(paths: Sequence[Path], sample_rate: int) -> np.ndarray:
+    """Each readable file's length in samples at ``sample_rate`` (header only; -1 if unreadable)."""
+    sf = _soundfile()
+    out = np.full(len(paths), -1, np.int64)
+    for i, p in enumerate(paths):
+        try:
+            info = sf.info(str(p))
+        except (RuntimeError, OSError, sf.LibsndfileError):
+            continue
+        out[i] = int(round(info.frames * sample_rate / info.samplerate))
+    return out
+
+
+def default_chunk_size(lengths: Sequence[int], percentile: float = CHUNK_PERCENTILE,
+                       bounds: tuple[int, int] = CHUNK_BOUNDS) -> int:
+    """The power of two covering ``percentile`` of the clip lengths, within ``bounds``.
+
+    Args:
+      lengths: clip lengths in samples (negative entries, unreadable files, are ignored).
+      percentile: share of clips that fit in one chunk.
+      bounds: smallest and largest chunk.
+
+    Returns:
+      ``2^ceil(log2(q))`` for the ``percentile``-th length ``q``, clipped to ``bounds``.
+    """
+    lengths = np.asarray([n for n in lengths if n > 0])
+    lo, hi = bounds
+    if not len(lengths):
+        return lo
+    q = float(np.percentile(lengths, percentile))
+    return int(min(max(2 ** math.ceil(math.log2(max(q, 1.0))), lo), hi))
 
 
 def write_wav(path: str | os.PathLike, x: np.ndarray, rate: int, subtype: str = "PCM_16") -> None:

@@ -10,16 +10,15 @@ under ``strict``).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from jvae.base import LENGTH_KEY
 from jvae.datasets import audio as audio_lib
 from jvae.datasets.images import (
     IMAGE_SUFFIXES,
-    DataWarning,
     index_folder,
     parse_image_size,
     probe_images,
@@ -45,7 +44,10 @@ class FolderData(NamedTuple):
       classes: class names (sorted folder names), empty without class folders.
       modality: ``"image"`` or ``"audio"``.
       info: what identifies the data for a resumed run (source, size, channels
-        or sample rate and chunk size) plus counts.
+        or sample rate and chunk size) plus counts; ``info["chosen"]`` holds the
+        settings the data decided (an unset chunk size).
+      lengths: audio only, int32 ``(N,)`` real samples in each chunk (the rest
+        is silence padding), else None.
     """
 
     data: np.ndarray
@@ -55,9 +57,11 @@ class FolderData(NamedTuple):
     classes: tuple[str, ...]
     modality: str
     info: dict[str, Any]
+    lengths: np.ndarray | None = None
 
     def split(self, name: str, lazy: bool = False) -> dict[str, Any]:
-        """``{"image": data[rows], "label": labels[rows]}`` for ``"train"`` or ``"test"``.
+        """``{"image": data[rows], "label": labels[rows]}`` for ``"train"`` or ``"test"``,
+        plus ``"length"`` (real samples per chunk) for audio.
 
         With ``lazy``, images on disk (the cache, or files) stay there: ``"image"``
         is a :class:`~jvae.datasets.stream.SplitView` of the rows.
@@ -69,7 +73,10 @@ class FolderData(NamedTuple):
             return {"image": SplitView(self.data, rows), "label": self.labels[rows]}
         if isinstance(self.data, ImageFiles):
             return {"image": SplitView(self.data, rows).read(), "label": self.labels[rows]}
-        return {"image": np.asarray(self.data[rows]), "label": self.labels[rows]}
+        split = {"image": np.asarray(self.data[rows]), "label": self.labels[rows]}
+        if self.lengths is not None:
+            split[LENGTH_KEY] = self.lengths[rows]
+        return split
 
 
 def detect_modality(root: str | os.PathLike) -> str:
@@ -82,8 +89,8 @@ def detect_modality(root: str | os.PathLike) -> str:
 
 def load_folder(root: str | os.PathLike, *, modality: str = "auto",
                 image_size: Any = None, channels: int | None = None,
-                sample_rate: int | None = None, chunk_size: int = 65_536,
-                test_fraction: float = 0.1, strict: bool = False, cache: bool = True,
+                sample_rate: int | None = None, chunk_size: int | None = None,
+                chunk_hop: int | None = None, test_fraction: float = 0.1, strict: bool = False, cache: bool = True,
                 cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
                 lazy: bool = False) -> FolderData:
     """Loads a folder of images or audio with its splits and labels.
@@ -95,7 +102,10 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
       image_size: ``N``, ``"HxW"`` or None (median short side, at most 64).
       channels: 1, 3 or None (3 if any image has colour).
       sample_rate: audio rate or None (the folder's most common rate).
-      chunk_size: samples per audio example.
+      chunk_size: samples per audio example; None chooses
+        :func:`~jvae.datasets.audio.default_chunk_size` of the clips' lengths.
+      chunk_hop: samples between the starts of a long file's chunks (None: the
+        chunk size, chunks that do not overlap).
       test_fraction: holdout share without ``train/`` + ``test/`` folders.
       strict: unreadable files are an error instead of a warning.
       cache: decode images once into a memmap under ``cache_dir``.
@@ -116,7 +126,7 @@ def load_folder(root: str | os.PathLike, *, modality: str = "auto",
     if modality == "auto":
         modality = detect_modality(root)
     if modality == "audio":
-        return _load_audio(Path(root), sample_rate, chunk_size, test_fraction, strict)
+        return _load_audio(Path(root), sample_rate, chunk_size, test_fraction, strict, chunk_hop)
     return _load_images(Path(root), image_size, channels, test_fraction, strict, cache,
                         cache_dir, progress, lazy)
 
@@ -170,39 +180,31 @@ def _load_images(root, image_size, channels, test_fraction, strict, cache, cache
     return FolderData(data, index.labels, train, test, index.classes, "image", info)
 
 
-def _load_audio(root, sample_rate, chunk_size, test_fraction, strict):
+def _load_audio(root, sample_rate, chunk_size, test_fraction, strict, chunk_hop=None):
     from jvae.datasets.errors import DataError
-    if chunk_size < 1:
-        raise DataError(f"chunk_size={chunk_size} must be positive")
+    if chunk_size is not None and chunk_size < 1:
+        raise DataError(f"chunk_size={chunk_size} must be positive (or unset: chosen from the "
+                        "clips' lengths)")
+    if chunk_hop is not None and chunk_hop < 1:
+        raise DataError(f"chunk_hop={chunk_hop} must be positive (or unset: the chunk size)")
     index = index_folder(root, audio_lib.AUDIO_SUFFIXES, test_fraction=test_fraction,
                          kind=".wav")
     paths = [index.root / f for f in index.files]
     rate = sample_rate or audio_lib.default_sample_rate(paths)
-    sf = audio_lib._soundfile()
-    chunks, labels, split, unreadable, short = [], [], [], [], 0
-    for i, path in enumerate(paths):
-        try:
-            x, _ = audio_lib.read_wav(path, rate)
-        except (RuntimeError, OSError, sf.LibsndfileError):
-            unreadable.append(index.files[i])
-            continue
-        c = audio_lib.chunk(x, chunk_size)
-        short += len(c) == 0
-        chunks.append(c)
-        labels.append(np.full(len(c), index.labels[i], np.int32))
-        split.append(np.full(len(c), index.split[i], np.int8))
-    report_skipped(unreadable, len(paths), strict, ".wav files")
-    if short:
-        warnings.warn(f"skipped {short} of {len(paths)} .wav files shorter than one chunk of "
-                      f"{chunk_size} samples at {rate} Hz", DataWarning, stacklevel=3)
-    data = (np.concatenate(chunks) if chunks else np.zeros((0, chunk_size), np.float32))[..., None]
-    if len(data) == 0:
-        raise DataError(f"no .wav file under {root} holds a whole chunk of {chunk_size} samples "
-                        f"at {rate} Hz; lower --chunk-size")
-    split_all = np.concatenate(split)
-    train, test = _rows(split_all, np.ones(len(data), bool), root)
+    chosen = {}
+    if not chunk_size:
+        chunk_size = audio_lib.default_chunk_size(audio_lib.clip_lengths(paths, rate))
+        chosen["chunk_size"] = chunk_size
+    hop = chunk_hop or chunk_size
+    clips = audio_lib.read_clips(paths, rate, chunk_size, hop)
+    report_skipped([index.files[i] for i in clips.unreadable], len(paths), strict, ".wav files")
+    if not len(clips.chunks):
+        raise DataError(f"no .wav file under {root} could be read; check the files "
+                        "(soundfile reads PCM and float WAV)")
+    train, test = _rows(index.split[clips.file_index], np.ones(len(clips.chunks), bool), root)
     info = {"data_source": str(root), "modality": "audio", "sample_rate": rate,
-            "chunk_size": chunk_size, "num_files": len(paths), "skipped": len(unreadable),
-            "too_short": int(short)}
-    return FolderData(data.astype(np.float32), np.concatenate(labels), train, test,
-                      index.classes, "audio", info)
+            "chunk_size": chunk_size, "chunk_hop": hop, "num_files": len(paths),
+            "skipped": len(clips.unreadable), "num_chunks": len(clips.chunks),
+            "padded_chunks": int((clips.lengths < chunk_size).sum()), "chosen": chosen}
+    return FolderData(clips.chunks, index.labels[clips.file_index].astype(np.int32), train, test,
+                      index.classes, "audio", info, clips.lengths)

@@ -26,6 +26,7 @@ from jvae.distributions.likelihoods import (
     bits_per_dim,
     discretized_logistic_mixture,
     gaussian,
+    masked_log_prob,
 )
 from jvae.distributions.posteriors import (
     DIRICHLET_REPARAMS,
@@ -62,6 +63,7 @@ __all__ = [
     "flow_posterior",
     "gaussian",
     "kl_estimate",
+    "masked_log_prob",
     "normal_posterior",
     "point_posterior",
     "quantize",

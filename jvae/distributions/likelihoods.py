@@ -30,7 +30,8 @@ import jax.numpy as jnp
 
 from jvae.base import Array, Likelihood
 
-__all__ = ["Likelihood", "bernoulli", "gaussian", "discretized_logistic_mixture", "bits_per_dim"]
+__all__ = ["Likelihood", "masked_log_prob", "bernoulli", "gaussian", "discretized_logistic_mixture",
+           "bits_per_dim"]
 
 
 def _flat_data(a: Array, data_ndim: int) -> Array:
@@ -40,6 +41,38 @@ def _flat_data(a: Array, data_ndim: int) -> Array:
     on ``(..., 784)``: its loops vectorize the innermost axis, here of size 1.
     """
     return a.reshape(*a.shape[:a.ndim - data_ndim], -1)
+
+
+def _summed(elements):
+    """``log_prob`` from per-element log-probabilities: their sum over the data."""
+    return lambda params, x: jnp.sum(elements(params, x), axis=-1)
+
+
+def masked_log_prob(likelihood: Likelihood, params, x: Array, valid: Array | None) -> Array:
+    """``log p(x|z)`` summed over the valid elements of ``x`` only.
+
+    Args:
+      likelihood: the observation model.
+      params: its parameters, ``(..., B, *data_shape)``-shaped leaves.
+      x: data ``(B, T, ...)``.
+      valid: ``(B, T)`` 1 for real elements along the first data axis, 0 for
+        padding; None counts every element (plain ``log_prob``).
+
+    Returns:
+      Log-likelihoods with the leading axes of ``params`` (samples, batch).
+
+    Raises:
+      ValueError: ``valid`` is given but the likelihood has no per-element form.
+    """
+    if valid is None:
+        return likelihood.log_prob(params, x)
+    if likelihood.log_prob_elements is None:
+        raise ValueError(f"the {likelihood.name} likelihood has no per-element log-probabilities, "
+                         "so padded clips cannot be masked out of it")
+    per_element = likelihood.log_prob_elements(params, x)
+    mask = jnp.broadcast_to(valid.reshape(valid.shape + (1,) * (x.ndim - 2)), x.shape)
+    mask = mask.reshape(x.shape[0], -1).astype(per_element.dtype)
+    return jnp.sum(per_element * mask, axis=-1)
 
 
 def bernoulli() -> Likelihood:
@@ -53,13 +86,13 @@ def bernoulli() -> Likelihood:
       A :class:`Likelihood`.
     """
 
-    def log_prob(params, x):
+    def elements(params, x):
         n = x.ndim - 1
         logits, x = _flat_data(params["logits"], n), _flat_data(x, n)
-        return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+        return x * logits - jax.nn.softplus(logits)
 
     return Likelihood("bernoulli", lambda shape: {"logits": tuple(shape)}, lambda raw: raw,
-                      log_prob, lambda p: jax.nn.sigmoid(p["logits"]))
+                      _summed(elements), lambda p: jax.nn.sigmoid(p["logits"]), elements)
 
 
 def gaussian(scale: float = 1.0, learn_scale: bool = False, min_scale: float = 1e-3) -> Likelihood:
@@ -88,14 +121,15 @@ def gaussian(scale: float = 1.0, learn_scale: bool = False, min_scale: float = 1
             return {"loc": raw["loc"], "scale": jax.nn.softplus(raw["scale"]) + min_scale}
         return {"loc": raw["loc"]}
 
-    def log_prob(params, x):
+    def elements(params, x):
         n = x.ndim - 1
         loc = _flat_data(params["loc"], n)
         sigma = (_flat_data(params["scale"], n) if "scale" in params
                  else jnp.asarray(scale, loc.dtype))
-        return jnp.sum(distrax.Normal(loc, sigma).log_prob(_flat_data(x, n)), axis=-1)
+        return distrax.Normal(loc, sigma).log_prob(_flat_data(x, n))
 
-    return Likelihood("gaussian", param_shapes, constrain, log_prob, lambda p: p["loc"])
+    return Likelihood("gaussian", param_shapes, constrain, _summed(elements), lambda p: p["loc"],
+                      elements)
 
 
 def _log_bin_mass(y: Array, loc: Array, log_scale: Array, half_width: float) -> Array:
@@ -147,19 +181,19 @@ def discretized_logistic_mixture(num_components: int = 5, num_bins: int = 256,
     def split(a):
         return a.reshape(*a.shape[:-1], a.shape[-1] // m, m)
 
-    def log_prob(params, x):
+    def elements(params, x):
         y = (2.0 * x - 1.0)[..., None]
         log_w = jax.nn.log_softmax(split(params["logits"]), axis=-1)
         lp = _log_bin_mass(y, split(params["loc"]), split(params["log_scale"]), half_width)
-        per_dim = jax.nn.logsumexp(log_w + lp, axis=-1)
-        return per_dim.sum(axis=tuple(range(per_dim.ndim - (x.ndim - 1), per_dim.ndim)))
+        return _flat_data(jax.nn.logsumexp(log_w + lp, axis=-1), x.ndim - 1)
 
     def mean(params):
         w = jax.nn.softmax(split(params["logits"]), axis=-1)
         y = jnp.sum(w * split(params["loc"]), axis=-1)
         return jnp.clip((y + 1.0) / 2.0, 0.0, 1.0)
 
-    return Likelihood("logistic_mixture", param_shapes, constrain, log_prob, mean)
+    return Likelihood("logistic_mixture", param_shapes, constrain, _summed(elements), mean,
+                      elements)
 
 
 def bits_per_dim(nats_per_example: float, num_dims: int) -> float:

@@ -36,6 +36,32 @@ chunks) the same layers act along the length:
 ``SiLU`` apply unchanged. A 1-D input is carried as ``(length, 1, channels)``
 internally, so shapes report a width of 1.
 
+The blocks of jvae's default audio architecture (:mod:`jvae.layers.audio`;
+SoundStream-style, Zeghidour et al., 2021, arXiv:2107.03312) are tokens too,
+so an audio net can be written out layer by layer:
+
+* ``RU1d_channels_dilation[_kernel]``: residual unit ``x + conv1x1(ELU(
+  conv_kernel(ELU(x))))`` whose ``kernel``-tap convolution (3 when omitted)
+  has its taps ``dilation`` samples apart, ``"SAME"``-padded: the length is kept.
+* ``Down1d_in_out_stride``: ``ELU`` then a convolution of ``2 * stride`` taps
+  and stride ``stride``: the length (a multiple of ``stride``) is divided by
+  ``stride``.
+* ``Up1d_in_out_stride``: ``ELU`` then a transposed convolution of ``2 *
+  stride`` taps: the length is multiplied by ``stride``.
+* ``Head1d_in_out_kernel``: ``ELU`` then a ``"SAME"``-padded convolution of
+  ``kernel`` taps, the nets' last layer (the length is kept).
+* ``PQMF_bands``: a mono signal ``(T, 1)`` as ``bands`` PQMF sub-bands
+  ``(T / bands, bands)`` (:mod:`jvae.layers.pqmf`; no parameters).
+* ``IPQMF_bands``: sub-bands ``(L, bands)`` back to the signal ``(L * bands, 1)``.
+
+For example, a two-stage encoder for ``(T, 1)`` clips (``T`` a multiple of 8)
+emitting the mean and raw scale of 8 latent channels per frame of 8 samples::
+
+    ["C1d_1_16_7_1_3", "RU1d_16_1", "RU1d_16_3", "RU1d_16_9", "Down1d_16_32_2",
+     "RU1d_32_1", "RU1d_32_3", "RU1d_32_9", "Down1d_32_64_4", "Head1d_64_16_9"]
+
+:func:`jvae.layers.audio.audio_specs` writes the default architecture out so.
+
 Any entry may be prefixed with ``N*`` to repeat it ``N`` times, e.g.
 ``"2*VAERB_256_256"``.
 
@@ -88,6 +114,13 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
     "VAERB1d": ("in", "out"),
     "MaxP1d": ("kernel", "stride"),
     "UpS1d": ("factor",),
+    # Blocks of the default audio architecture (jvae.layers.audio).
+    "RU1d": ("channels", "dilation", "kernel"),
+    "Down1d": ("in", "out", "stride"),
+    "Up1d": ("in", "out", "stride"),
+    "Head1d": ("in", "out", "kernel"),
+    "PQMF": ("bands",),
+    "IPQMF": ("bands",),
 }
 
 
@@ -95,7 +128,7 @@ KNOWN_TOKENS: tuple[str, ...] = tuple(_ARG_NAMES)
 
 
 # Number of trailing arguments that may be omitted.
-_OPTIONAL_ARGS = {"C2d": 1, "VAERB": 1, "VAEA": 1}
+_OPTIONAL_ARGS = {"C2d": 1, "VAERB": 1, "VAEA": 1, "RU1d": 1}
 
 
 # Padding is the only argument for which zero is meaningful.

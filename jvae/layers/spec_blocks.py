@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jvae.layers.audio import DownConv1d, Head1d, PQMFAnalysis, PQMFSynthesis, ResidualUnit1d, UpConv1d
 from jvae.layers.convolution import Conv
 from jvae.layers.spec import Shape, SpecError, SpecSource, load_spec
 from jvae.layers.spec_shapes import check_input_shape, compile_spec, default_num_groups
@@ -124,6 +125,16 @@ class VAEResBlock1d(nn.Module):
         return skip + h
 
 
+_AUDIO_BLOCKS = {
+    "RU1d": lambda a, name: ResidualUnit1d(a[0], a[1], *a[2:], activation="elu", name=name),
+    "Down1d": lambda a, name: DownConv1d(a[1], a[2], activation="elu", name=name),
+    "Up1d": lambda a, name: UpConv1d(a[1], a[2], activation="elu", name=name),
+    "Head1d": lambda a, name: Head1d(a[1], a[2], activation="elu", name=name),
+    "PQMF": lambda a, name: PQMFAnalysis(a[0], name=name),
+    "IPQMF": lambda a, name: PQMFSynthesis(a[0], name=name),
+}
+
+
 def _upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
     # ``repeat`` is exact nearest-neighbour replication, unlike a resize
     # whose pixel-centre convention could shift content.
@@ -195,6 +206,10 @@ class SpecNet(nn.Module):
                 x = nn.max_pool(x, (a[0], 1), strides=(a[1], 1), padding="VALID")
             elif layer.token == "UpS1d":
                 x = jnp.repeat(x, a[0], axis=1)
+            elif layer.token in _AUDIO_BLOCKS:
+                # jvae.layers.audio's modules on (batch, length, C), so their
+                # parameters are those of the default audio nets' blocks.
+                x = _AUDIO_BLOCKS[layer.token](a, name)(x[:, :, 0, :])[:, :, None, :]
             else:  # pragma: no cover - parse_spec only yields known tokens
                 raise SpecError(f"unknown token {layer.token!r}")
         return x[:, :, 0, :] if signal else x

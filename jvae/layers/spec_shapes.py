@@ -161,6 +161,28 @@ def _layer_shape(layer: LayerSpec, shape: Shape, *, first: bool) -> Shape:
         h = h2
     elif token == "UpS1d":
         h = h * args[0]
+    elif token == "RU1d":
+        expect_channels(args[0], "channels")
+    elif token == "Down1d":
+        c_in, c_out, stride = args
+        expect_channels(c_in, "in")
+        if h % stride:
+            raise fail(f"the length {h} is not a multiple of the stride {stride}")
+        h, c = h // stride, c_out
+    elif token == "Up1d":
+        expect_channels(args[0], "in")
+        h, c = h * args[2], args[1]
+    elif token == "Head1d":
+        expect_channels(args[0], "in")
+        c = args[1]
+    elif token == "PQMF":
+        expect_channels(1, "mono input")
+        if h % args[0]:
+            raise fail(f"the length {h} is not a multiple of the {args[0]} bands")
+        h, c = h // args[0], args[0]
+    elif token == "IPQMF":
+        expect_channels(args[0], "bands")
+        h, c = h * args[0], 1
     else:  # pragma: no cover - parse_spec only yields known tokens
         raise fail(f"unknown token {token!r}")
     if h * w * c > MAX_ELEMENTS:

@@ -34,8 +34,10 @@ import jax
 import jax.numpy as jnp
 
 from jvae.base import VAE, Array, Batch, Forward, Objective, PyTree, Term, Weight
+from jvae.distributions.likelihoods import masked_log_prob
 from jvae.distributions.posteriors import sample_and_log_prob
 from jvae.model import decode_samples
+from jvae.terms.masked import valid_mask
 
 __all__ = ["Forward", "Term", "Weight", "forward", "compose", "stateless", "linear_warmup"]
 
@@ -58,9 +60,10 @@ def forward(vae: VAE, params: PyTree, batch: Batch, key: Array, *, num_samples: 
     post = vae.encode(params, x, cond)
     z, log_q = sample_and_log_prob(vae.posterior, key, post, num_samples)
     lik = decode_samples(vae, params, z, cond)
+    valid = valid_mask(batch, x)
     return Forward(vae, params, x, cond, batch.get("mask"), post, z, log_q,
                    vae.posterior.prior_log_prob(z, vae.latent_shape),
-                   lik, vae.likelihood.log_prob(lik, x))
+                   lik, masked_log_prob(vae.likelihood, lik, x, valid), valid)
 
 
 def compose(vae: VAE, terms: Mapping[str, tuple[Weight, Term]], *, num_samples: int = 1,

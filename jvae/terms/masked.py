@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jvae.base import Array
+from jvae.base import LENGTH_KEY, Array
 
-__all__ = ["masked_mean", "masked_sums"]
+__all__ = ["masked_mean", "masked_sums", "valid_mask"]
 
 
 def masked_mean(x: Array, mask: Array | None, axis: int = 0) -> Array:
@@ -49,3 +49,22 @@ def masked_sums(values: dict[str, Array], mask: Array | None) -> dict[str, Array
     sums = {k: jnp.sum(v * mask) for k, v in values.items()}
     sums["count"] = jnp.sum(mask)
     return sums
+
+
+def valid_mask(batch, x: Array) -> Array | None:
+    """The ``(B, T)`` float mask of real elements of a batch's padded clips.
+
+    Args:
+      batch: a batch dict; its ``"length"`` entry ``(B,)`` holds each example's
+        number of real elements along the first data axis of ``x``.
+      x: the batch's data ``(B, T, ...)``.
+
+    Returns:
+      ``mask[b, t] = 1`` for ``t < length[b]``, else 0; None when the batch has
+      no ``"length"`` (every element real).
+    """
+    length = batch.get(LENGTH_KEY) if hasattr(batch, "get") else None
+    if length is None:
+        return None
+    steps = jnp.arange(x.shape[1], dtype=jnp.int32)
+    return (steps[None, :] < length.astype(jnp.int32)[:, None]).astype(jnp.float32)

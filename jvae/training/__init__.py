@@ -4,6 +4,8 @@
 
 * :mod:`~jvae.training.experiment`: ``build(cfg, data_spec) -> Experiment``,
   one registry per choice (family, posterior, likelihood, net, placement).
+* :mod:`~jvae.training.defaults`: what unset settings become for the data
+  (audio nets and objectives for audio, a batch cut to a small split).
 * :mod:`~jvae.training.state`: :class:`TrainState`, the jitted,
   data-parallel train and eval steps.
 * :mod:`~jvae.training.optim`: ``clipped_adam`` (NaN zeroing, non-finite
@@ -13,6 +15,23 @@
   epoch driver, split evaluation.
 """
 
+from jvae.training.defaults import (
+    AUDIO_BATCH_SIZE,
+    AUDIO_GAUSSIAN_SCALE,
+    AUDIO_STFT_WEIGHT,
+    AUTO,
+    BATCH_SIZE,
+    EPOCHS,
+    MAX_AUTO_EPOCHS,
+    MIN_STEPS,
+    STFT_WINDOWS_MS,
+    default_epochs,
+    default_fft_sizes,
+    is_audio_shape,
+    model_defaults,
+    run_defaults,
+    with_defaults,
+)
 from jvae.training.epoch import (
     binarize_key,
     chunk_length,
@@ -74,21 +93,30 @@ from jvae.training.state import (
 
 __all__ = [
     "ACTIVATIONS",
+    "AUDIO_BATCH_SIZE",
+    "AUDIO_GAUSSIAN_SCALE",
+    "AUDIO_STFT_WEIGHT",
+    "AUTO",
+    "BATCH_SIZE",
     "COMPUTE_DTYPES",
     "COND_KEY",
     "ClippedAdamState",
     "DECODER_MODES",
     "DIRICHLET_REPARAMS",
     "DataSpec",
+    "EPOCHS",
     "Experiment",
     "FLOW_COUPLINGS",
     "Family",
     "LIKELIHOODS",
+    "MAX_AUTO_EPOCHS",
+    "MIN_STEPS",
     "MODELS",
     "NETS",
     "PLACEMENTS",
     "POSTERIORS",
     "RNN_CELLS",
+    "STFT_WINDOWS_MS",
     "SkipState",
     "TrainProgram",
     "TrainState",
@@ -100,6 +128,8 @@ __all__ = [
     "compile_program",
     "create_train_state",
     "data_budget",
+    "default_epochs",
+    "default_fft_sizes",
     "device_loop_is_fast",
     "epoch_order",
     "evaluate_split",
@@ -107,6 +137,7 @@ __all__ = [
     "finite_global_norm",
     "has_convolutions",
     "init_state",
+    "is_audio_shape",
     "is_finite_step",
     "lower_program",
     "make_eval_step",
@@ -114,11 +145,14 @@ __all__ = [
     "make_train_epoch",
     "make_train_step",
     "make_update_fn",
+    "model_defaults",
     "put_dataset",
     "resolve_placement",
+    "run_defaults",
     "run_epoch",
     "skip_counts",
     "skip_if_not_finite",
     "split_bytes",
+    "with_defaults",
     "zero_nans",
 ]

@@ -39,19 +39,22 @@ from jvae.distributions.flows import flow_posterior
 from jvae.distributions.likelihoods import bernoulli, discretized_logistic_mixture, gaussian
 from jvae.distributions.posteriors import DIRICHLET_REPARAMS, dirichlet_posterior, normal_posterior, point_posterior
 from jvae.distributions.vq import vq_posterior
+from jvae.layers.audio import make_audio_nets
 from jvae.layers.builtin import make_nets
 from jvae.layers.heads import ACTIVATIONS
 from jvae.layers.sequence import DECODER_MODES, RNN_CELLS, make_rnn_nets
 from jvae.layers.spec_nets import make_spec_nets
 from jvae.model import COMPUTE_DTYPES, make_vae, mixed_precision
 from jvae.terms.composition import linear_warmup
+from jvae.terms.spectral import audio_metric_terms, mel_stft, multi_resolution_stft
 from jvae.terms.standard import decoder_l2, latent_sparsity, ssim_loss
+from jvae.training.defaults import AUTO, default_fft_sizes, is_audio_shape, model_defaults, with_defaults
 from jvae.training.state import TrainState, create_train_state, make_optimizer
 
 __all__ = ["DataSpec", "Experiment", "Family", "build", "init_state", "example_batch",
            "MODELS", "POSTERIORS", "LIKELIHOODS", "NETS", "FLOW_COUPLINGS", "DECODER_MODES",
            "RNN_CELLS", "ACTIVATIONS", "DIRICHLET_REPARAMS", "COMPUTE_DTYPES", "COND_KEY",
-           "PLACEMENTS"]
+           "PLACEMENTS", "AUTO"]
 
 # Batch entry holding the one-hot labels a conditional family is fed.
 COND_KEY = "cond"
@@ -65,19 +68,21 @@ class DataSpec(NamedTuple):
     """What a model must know about its data.
 
     Attributes:
-      shape: per-example data shape, e.g. ``(28, 28, 1)``.
+      shape: per-example data shape, e.g. ``(28, 28, 1)``; ``(T, C)`` for audio.
       num_classes: number of labels (for conditional families), or None.
+      sample_rate: audio sample rate in Hz, or None.
     """
 
     shape: tuple[int, ...]
     num_classes: int | None = None
+    sample_rate: int | None = None
 
     @classmethod
-    def of(cls, split: dict[str, np.ndarray]) -> DataSpec:
+    def of(cls, split: dict[str, np.ndarray], sample_rate: int | None = None) -> DataSpec:
         """The spec of a loaded split (``"image"`` and optional integer ``"label"``)."""
         labels = split.get("label")
         num_classes = None if labels is None or not len(labels) else int(np.max(labels)) + 1
-        return cls(tuple(int(d) for d in split["image"].shape[1:]), num_classes)
+        return cls(tuple(int(d) for d in split["image"].shape[1:]), num_classes, sample_rate)
 
 
 class Experiment(NamedTuple):
@@ -199,13 +204,37 @@ def _rnn(cfg, posterior, likelihood, latent_shape, data_shape):
     return encoder, decoder, latent_shape
 
 
+def _audio(cfg, posterior, likelihood, latent_shape, data_shape):
+    return make_audio_nets(posterior=posterior, likelihood=likelihood, data_shape=data_shape,
+                           latent_channels=cfg.latent_dim)
+
+
 NETS: dict[str, NetBuilder] = {"mlp": _builtin("mlp"), "conv": _builtin("conv"),
-                               "spec": _spec, "rnn": _rnn}
+                               "audio": _audio, "spec": _spec, "rnn": _rnn}
 
 
-def _extra_terms(cfg) -> dict:
-    """The switchable terms a config turns on (each off at weight 0)."""
+def _resolutions(cfg) -> tuple[tuple[int, int, int], ...]:
+    """``(fft, hop, window)`` of each of ``cfg.stft_fft_sizes``: hop FFT/4, a full window."""
+    return tuple((n, n // 4, n) for n in cfg.stft_fft_sizes)
+
+
+def _extra_terms(cfg, data_spec: DataSpec) -> dict:
+    """The switchable terms a config turns on (each off at weight 0); 1-D data also
+    reports its audio metrics (weight 0: measured, not optimized)."""
     extra = {}
+    if is_audio_shape(data_spec.shape):
+        resolutions = _resolutions(cfg) or tuple(
+            (n, n // 4, n) for n in default_fft_sizes(data_spec.sample_rate))
+        if cfg.stft_weight:
+            extra["stft"] = (cfg.stft_weight, multi_resolution_stft(resolutions))
+        if cfg.mel_weight:
+            extra["mel"] = (cfg.mel_weight, mel_stft(data_spec.sample_rate or 8_000,
+                                                     resolutions=resolutions))
+        # The same resolutions as the loss: "mrstft" is the distance it lowers.
+        extra.update(audio_metric_terms(resolutions))
+    elif cfg.stft_weight or cfg.mel_weight:
+        raise ConfigError(f"stft_weight and mel_weight apply to 1-D data (T, C) such as audio; "
+                          f"this data has shape {data_spec.shape} (set them to 0)")
     if cfg.ssim_weight:
         extra["ssim"] = (cfg.ssim_weight, ssim_loss())
     if cfg.sparsity_weight:
@@ -218,9 +247,12 @@ def _extra_terms(cfg) -> dict:
 def build(cfg, data_spec: DataSpec) -> Experiment:
     """The model, objective and optimizer a config describes, for ``data_spec``'s data.
 
+    Settings left to the data (``auto``, see :mod:`jvae.training.defaults`) are
+    chosen from ``data_spec`` first.
+
     Args:
       cfg: a :class:`~jvae.app.config.Config` (any object with its fields).
-      data_spec: the data's per-example shape and label count.
+      data_spec: the data's per-example shape, label count and sample rate.
 
     Returns:
       An :class:`Experiment`.
@@ -229,6 +261,7 @@ def build(cfg, data_spec: DataSpec) -> Experiment:
       ConfigError: settings that do not fit the data (a spec's shapes, a
         conditional family without labels, conv nets on flat data).
     """
+    cfg = with_defaults(cfg, model_defaults(cfg, data_spec.shape, data_spec.sample_rate))
     family = MODELS[cfg.model]
     cond_key = COND_KEY if family.conditional else None
     if cond_key and not data_spec.num_classes:
@@ -246,7 +279,7 @@ def build(cfg, data_spec: DataSpec) -> Experiment:
         raise ConfigError(str(e)) from None
     vae = mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape),
                           cfg.compute_dtype)
-    objective = family.objective(cfg, vae, cond_key, _extra_terms(cfg))
+    objective = family.objective(cfg, vae, cond_key, _extra_terms(cfg, data_spec))
     return Experiment(vae, objective, make_optimizer(cfg.lr), cond_key, data_spec)
 
 

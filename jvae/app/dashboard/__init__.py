@@ -30,16 +30,25 @@ from jvae.app.dashboard.server import (
     MAX_BODY,
     MAX_IN_FLIGHT,
     STATIC_DIR,
+    VIEW_GAP_S,
+    VIEWS,
     DashboardServer,
+    check_view,
+    render,
     start_server,
+    wav_bytes,
 )
 from jvae.app.dashboard.state import (
+    AUDIO_KINDS,
+    AUDIO_PLOT_KINDS,
     IMAGE_KINDS,
     RunState,
     Snapshot,
 )
 
 __all__ = [
+    "AUDIO_KINDS",
+    "AUDIO_PLOT_KINDS",
     "DECODE_BATCH",
     "Dashboard",
     "DashboardServer",
@@ -53,10 +62,15 @@ __all__ = [
     "RunState",
     "STATIC_DIR",
     "Snapshot",
+    "VIEWS",
+    "VIEW_GAP_S",
+    "check_view",
     "interpolate",
     "latent_map",
     "make_explorer",
     "project_2d",
+    "render",
     "serve",
     "start_server",
+    "wav_bytes",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 from jvae.app.dashboard.explorer import MAP_POINTS, latent_map, make_explorer
 from jvae.app.dashboard.server import DashboardServer, start_server
 from jvae.app.dashboard.state import RunState, Snapshot
+from jvae.app.outputs import run_sample_rate
 
 __all__ = ["Dashboard"]
 
@@ -52,7 +53,9 @@ class Dashboard:
         """Reads the run card and the model from ``info``: the train loop's keys
         (``config``, ``workdir``, ``devices``, ``start_epoch``, ``step``) plus
         ``experiment``, ``test`` (the test split), ``params`` (a private copy),
-        ``steps_per_epoch`` and optionally ``sample_rate`` (audio data)."""
+        ``steps_per_epoch`` and optionally ``sample_rate``; an audio run's rate
+        comes from there or from the model's data spec
+        (:func:`~jvae.app.outputs.run_sample_rate`)."""
         if self.server is None:
             return
         experiment, test = info["experiment"], info["test"]
@@ -61,6 +64,7 @@ class Dashboard:
         n = min(MAP_POINTS, len(test["image"]))
         self._map_images = (test["image"][:n], None if cond_key is None else test[cond_key][:n])
         config = info.get("config", {})
+        sample_rate = run_sample_rate(info)
         card = {"config": config, "workdir": str(info.get("workdir", "")),
                 "num_devices": info.get("devices", 1), "placement": info.get("placement"),
                 "device_kind": self._device.device_kind, "platform": self._device.platform,
@@ -69,11 +73,11 @@ class Dashboard:
                 "start_epoch": info.get("start_epoch", 0), "step": info.get("step", 0),
                 "latent_size": int(np.prod(vae.latent_shape)),
                 "data_shape": list(test["image"].shape[1:]), "num_classes": num_classes,
-                "sample_rate": info.get("sample_rate"), "posterior": vae.posterior.name}
+                "sample_rate": sample_rate, "posterior": vae.posterior.name}
         workdir = info.get("workdir")
         self.state.start(card, make_explorer(vae, num_classes),
                          np.asarray(test["label"][:n]).astype(int),
-                         None if workdir is None else Path(workdir), info.get("sample_rate"))
+                         None if workdir is None else Path(workdir), sample_rate)
         self._worker = threading.Thread(target=self._work, name="jvae-dashboard-maps",
                                         daemon=True)
         self._worker.start()

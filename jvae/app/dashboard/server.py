@@ -7,10 +7,22 @@ Endpoints (all read-only; none changes training or writes a file):
   this package's ``static`` folder only;
 * ``GET /events``: Server-Sent Events, one JSON message per change of the run;
 * ``GET /api/state``: the same JSON in full; ``GET /api/latents``: the map;
-* ``GET /api/image?kind=samples|reconstructions&epoch=N``: the run's saved grids;
+* ``GET /api/image?kind=samples|reconstructions&epoch=N``: the run's saved grids
+  (``kind=waveforms|spectrograms``: an audio run's saved waveform and log-mel plots);
+* ``GET /api/audio?kind=samples|reconstructions&epoch=N``: an audio run's saved
+  epoch clips (WAV; reconstructions alternate with the test clips they rebuild);
 * ``POST /api/decode`` ``{"z": [D numbers], "label": k}``: the decoded latent;
 * ``GET /api/interpolate?a=I&b=J&mode=linear|slerp``: a strip between test images;
 * ``GET /api/samples?seed=S&label=k``: fresh prior samples.
+
+The three decoding endpoints answer a PNG (an image, or a strip of them) for
+image runs. For audio runs (the card has a ``sample_rate``) they answer a
+16-bit WAV, the decoded clips joined by ``VIEW_GAP_S`` of silence, and with
+``view=spectrogram`` (a query parameter, or a ``"view"`` key in the decode's
+body) the log-mel spectrogram of that same audio as a PNG
+(:func:`~jvae.app.outputs.spectrogram_png`): decoding is deterministic for a
+given latent, seed or pair, so the page asks twice and shows the player, the
+waveform (drawn from the WAV) and the spectrogram of one decode.
 
 Requests whose ``Host`` header names neither the bound address nor
 ``localhost`` are refused (DNS rebinding). Decodes run from a fixed-batch
@@ -38,9 +50,10 @@ import numpy as np
 
 from jvae.app.dashboard.explorer import DECODE_BATCH, decode_latents, interpolate, sample_images
 from jvae.app.dashboard.state import RunState
-from jvae.app.outputs import grid_png
+from jvae.app.outputs import grid_png, spectrogram_png
 
-__all__ = ["DashboardServer", "start_server", "MAX_BODY", "MAX_IN_FLIGHT", "STATIC_DIR"]
+__all__ = ["DashboardServer", "start_server", "MAX_BODY", "MAX_IN_FLIGHT", "STATIC_DIR",
+           "VIEWS", "VIEW_GAP_S", "wav_bytes", "render", "check_view"]
 
 MAX_BODY = 64 * 1024
 MAX_IN_FLIGHT = 2
@@ -49,6 +62,11 @@ _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; 
                   ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
 _SSE_MIN_INTERVAL_S = 0.25   # coalesces bursts of chunk updates
 _SSE_KEEPALIVE_S = 15.0
+# What a decode answers for an audio run: the clips (WAV) or their log-mel spectrogram.
+VIEWS = ("audio", "spectrogram")
+# Silence between the decoded clips of a strip: each step of an interpolation
+# (or each sample) is heard on its own, yet ten of them stay one short clip.
+VIEW_GAP_S = 0.1
 
 
 class BadRequest(Exception):
@@ -69,12 +87,40 @@ def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def render(x: np.ndarray, sample_rate: int | None, scale: int = 4) -> tuple[bytes, str]:
-    """Decoded examples ``(n, ...)`` as a PNG strip, or (audio runs) the first as WAV."""
-    if sample_rate:
-        return wav_bytes(np.concatenate(list(x)), sample_rate), "audio/wav"
-    pad = 0 if len(x) == 1 else 2
-    return grid_png(x, ncol=len(x), scale=scale, pad=pad), "image/png"
+def check_view(view, sample_rate: int | None) -> None:
+    """Refuses (``BadRequest``) a view that is not one of ``VIEWS``, or any view of images."""
+    if view is None:
+        return
+    if view not in VIEWS:
+        raise BadRequest(f"view must be one of {', '.join(VIEWS)}")
+    if not sample_rate:
+        raise BadRequest("view applies to audio runs only")
+
+
+def render(x: np.ndarray, sample_rate: int | None, scale: int = 4,
+           view: str | None = None) -> tuple[bytes, str]:
+    """Decoded examples ``(n, ...)`` as the response body and its content type.
+
+    Args:
+      x: the decoded examples.
+      sample_rate: an audio run's rate, or None (images).
+      scale: enlargement of an image strip.
+      view: for audio, ``"audio"`` (the default: a WAV of the clips joined by
+        ``VIEW_GAP_S`` of silence) or ``"spectrogram"`` (a PNG of that WAV's
+        log-mel spectrogram); images have one view.
+
+    Raises:
+      BadRequest: a view that is not one of ``VIEWS``, or any view of images.
+    """
+    check_view(view, sample_rate)
+    if not sample_rate:
+        pad = 0 if len(x) == 1 else 2
+        return grid_png(x, ncol=len(x), scale=scale, pad=pad), "image/png"
+    from jvae.datasets.audio import join_clips
+    clip = join_clips([c.reshape(len(c), -1)[:, 0] for c in x], sample_rate, VIEW_GAP_S)
+    if view == "spectrogram":
+        return spectrogram_png([clip], sample_rate), "image/png"
+    return wav_bytes(clip, sample_rate), "audio/wav"
 
 
 def _host_allowed(header: str | None, bound: str) -> bool:
@@ -148,6 +194,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._json(200, lat) if lat else self._error(404, "no latent map yet")
             elif route == "/api/image":
                 self._image(query)
+            elif route == "/api/audio":
+                self._audio(query)
             elif route == "/api/interpolate":
                 self._decoding(self._interpolate, query)
             elif route == "/api/samples":
@@ -193,13 +241,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), _CONTENT_TYPES[path.suffix], cache=False)
 
     def _image(self, query) -> None:
+        self._epoch_file(query, self.server.state.image_path, "image", "image/png")
+
+    def _audio(self, query) -> None:
+        self._epoch_file(query, self.server.state.audio_path, "audio", "audio/wav")
+
+    def _epoch_file(self, query, find, what: str, ctype: str) -> None:
+        """An epoch's output file of ``?kind=...&epoch=N``, found by ``find(kind, epoch)``."""
         kind = query.get("kind", "")
         epoch = _int(query.get("epoch"), "epoch")
-        path = self.server.state.image_path(kind, epoch)
+        path = find(kind, epoch)
         if path is None:
-            self._error(404, f"no {kind} image for epoch {epoch}")
+            self._error(404, f"no {kind} {what} for epoch {epoch}")
             return
-        self._send(200, path.read_bytes(), "image/png", cache=True)
+        self._send(200, path.read_bytes(), ctype, cache=True)
 
     # -- Server-Sent Events --------------------------------------------------
     def _events(self) -> None:
@@ -244,6 +299,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _decoding(self, fn, args) -> None:
         state = self.server.state
         snap, ex = state.snapshot, state.explorer
+        view = args.get("view")
+        check_view(view, state.sample_rate)  # before a decode slot is taken
         if snap is None or ex is None:
             self._error(503, "no model yet: the run is still starting")
             return
@@ -254,7 +311,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             x = fn(ex, snap, args)
         finally:
             self.server.slots.release()
-        body, ctype = render(x, state.sample_rate)
+        body, ctype = render(x, state.sample_rate, view=view)
         self._send(200, body, ctype)
 
     def _label(self, ex, value) -> int:

@@ -20,10 +20,16 @@ import numpy as np
 
 from jvae.app.dashboard.explorer import Explorer, LatentMap
 
-__all__ = ["Snapshot", "RunState", "IMAGE_KINDS"]
+__all__ = ["Snapshot", "RunState", "IMAGE_KINDS", "AUDIO_KINDS", "AUDIO_PLOT_KINDS"]
 
+# Each epoch's files (jvae.app.outputs): image grids in WORKDIR/images; for
+# audio, clips and their plots in WORKDIR/audio.
 IMAGE_KINDS = ("samples", "reconstructions")
-_IMAGE_FILE = re.compile(r"samples_epoch(\d+)\.png")
+AUDIO_KINDS = ("samples", "reconstructions")
+AUDIO_PLOT_KINDS = ("waveforms", "spectrograms")
+# An epoch counts once its samples are written (the first of its files).
+_EPOCH_FILES = (("images", re.compile(r"samples_epoch(\d+)\.png")),
+                ("audio", re.compile(r"samples_epoch(\d+)\.wav")))
 
 
 class Snapshot(NamedTuple):
@@ -140,18 +146,34 @@ class RunState:
             return None
 
     def image_epochs(self) -> list[int]:
-        """Epochs whose sample and reconstruction grids exist in ``WORKDIR/images``."""
-        folder = None if self.workdir is None else self.workdir / "images"
-        if folder is None or not folder.is_dir():
+        """Epochs whose outputs exist: grids in ``WORKDIR/images`` or clips in ``WORKDIR/audio``."""
+        if self.workdir is None:
             return []
-        return sorted(int(m.group(1)) for p in folder.iterdir()
-                      if (m := _IMAGE_FILE.fullmatch(p.name)))
+        epochs = set()
+        for name, pattern in _EPOCH_FILES:
+            folder = self.workdir / name
+            if folder.is_dir():
+                epochs.update(int(m.group(1)) for p in folder.iterdir()
+                              if (m := pattern.fullmatch(p.name)))
+        return sorted(epochs)
+
+    def _epoch_file(self, folder: str, kind: str, epoch: int, suffix: str) -> Path | None:
+        if self.workdir is None:
+            return None
+        path = self.workdir / folder / f"{kind}_epoch{epoch:03d}{suffix}"
+        return path if path.is_file() else None
 
     def image_path(self, kind: str, epoch: int) -> Path | None:
-        if kind not in IMAGE_KINDS or self.workdir is None:
-            return None
-        path = self.workdir / "images" / f"{kind}_epoch{epoch:03d}.png"
-        return path if path.is_file() else None
+        """An epoch's PNG: a grid (``IMAGE_KINDS``) or an audio plot (``AUDIO_PLOT_KINDS``)."""
+        if kind in IMAGE_KINDS:
+            return self._epoch_file("images", kind, epoch, ".png")
+        if kind in AUDIO_PLOT_KINDS:
+            return self._epoch_file("audio", kind, epoch, ".png")
+        return None
+
+    def audio_path(self, kind: str, epoch: int) -> Path | None:
+        """An epoch's WAV of prior samples or of test clips and reconstructions."""
+        return self._epoch_file("audio", kind, epoch, ".wav") if kind in AUDIO_KINDS else None
 
     def summary(self, train_from: int = 0, test_from: int = 0) -> dict[str, Any]:
         """Everything but the map's points, as JSON values; curves from the given indices."""

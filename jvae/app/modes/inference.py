@@ -25,6 +25,17 @@ from jvae.app import flags
 from jvae.app.config import Config
 from jvae.app.outputs import save_image_grid
 from jvae.app.runs import restore_run
+from jvae.datasets.audio import (
+    AUDIO_SUFFIXES,
+    Clips,
+    join_chunks,
+    join_clips,
+    read_clips,
+    resample,
+    wav_info,
+    write_wav,
+)
+from jvae.datasets.images import IMAGE_SUFFIXES, walk_files
 from jvae.datasets.pixels import to_float
 from jvae.datasets.sources import load_dataset
 from jvae.inference import (
@@ -56,6 +67,8 @@ class Loaded(NamedTuple):
       test: its test split.
       cond_key: the batch entry a conditional model reads, else None.
       num_classes: classes of a conditional model (0 otherwise).
+      info: what identifies its data (``modality``; for audio ``sample_rate``
+        and ``chunk_size``).
     """
 
     cfg: Config
@@ -65,10 +78,20 @@ class Loaded(NamedTuple):
     test: dict[str, np.ndarray]
     cond_key: str | None
     num_classes: int
+    info: dict = {}
 
     @property
     def data_shape(self) -> tuple[int, ...]:
         return tuple(self.test["image"].shape[1:])
+
+    @property
+    def audio(self) -> bool:
+        """Whether the run was trained on audio clips."""
+        return self.info.get("modality") == "audio"
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.info["sample_rate"])
 
 
 def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256) -> Loaded:
@@ -77,7 +100,7 @@ def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: in
     exp = run.experiment
     num_classes = 0 if exp.cond_key is None else int(exp.data_spec.num_classes)
     return Loaded(run.cfg, run.state.params, make_inference(exp.vae, batch_size), run.train,
-                  run.test, exp.cond_key, num_classes)
+                  run.test, exp.cond_key, num_classes, run.info)
 
 
 # --- conditioning and inputs -------------------------------------------------------------------
@@ -130,19 +153,70 @@ def _point(run: Loaded, spec: str, label: int | None, flag: str) -> tuple[np.nda
             raise InferenceError(f"{flag} {spec}: test index out of range (0-{n - 1})")
         found = int(run.test["label"][index])
         return run.test["image"][index], found if label is None else label
+    what = "a .wav file" if run.audio else "an image file"
     if not path.is_file():
-        raise InferenceError(f"{flag} {spec} is neither an image file nor a test-set index")
-    _check_label(run, label, needed=True, why=f" for the image {spec}")
+        raise InferenceError(f"{flag} {spec} is neither {what} nor a test-set index")
+    _check_label(run, label, needed=True, why=f" for {spec}")
+    if run.audio:  # the clip's first chunk
+        return _read_clips(run, [path], flag).chunks[0], label
     return load_images([path], run.data_shape)[0], label
 
 
 def _folder(run: Loaded, folder: str, label: int | None
             ) -> tuple[list[Path], np.ndarray, np.ndarray | None]:
     """The images of ``--input`` with the one-hot ``--label`` a conditional model needs."""
+    if run.audio:
+        raise InferenceError("this run was trained on audio; --input takes a folder of .wav "
+                             "files")  # callers route audio runs to _clip_folder
     files = list_images(folder)
     _check_label(run, label, needed=True, why=" for the --input images")
     images = load_images(files, run.data_shape)
     return files, images, _one_hot(run, np.full(len(files), label or 0))
+
+
+def _list_wavs(folder: str) -> list[Path]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise InferenceError(f"--input {folder} is not a folder of .wav files")
+    files = walk_files(path, AUDIO_SUFFIXES)
+    if not files:
+        found = "images" if walk_files(path, IMAGE_SUFFIXES) else "no .wav files"
+        raise InferenceError(f"--input {folder} holds {found}; this run was trained on audio "
+                             "and takes a folder of .wav files")
+    return files
+
+
+def _read_clips(run: Loaded, files: list[Path], flag: str = "--input") -> Clips:
+    """The files cut into the run's chunks at its sample rate; an unreadable file is an error."""
+    clips = read_clips(files, run.sample_rate, run.data_shape[0])
+    if clips.unreadable:
+        bad = files[clips.unreadable[0]]
+        raise InferenceError(f"{flag}: cannot read {bad} as a .wav file (or it holds no "
+                             f"samples){f' and {len(clips.unreadable) - 1} more' if len(clips.unreadable) > 1 else ''}")
+    return clips
+
+
+def _clip_folder(run: Loaded, folder: str, label: int | None
+                 ) -> tuple[list[Path], Clips, np.ndarray | None]:
+    """The ``.wav`` files of ``--input`` in the run's chunks, with the one-hot ``--label``."""
+    files = _list_wavs(folder)
+    _check_label(run, label, needed=True, why=" for the --input clips")
+    clips = _read_clips(run, files)
+    return files, clips, _one_hot(run, np.full(len(clips.chunks), label or 0))
+
+
+def _write_clips(out: Path, clips: np.ndarray, run: Loaded) -> None:
+    """Decoded clips ``(n, T, 1)`` joined by short silences into one ``.wav`` file."""
+    write_wav(out, join_clips([c[:, 0] for c in np.asarray(clips)], run.sample_rate),
+              run.sample_rate)
+
+
+def _check_output(run: Loaded, out: Path, flag: str = "--output") -> None:
+    """An audio run writes ``.wav`` where an image run writes ``.png``."""
+    want = ".wav" if run.audio else ".png"
+    if out.suffix.lower() != want:
+        what = "audio" if run.audio else "images"
+        raise InferenceError(f"this run was trained on {what}; {flag} {out} must end in {want}")
 
 
 def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
@@ -210,7 +284,13 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
     out = _output(args.output, (".npz", ".npy"))
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
     extra: dict[str, np.ndarray] = {}
-    if args.input is not None:
+    if args.input is not None and run.audio:
+        # One code sequence per chunk, with the file and sample it starts at.
+        files, clips, cond = _clip_folder(run, args.input, args.label)
+        images = clips.chunks
+        names = np.array([f.relative_to(args.input).as_posix() for f in files])
+        extra.update(files=names[clips.file_index], offsets=clips.offsets, lengths=clips.lengths)
+    elif args.input is not None:
         files, images, cond = _folder(run, args.input, args.label)
         extra["files"] = np.array([f.relative_to(args.input).as_posix() for f in files])
     else:
@@ -239,8 +319,11 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
-    """One PNG per input image: the image beside its reconstruction."""
+    """One PNG per input image: the image beside its reconstruction; for an audio run,
+    one ``.wav`` per input ``.wav``, at its own rate and length."""
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    if run.audio:
+        return _reconstruct_audio(run, args)
     files, images, cond = _folder(run, args.input, args.label)
     recon = reconstruct_all(run.inference, run.params, images, cond)
     out_dir = Path(args.output)
@@ -249,6 +332,22 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
         target.parent.mkdir(parents=True, exist_ok=True)
         _save_png(np.concatenate([x, r], axis=1), target)
     return {"output": str(out_dir), "count": len(files)}
+
+
+def _reconstruct_audio(run: Loaded, args: argparse.Namespace) -> dict[str, Any]:
+    files, clips, cond = _clip_folder(run, args.input, args.label)
+    recon = reconstruct_all(run.inference, run.params, clips.chunks, cond)
+    out_dir = Path(args.output)
+    for i, path in enumerate(files):
+        rows = clips.file_index == i
+        x = join_chunks(recon[rows], clips.offsets[rows], int(clips.samples[i]))
+        rate, frames = wav_info(path)
+        if rate != run.sample_rate:  # back to the input's own rate and length
+            x = resample(x, run.sample_rate, rate)[:frames]
+            x = np.pad(x, (0, frames - len(x)))
+        target = (out_dir / path.relative_to(args.input)).with_suffix(".wav")
+        write_wav(target, x, rate)
+    return {"output": str(out_dir), "count": len(files), "sample_rate": run.sample_rate}
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
@@ -276,10 +375,11 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
     """A grid of decoded prior samples, optionally of one class."""
-    out = _output(args.output, (".png",))
+    out = _output(args.output, (".png", ".wav"))
     if not args.temperature > 0:
         raise InferenceError(f"--temperature must be positive, got {args.temperature}")
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_output(run, out)
     _check_label(run, args.label, needed=False)
     vae = run.inference.vae
     if args.temperature != 1.0 and vae.posterior.name in ("dirichlet", "vq"):
@@ -296,7 +396,7 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     cond = _one_hot(run, labels)
     z, images = sample_all(run.inference, run.params, jax.random.key(args.seed), args.num, cond,
                            args.temperature)
-    save_image_grid(images, out, ncol=ncol)
+    _save_strip(run, images, out, ncol)
     result = {"output": str(out), "count": args.num}
     if args.npy:
         np.save(out.with_suffix(".npy"), images)
@@ -332,10 +432,11 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
     The ends are the two reconstructions (decodes of the posterior means); a
     conditional model's one-hot label is interpolated linearly alongside.
     """
-    out = _output(args.output, (".png",))
+    out = _output(args.output, (".png", ".wav"))
     if args.steps < 2:
         raise InferenceError(f"--steps must be at least 2, got {args.steps}")
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_output(run, out)
     _check_label(run, args.label, needed=False)
     (xa, ya), (xb, yb) = (_point(run, args.start, args.label, "--from"),
                           _point(run, args.end, args.label, "--to"))
@@ -346,7 +447,7 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
     if ends_cond is not None:
         cond = np.asarray(interpolate_latents(ends_cond[0], ends_cond[1], args.steps))
     images = decode_all(run.inference, run.params, z, cond)
-    save_image_grid(images, out, ncol=args.steps)
+    _save_strip(run, images, out, args.steps)
     if args.npy:
         np.save(out.with_suffix(".npy"), images)
         np.save(out.with_name(out.stem + "_z.npy"), z)
@@ -374,13 +475,14 @@ def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
 
 def traverse(args: argparse.Namespace) -> dict[str, Any]:
     """A grid of decodes, one row per latent dimension moved around a centre code."""
-    out = _output(args.output, (".png",))
+    out = _output(args.output, (".png", ".wav"))
     if args.steps < 2:
         raise InferenceError(f"--steps must be at least 2, got {args.steps}")
     if not args.radius > 0:
         raise InferenceError(f"--range must be positive, got {args.radius}")
     dims = None if args.dims is None else list(flags.int_range(args.dims))
     run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    _check_output(run, out)
     _check_label(run, args.label, needed=args.start is None,
                  why=" to decode the zero code as that class")
     vae = run.inference.vae
@@ -397,8 +499,17 @@ def traverse(args: argparse.Namespace) -> dict[str, Any]:
     z = z.reshape(-1, *vae.latent_shape)
     images = decode_all(run.inference, run.params, z,
                         _one_hot(run, np.full(len(z), label or 0)))
-    save_image_grid(images, out, ncol=args.steps)
+    _save_strip(run, images, out, args.steps)
     return {"output": str(out), "dims": dims, "steps": args.steps}
+
+
+def _save_strip(run: Loaded, decoded: np.ndarray, out: Path, ncol: int) -> None:
+    """A PNG grid of ``ncol`` columns, or for an audio run one ``.wav`` of the clips in
+    order (row by row), joined by short silences."""
+    if run.audio:
+        _write_clips(out, decoded, run)
+    else:
+        save_image_grid(decoded, out, ncol=ncol)
 
 
 def _printing(fn: Callable[[argparse.Namespace], dict[str, Any]]

@@ -9,7 +9,6 @@ joins the job before training.
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,6 @@ from jvae.app.config import Config, config_to_dict, make_config
 from jvae.app.hooks import watch_hooks
 from jvae.app.runs import data_options, saved_config
 from jvae.app.trainer import train_and_evaluate
-from jvae.datasets.images import DataWarning
 from jvae.devices import distributed
 
 __all__ = ["default_workdir", "MODE", "main"]
@@ -28,10 +26,6 @@ def default_workdir(cfg: Config) -> str:
     """``runs/<dataset>``, or ``runs/<folder name>`` for a ``--data-source`` folder."""
     source = data_options(cfg).get("data_source")
     return f"runs/{Path(source).resolve().name if source else cfg.dataset}"
-
-
-def _one_line(message, category, *args, **kwargs) -> None:
-    print(f"jvae train: warning: {message}", file=sys.stderr)
 
 
 def _add_arguments(parser) -> None:
@@ -57,11 +51,7 @@ def _run(args) -> int:
             saved.pop(name, None)
         cfg = make_config(saved, flags.given_settings(args))
     distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
-    with warnings.catch_warnings():
-        # Skipped data files: one line, not a source excerpt.
-        warnings.simplefilter("always", DataWarning)
-        warnings.showwarning = _one_line
-        train_and_evaluate(cfg, workdir, hooks=watch_hooks(cfg))
+    train_and_evaluate(cfg, workdir, hooks=watch_hooks(cfg))
     return 0
 
 

@@ -1,5 +1,7 @@
 // The jvae live page: one EventSource feeds the curves and the run card; the
 // latent explorer asks the server to decode. No libraries, no build step.
+// An audio run (the card has a sample_rate) gets, for every decoded view, a
+// player, the waveform and a server-drawn log-mel spectrogram of one decode.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -12,7 +14,7 @@ const NUM_SLIDERS = 16;
 
 // Everything the page knows; tests read window.jvae.
 const S = window.jvae = { train: [], test: [], info: {}, latents: null, map: null, z: null,
-                          label: 0, decodes: 0, updates: 0, imageEpochs: [] };
+                          label: 0, decodes: 0, updates: 0, imageEpochs: [], audio: false };
 
 // ---------------------------------------------------------------- streaming
 function connect() {
@@ -31,6 +33,8 @@ function apply(msg) {
   S.train = S.train.slice(0, msg.train_from).concat(msg.train);
   S.test = S.test.slice(0, msg.test_from).concat(msg.test);
   S.info = msg.info || {};
+  S.audio = !!S.info.sample_rate;
+  document.body.classList.toggle("audio", S.audio);
   S.progress = msg.progress || {};
   S.updates += 1;
   setStatus(msg.status);
@@ -141,7 +145,9 @@ function drawRunCard() {
     ["elapsed", duration(p.elapsed_s)],
     ["last checkpoint", p.last_checkpoint ? `epoch ${p.last_checkpoint}` : "–"],
     ["devices", `${info.num_devices ?? "–"} × ${info.device_kind ?? ""}`],
-    ["data", (info.data_shape || []).join("×")], ["latent size", info.latent_size],
+    ["data", (info.data_shape || []).join("×") +
+             (info.sample_rate ? ` at ${info.sample_rate.toLocaleString()} Hz` : "")],
+    ["latent size", info.latent_size],
     ["posterior", info.posterior], ["workdir", info.workdir]];
   $("run-card").innerHTML = rows.map(([k, v]) =>
     `<tr><td>${k}</td><td>${escapeHtml(String(v ?? "–"))}</td></tr>`).join("");
@@ -171,8 +177,15 @@ function showEpochImages() {
   const epoch = S.imageEpochs[+$("epoch-slider").value];
   if (epoch === undefined) return;
   $("image-epoch").textContent = `epoch ${epoch}`;
-  $("samples-img").src = `/api/image?kind=samples&epoch=${epoch}`;
-  $("recons-img").src = `/api/image?kind=reconstructions&epoch=${epoch}`;
+  if (S.audio) {
+    $("samples-audio").src = `/api/audio?kind=samples&epoch=${epoch}`;
+    $("recons-audio").src = `/api/audio?kind=reconstructions&epoch=${epoch}`;
+    $("waveforms-img").src = `/api/image?kind=waveforms&epoch=${epoch}`;
+    $("spectrograms-img").src = `/api/image?kind=spectrograms&epoch=${epoch}`;
+  } else {
+    $("samples-img").src = `/api/image?kind=samples&epoch=${epoch}`;
+    $("recons-img").src = `/api/image?kind=reconstructions&epoch=${epoch}`;
+  }
 }
 
 // ---------------------------------------------------------------- KL bars
@@ -296,40 +309,74 @@ function requestDecode() {
   inFlight = true; pending = false;
   const body = { z: S.z };
   if (S.info.num_classes) body.label = S.label;
-  fetch("/api/decode", { method: "POST", headers: { "Content-Type": "application/json" },
-                         body: JSON.stringify(body) })
-    .then((r) => (r.ok ? r.blob() : null))
-    .then((blob) => { if (blob) showDecoded(blob); })
+  const request = (view) => ["/api/decode", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(view ? { ...body, view } : body) }];
+  const shown = S.audio ? showAudio("decoded", request)
+    : fetchBlob(...request()).then((blob) => blob && setBlob($("decoded"), blob));
+  shown.then((ok) => { if (ok) S.decodes += 1; })
     .finally(() => { inFlight = false; if (pending) requestDecode(); });
 }
 
-function showDecoded(blob) {
-  const url = URL.createObjectURL(blob);
-  if (blob.type.startsWith("audio/")) {
-    $("player").hidden = false; $("waveform").hidden = false; $("decoded").hidden = true;
-    $("player").src = url;
-    blob.arrayBuffer().then(drawWaveform);
-  } else {
-    const img = $("decoded"), old = img.src;
-    img.src = url;
-    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
-  }
-  S.decodes += 1;
+// ---------------------------------------------------------------- audio views
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function fetchBlob(url, opts, tries = 8) {
+  // 503: both of the server's decode slots are busy (an audio view asks twice,
+  // views load together) or the model is not there yet: wait and ask again.
+  return fetch(url, opts).then((r) => {
+    if (r.status === 503 && tries > 1) return sleep(250).then(() => fetchBlob(url, opts, tries - 1));
+    return r.ok ? r.blob() : null;
+  });
 }
 
-function drawWaveform(buf) {
-  // 16-bit PCM after the 44-byte WAV header, first channel.
+function setBlob(el, blob) {
+  const old = el.src;
+  el.src = URL.createObjectURL(blob);
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  return true;
+}
+
+function getRequest(url) {
+  return (view) => [`${url}&view=${view}`, undefined];
+}
+
+// One audio view (elements PREFIX-player, -wave, -spec): the player and the
+// waveform from the WAV, then the spectrogram of the same decode (the server
+// decodes a latent, seed or pair the same way every time) as a PNG.
+function showAudio(prefix, request) {
+  return fetchBlob(...request("audio")).then((wav) => {
+    if (!wav) return false;
+    setBlob($(prefix + "-player"), wav);
+    wav.arrayBuffer().then((buf) => drawWaveform(buf, $(prefix + "-wave")));
+    return fetchBlob(...request("spectrogram"))
+      .then((png) => png !== null && setBlob($(prefix + "-spec"), png));
+  });
+}
+
+function drawWaveform(buf, canvas) {
+  // 16-bit PCM after the 44-byte WAV header, first channel. Each pixel column
+  // spans the min..max of its samples, so no peak falls between columns, and
+  // the previous column's last sample, so the trace stays connected.
   const view = new DataView(buf), channels = view.getUint16(22, true);
   const n = Math.floor((buf.byteLength - 44) / 2 / channels);
-  const c = $("waveform"), ctx = c.getContext("2d");
-  ctx.clearRect(0, 0, c.width, c.height); ctx.strokeStyle = "#2f6fdb"; ctx.beginPath();
-  for (let x = 0; x < c.width; x++) {
-    const i = Math.floor(x / c.width * n);
-    const v = view.getInt16(44 + 2 * i * channels, true) / 32768;
-    const y = (1 - v) * c.height / 2;
-    x ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+  const sample = (i) => view.getInt16(44 + 2 * i * channels, true) / 32768;
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height;
+  ctx.clearRect(0, 0, W, H);
+  ctx.fillStyle = "#e3e6eb"; ctx.fillRect(0, H / 2, W, 1);
+  ctx.fillStyle = "#2f6fdb";
+  let prev = n > 0 ? sample(0) : 0;
+  for (let x = 0; x < W && n > 0; x++) {
+    const i0 = Math.floor(x / W * n), i1 = Math.max(i0 + 1, Math.floor((x + 1) / W * n));
+    let lo = prev, hi = prev;
+    for (let i = i0; i < i1; i++) {
+      const v = sample(i);
+      lo = Math.min(lo, v); hi = Math.max(hi, v);
+    }
+    prev = sample(i1 - 1);
+    const top = (1 - hi) * H / 2, bottom = (1 - lo) * H / 2;
+    ctx.fillRect(x, top, 1, Math.max(1, bottom - top));
   }
-  ctx.stroke();
 }
 
 // ---------------------------------------------------------------- classes, samples, interpolation
@@ -345,12 +392,16 @@ function labelQuery() { return S.info.num_classes ? `&label=${S.label}` : ""; }
 
 let sampleSeed = 0;
 function freshSamples() {
-  $("fresh-samples").src = `/api/samples?seed=${sampleSeed++}${labelQuery()}&v=${Date.now()}`;
+  const url = `/api/samples?seed=${sampleSeed++}${labelQuery()}`;
+  if (S.audio) showAudio("samples", getRequest(url));
+  else $("fresh-samples").src = `${url}&v=${Date.now()}`;
 }
 
 function interpolateStrip() {
   const a = +$("interp-a").value, b = +$("interp-b").value, mode = $("interp-mode").value;
-  $("interp-strip").src = `/api/interpolate?a=${a}&b=${b}&mode=${mode}${labelQuery()}&v=${Date.now()}`;
+  const url = `/api/interpolate?a=${a}&b=${b}&mode=${mode}${labelQuery()}`;
+  if (S.audio) showAudio("interp", getRequest(url));
+  else $("interp-strip").src = `${url}&v=${Date.now()}`;
 }
 
 function randomPair() {
