@@ -360,8 +360,8 @@ def audio_architecture(length: int, *, hop: int = 128, bands: int = 8, base_chan
       hop: samples per latent frame, a power of two: ``bands`` times the
         strides (factored into strides of 4 and at most one 2).
       bands: PQMF sub-bands (a power of two; 1: the nets see the waveform).
-        Eight bands made the default nets 5x faster on a 2-core CPU than the
-        same hop at the full rate (``benchmarks/README.md``).
+        Eight bands replace the full-rate layers, the costliest on a CPU, by
+        a fixed filter bank (``benchmarks/README.md``).
       base_channels: channels of the first stage, doubled at each stage.
       max_channels: cap on the doubling (the cost of a stage grows with the
         square of its width).

@@ -213,9 +213,9 @@ NETS: dict[str, NetBuilder] = {"mlp": _builtin("mlp"), "conv": _builtin("conv"),
                                "audio": _audio, "spec": _spec, "rnn": _rnn}
 
 
-def _resolutions(cfg) -> tuple[tuple[int, int, int], ...]:
-    """``(fft, hop, window)`` of each of ``cfg.stft_fft_sizes``: hop FFT/4, a full window."""
-    return tuple((n, n // 4, n) for n in cfg.stft_fft_sizes)
+def _resolutions(fft_sizes) -> tuple[tuple[int, int, int], ...]:
+    """``(fft, hop, window)`` of each FFT size: hop FFT/4, a full window."""
+    return tuple((n, n // 4, n) for n in fft_sizes)
 
 
 def _extra_terms(cfg, data_spec: DataSpec) -> dict:
@@ -223,8 +223,8 @@ def _extra_terms(cfg, data_spec: DataSpec) -> dict:
     reports its audio metrics (weight 0: measured, not optimized)."""
     extra = {}
     if is_audio_shape(data_spec.shape):
-        resolutions = _resolutions(cfg) or tuple(
-            (n, n // 4, n) for n in default_fft_sizes(data_spec.sample_rate))
+        resolutions = _resolutions(cfg.stft_fft_sizes
+                                   or default_fft_sizes(data_spec.sample_rate))
         if cfg.stft_weight:
             extra["stft"] = (cfg.stft_weight, multi_resolution_stft(resolutions))
         if cfg.mel_weight:

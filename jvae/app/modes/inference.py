@@ -268,7 +268,8 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "encode")
     src = g.data.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", metavar="DIR",
-                     help="folder of images to encode, searched recursively (str)")
+                     help="folder of images (of .wav files for an audio run) to encode, "
+                          "searched recursively (str)")
     src.add_argument("--dataset", metavar="NAME",
                      help="dataset to encode instead, e.g. the run's own mnist (str)")
     g.data.add_argument("--split", choices=("train", "test"), default="test",
@@ -311,9 +312,11 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
     g = _common(p, "reconstruct")
     g.data.add_argument("--input", required=True, metavar="DIR",
-                        help="folder of images, searched recursively (str; required)")
+                        help="folder of images (of .wav files for an audio run), searched "
+                             "recursively (str; required)")
     g.run.add_argument("--output", required=True, metavar="PATH",
-                       help="folder for one PNG per input, original left, reconstruction right, "
+                       help="folder for one PNG per input, original left, reconstruction right "
+                            "(an audio run: one .wav per input at its rate and length), "
                             "mirroring the input's subfolders (str; required)")
     _label_flag(g.data, " for every input image (a conditional model needs it)")
 
