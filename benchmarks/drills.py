@@ -4,6 +4,8 @@ Run from the repository root (the shared MNIST beside it)::
 
     python -m benchmarks.drills                    # every drill, 5 trials each
     python -m benchmarks.drills --drills kill9,sigterm --trials 10
+    python -m benchmarks.drills --drills kill9 --run-flags "--net conv --recipe ldm_no_lpips \\
+        --adv-start 20 --adv-layers 2 --adv-channels 16 --ema-decay 0.99"   # the GAN recipe
 
 Each drill trains small MLP VAEs on a 2048-example MNIST subset with
 ``python -m jvae.train`` in subprocesses (checkpoints every 4 steps, 3
@@ -76,7 +78,9 @@ def _rows(workdir: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{k: r.get(k) for k in COMPARED} for r in rows]
+    # An adversarial run's discriminator is compared through its training metrics too.
+    return [{k: r.get(k) for k in (*COMPARED, *sorted(k for k in r if k.startswith("train_adv")))}
+            for r in rows]
 
 
 def _tiny_mnist(out: Path) -> Path:
@@ -434,7 +438,11 @@ def main(argv=None) -> int:
     p.add_argument("--drills", default=",".join(DRILLS))
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--out", help="append the rows to this file")
+    p.add_argument("--run-flags", default="",
+                   help="more jvae train flags for every run, e.g. \"--net conv --recipe ldm_no_lpips "
+                        "--adv-start 20 --ema-decay 0.99\"")
     args = p.parse_args(argv)
+    RUN.extend(args.run_flags.split())
     chosen = [d for d in args.drills.split(",") if d]
     unknown = set(chosen) - set(DRILLS)
     if unknown:

@@ -24,7 +24,8 @@ Params = dict[str, Array]
 LENGTH_KEY = "length"
 
 __all__ = ["Array", "PyTree", "Batch", "Params", "LENGTH_KEY", "JvaeError", "ConfigError",
-           "Posterior", "Likelihood", "VAE", "Objective", "Forward", "Term", "Weight"]
+           "Posterior", "Likelihood", "VAE", "Objective", "Forward", "Term", "Weight",
+           "Discriminator"]
 
 
 class JvaeError(Exception):
@@ -193,6 +194,18 @@ class Term(NamedTuple):
 
     init: Callable[[VAE], PyTree]
     apply: Callable[[Forward, PyTree], tuple[Array, dict[str, Array], PyTree]]
+
+
+class Discriminator(NamedTuple):
+    """A discriminator network as pure functions (for an adversarial term).
+
+    Attributes:
+      init: ``(key, example_images) -> params``.
+      apply: ``(params, images) -> logits`` (any shape with the batch first).
+    """
+
+    init: Callable[[jax.Array, jax.Array], PyTree]
+    apply: Callable[[PyTree, jax.Array], jax.Array]
 
 
 # A weight is a constant or a schedule ``step -> weight`` (step: int32 scalar).

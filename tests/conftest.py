@@ -6,6 +6,7 @@ needs one device builds a one-device mesh.
 """
 
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -14,9 +15,17 @@ from pathlib import Path
 # Tests are dominated by compiling many small programs, not by running them:
 # XLA's backend at -O0 compiles them in about 60% of the time, and every
 # property asserted (gradients, equalities between runs) holds at any level.
+_FAST_COMPILE = " --xla_backend_optimization_level=0"
+if platform.machine().lower() in ("x86_64", "amd64"):
+    # XLA:CPU's MLIR fusion emitters take most of a compile at -O0; its classic
+    # emitters compile the suite's programs in under half the time. They leave LLVM
+    # free to contract a*b+c into an FMA wherever it lands in one fused kernel, so
+    # where a program puts its fusion boundaries (a step inside the epoch's loop, or
+    # alone) would change the last bit of a result; capped at AVX (no FMA), every
+    # multiply and add rounds on its own and equal math gives equal bits.
+    _FAST_COMPILE += " --xla_cpu_use_fusion_emitters=false --xla_cpu_max_isa=AVX"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8"
-                           " --xla_backend_optimization_level=0").strip()
+                           " --xla_force_host_platform_device_count=8" + _FAST_COMPILE).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests compile the same program again (a resumed run, the CLI in a
 # subprocess, one model per mode): one compilation cache per test session,
@@ -28,6 +37,9 @@ if "JVAE_TEST_XLA_CACHE" not in os.environ:
 else:
     _OWNS_CACHE = False
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JVAE_TEST_XLA_CACHE"]
+# Pretrained weights a developer installed (jvae weights fetch) must not change what a
+# test computes: the suite's store starts empty; tests that need weights put their own.
+os.environ["JVAE_WEIGHTS_DIR"] = tempfile.mkdtemp(prefix="jvae-test-weights-")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
 
 import numpy as np  # noqa: E402
@@ -49,9 +61,64 @@ def pytest_configure(config):
     sys.path.insert(0, str(REPO))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Keeps ``--dist loadgroup`` grouping on pytest 9.
+
+    pytest-xdist (3.8) groups a test by appending ``@group`` to ``item._nodeid``;
+    pytest 9 reads the id from ``item._id``, so the suffix is lost, every test is its
+    own unit, and each group's module fixtures (a trained run, a compiled program) are
+    built once per worker. Here the suffix is put where pytest 9 reads it; where xdist
+    managed (pytest 8) the id already ends in it and nothing changes.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+    for item in items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                 for m in item.iter_markers("xdist_group")}
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 def pytest_unconfigure(config):
+    shutil.rmtree(os.environ["JVAE_WEIGHTS_DIR"], ignore_errors=True)
     if _OWNS_CACHE:
         shutil.rmtree(os.environ["JVAE_TEST_XLA_CACHE"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _random_lpips_store(tmp_path_factory) -> Path:
+    """A weight store holding LPIPS with lpips' own heads and a random VGG16 backbone
+    (the lpips wheel ships its heads; the ImageNet backbone is a download)."""
+    import warnings
+
+    lpips_ref = pytest.importorskip("lpips")
+    import torch
+
+    from jvae.metrics.lpips import params_from_state_dicts
+    from jvae.metrics.weights import WEIGHTS_DIR_ENV, save_params, weights_path
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = lpips_ref.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    folder = tmp_path_factory.mktemp("lpips_store")
+    old = os.environ[WEIGHTS_DIR_ENV]
+    os.environ[WEIGHTS_DIR_ENV] = str(folder)
+    try:
+        save_params(params_from_state_dicts(sd, sd), weights_path("lpips"))
+    finally:
+        os.environ[WEIGHTS_DIR_ENV] = old
+    return folder
+
+
+@pytest.fixture
+def lpips_store(_random_lpips_store, monkeypatch) -> Path:
+    """The store of random-backbone LPIPS weights, as this test's weight store."""
+    monkeypatch.setenv("JVAE_WEIGHTS_DIR", str(_random_lpips_store))
+    return _random_lpips_store
 
 
 @pytest.fixture(autouse=True)

@@ -258,3 +258,33 @@ def test_import_refuses_settings_that_do_not_fit(tiny, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     assert main_export(["--workdir", str(tmp_path / "taken"), "--output", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_imported_weights_fine_tune_with_the_ldm_recipe_and_export_the_average(tiny, tiny_mnist_dir,
+                                                                               tmp_path):
+    """import-weights takes --recipe; train runs it (discriminator on); export writes the EMA."""
+    from jvae.app.runs import restore_run
+    from jvae.train import main as train_main
+    from jvae.training.ema import averaged_params
+
+    model, src = tiny
+    workdir = tmp_path / "run"
+    assert main_import(["--from", str(src), "--workdir", str(workdir), "--data-dir", str(tiny_mnist_dir),
+                        "--batch-size", "256", "--data-shape", "28,28,1", "--recipe", "ldm_no_lpips",
+                        "--adv-start", "1", "--adv-layers", "1", "--adv-channels", "4",
+                        "--ema-decay", "0.9", "--num-images", "4", "--eval-batch-size", "256",
+                        "--quality-images", "32"]) == 0
+    cfg = json.loads((workdir / "config.json").read_text())
+    assert (cfg["likelihood"], cfg["adv_weight"], cfg["beta"]) == ("laplace", 0.5, 1e-6)
+    assert train_main(["--workdir", str(workdir), "--epochs", "1"]) == 0
+    row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["train_adv_weight"] > 0 and "ms_ssim" in row
+    run = restore_run(workdir)
+    layout = diffusers_layout(model.config)
+    ema = params_to_tensors(layout, jax.device_get(averaged_params(run.state)))
+    raw = params_to_tensors(layout, jax.device_get(run.state.params))
+    assert main_export(["--workdir", str(workdir), "--format", "diffusers",
+                        "--output", str(tmp_path / "out")]) == 0
+    exported = read_tensors(tmp_path / "out" / WEIGHTS_FILE)
+    assert all(np.array_equal(exported[k], v) for k, v in ema.items())
+    assert any(not np.array_equal(exported[k], v) for k, v in raw.items())

@@ -12,8 +12,8 @@ from jvae.devices import host_memory
 from jvae.train import MODE
 
 # One jitted program with a 128 MiB temporary (an im2col-like concatenation feeding
-# a GEMM), far above glibc's 32 MiB mmap ceiling, run 16 times; prints the minor
-# page faults of each run.
+# a GEMM), far above glibc's 32 MiB mmap ceiling, run 16 times (or as many as the
+# second argument says); prints the minor page faults of each run.
 _PROBE = """
 import json, resource, sys
 from jvae.devices.host_memory import reuse_host_memory
@@ -23,7 +23,7 @@ x = jnp.ones((2048, 4096))
 f = jax.jit(lambda x: (jnp.concatenate([x * i for i in range(4)], 1) @ jnp.ones((16384, 8))).sum())
 def faults(): return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 per_run = []
-for _ in range(16):
+for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 16):
     before = faults()
     f(x).block_until_ready()
     per_run.append(faults() - before)
@@ -35,8 +35,8 @@ _PAGES = 128 * 2**20 // 4096
 _REUSED = _PAGES / 20
 
 
-def _probe(policy: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-c", _PROBE, policy], capture_output=True,
+def _probe(policy: str, env: dict | None = None, runs: int = 16) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PROBE, policy, str(runs)], capture_output=True,
                          text=True, check=True, env=env)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -57,7 +57,8 @@ def test_reuse_removes_the_page_faults_of_each_run():
 def test_a_users_malloc_settings_stand(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert host_memory.reuse_host_memory() is False
-    assert _probe("reuse", env=dict(os.environ))["applied"] is False
+    # Whether the policy applies is settled before anything runs.
+    assert _probe("reuse", env=dict(os.environ), runs=0)["applied"] is False
 
 
 def test_every_mode_takes_the_flag_and_rejects_an_unknown_policy(capsys):

@@ -1,6 +1,6 @@
 """The package's structure: layers by prefix, no import cycles, packages that export their names.
 
-From the top: the application, then training (with inference and evaluation),
+From the top: the application, then training (with inference, evaluation and metrics),
 then objectives, nets and datasets side by side, then distributions, the model
 and devices side by side, then ``jvae/base.py``. A module imports only from its
 own layer or below; areas that stand side by side never import each other.
@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jvae"
 # package (``jvae.train`` is the module, not ``jvae.train_state``).
 LAYERS = (
     ("application", ("jvae.app", "jvae.train", "jvae.__main__")),
-    ("training", ("jvae.training", "jvae.train_state", "jvae.inference", "jvae.evaluation")),
+    ("training", ("jvae.training", "jvae.train_state", "jvae.inference", "jvae.evaluation",
+                  "jvae.metrics")),
     ("objectives, nets, datasets", ("jvae.objectives", "jvae.terms", "jvae.nets", "jvae.layers",
                                     "jvae.data", "jvae.datasets")),
     ("distributions, model, devices", ("jvae.distributions", "jvae.model", "jvae.devices")),

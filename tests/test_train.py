@@ -17,7 +17,9 @@ from jvae.train import main, train_and_evaluate
 from jvae.train_state import create_train_state, make_optimizer, make_train_step
 from jvae.training.experiment import DataSpec, build
 
-TINY = dict(batch_size=64, eval_batch_size=128, hidden=(64,), latent_dim=8, num_images=16)
+# The model other tests train on tiny MNIST too (test_epoch, test_reliability): the
+# session's compilation cache then holds its programs.
+TINY = dict(batch_size=64, eval_batch_size=128, hidden=(32,), latent_dim=4, num_images=16)
 
 
 def _cfg(data_dir, **kw):
@@ -91,7 +93,7 @@ def test_resume_equals_uninterrupted(tiny_mnist_dir, tmp_path):
 def test_resume_refuses_different_settings(tiny_mnist_dir, tmp_path, capsys):
     train_and_evaluate(_cfg(tiny_mnist_dir, epochs=1), tmp_path, quiet=True)
     with pytest.raises(ConfigError, match="latent_dim"):
-        train_and_evaluate(_cfg(tiny_mnist_dir, epochs=2, latent_dim=4), tmp_path, quiet=True)
+        train_and_evaluate(_cfg(tiny_mnist_dir, epochs=2, latent_dim=8), tmp_path, quiet=True)
     # From the command line the run's saved settings are the base: the workdir
     # alone (and the flags it names) continues it; a changed model is refused.
     _one_line_error(capsys, ["--workdir", str(tmp_path), "--latent-dim", "9"], "latent_dim")
@@ -106,15 +108,17 @@ def _cli(*args, cwd=None):
                           text=True, env=env, cwd=cwd, timeout=300)
 
 
-def test_cli_one_epoch_writes_metrics_images_and_checkpoint(tiny_mnist_dir, tmp_path):
+def test_cli_one_epoch_writes_metrics_images_and_checkpoint(tiny_mnist_dir, tmp_path, capsys):
+    # In-process: the flags, the config file and the run are what is tested; the
+    # process boundary is tested by test_unknown_flag_exits_2_without_traceback.
     work = tmp_path / "run"
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text('batch_size = 64\neval_batch_size = 128\nhidden = [64]\nlatent_dim = 3\n')
-    r = _cli("--dataset=mnist", "--data-dir", str(tiny_mnist_dir), "--workdir", str(work),
-             "--epochs", "1", "--config", str(cfg_file), "--latent-dim", "8",
-             "--num-images", "16", "--posterior", "dirichlet", "--no-dashboard",
-             "--no-tensorboard")
-    assert r.returncode == 0, r.stderr
+    code = main(["--dataset=mnist", "--data-dir", str(tiny_mnist_dir), "--workdir", str(work),
+                 "--epochs", "1", "--config", str(cfg_file), "--latent-dim", "8",
+                 "--num-images", "16", "--posterior", "dirichlet", "--no-dashboard",
+                 "--no-tensorboard"])
+    assert code == 0, capsys.readouterr().err
     rows = _rows(work)
     assert len(rows) == 1
     row = rows[0]

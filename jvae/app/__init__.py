@@ -4,7 +4,8 @@ The library below never imports it.
 
 * :mod:`~jvae.app.cli`: ``jvae <mode>`` (:func:`main`); :mod:`~jvae.app.flags`: flags generated
   from :class:`Config`, one-line errors; :mod:`~jvae.app.modes`: the modes.
-* :mod:`~jvae.app.config`: the frozen :class:`Config`.
+* :mod:`~jvae.app.config`: the frozen :class:`Config`; :mod:`~jvae.app.recipes`: packaged
+  layers of settings (``--recipe``).
 * :mod:`~jvae.app.trainer`: :func:`train_and_evaluate`, a run in a workdir.
 * :mod:`~jvae.app.runs`: run directories (data, saved settings, restore).
 * :mod:`~jvae.app.checkpoint`, :mod:`~jvae.app.lock`, :mod:`~jvae.app.run_guard`:
@@ -45,6 +46,7 @@ from jvae.app.flags import (
     describe,
     int_range,
     make_parser,
+    recipe_of,
     run_mode,
 )
 from jvae.app.hooks import (
@@ -73,6 +75,11 @@ from jvae.app.outputs import (
     spectrogram_image,
     spectrogram_png,
     stft_sizes,
+)
+from jvae.app.recipes import (
+    recipe,
+    recipe_names,
+    recipe_settings,
 )
 from jvae.app.run_guard import (
     EXIT_BAD_INPUT,
@@ -164,6 +171,10 @@ __all__ = [
     "make_parser",
     "parse_interval",
     "read_metrics",
+    "recipe",
+    "recipe_names",
+    "recipe_of",
+    "recipe_settings",
     "restore_run",
     "run_mode",
     "run_sample_rate",

@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from jvae.app.flags import Mode, run_mode
-from jvae.app.modes import evaluate, memory, serve, train, weights
+from jvae.app.modes import evaluate, memory, pretrained, serve, train, weights
 from jvae.app.modes import inference as modes
 
 __all__ = ["MODES", "main"]
@@ -19,7 +19,7 @@ __all__ = ["MODES", "main"]
 # The modes in the order ``jvae --help`` lists them.
 MODES: dict[str, Mode] = {m.name: m for m in (train.MODE, evaluate.MODE, *modes.MODES,
                                               memory.MODE, serve.MODE, weights.IMPORT_MODE,
-                                              weights.EXPORT_MODE)}
+                                              weights.EXPORT_MODE, pretrained.MODE)}
 
 
 def _usage() -> str:

@@ -156,12 +156,17 @@ class Config:
         "(output_as_input).", "model", choices=ex.DECODER_MODES)
     likelihood: str = _setting(
         "auto", "Observation model p(x|z): bernoulli (logits), gaussian (fixed "
-        "--gaussian-scale), gaussian_learned (per-pixel scale), logistic_mixture "
+        "--gaussian-scale), gaussian_learned (per-pixel scale), laplace (L1, fixed "
+        "--laplace-scale), logistic_mixture "
         "(discretized, 256 levels; reported in bits/dim) or auto (gaussian for audio in "
         "[-1, 1], else bernoulli).", "model", choices=(ex.AUTO, *ex.LIKELIHOODS))
     gaussian_scale: float = _setting(
         0.0, "Standard deviation of the fixed-scale gaussian likelihood (0: 1, or for audio "
         "a scale chosen for waveforms in [-1, 1]).", "model", check="non_negative")
+    laplace_scale: float = _setting(
+        0.5, "Scale b of the laplace likelihood, the L1 reconstruction in nats: -log p = "
+        "|x - mu| / b + log 2b per pixel in [0, 1] (0.5 is latent diffusion's start on [-1, 1] "
+        "images).", "model", check="positive")
     logistic_components: int = _setting(
         5, "Mixture components of the logistic_mixture likelihood.", "model",
         check="positive")
@@ -215,6 +220,34 @@ class Config:
         "powers of two).", "objective")
     ssim_weight: float = _setting(
         0.0, "Weight of the 1 - SSIM term (0: off).", "objective", check="non_negative")
+    lpips_weight: float = _setting(
+        0.0, "Weight of the LPIPS perceptual distance between each reconstruction and its "
+        "image, counted once per pixel as latent diffusion adds it to the L1 (0: off; needs "
+        "the VGG16 LPIPS weights: jvae weights fetch lpips).", "objective",
+        check="non_negative")
+    adv_weight: float = _setting(
+        0.0, "Weight of the PatchGAN adversarial term (latent diffusion: 0.5), scaled by the "
+        "adaptive weight unless --no-adv-adaptive (0: no discriminator).", "objective",
+        check="non_negative")
+    adv_start: int = _setting(
+        0, "Train step at which the discriminator and its term switch on (latent diffusion: "
+        "50001).", "objective", check="non_negative")
+    adv_loss: str = _setting(
+        "hinge", "Discriminator loss: hinge or non_saturating (the logistic GAN loss).",
+        "objective", choices=("hinge", "non_saturating"))
+    adv_adaptive: bool = _setting(
+        True, "Scale the adversarial term by the ratio of the reconstruction's and its "
+        "gradient norms at the decoder's last layer (latent diffusion's adaptive weight).",
+        "objective")
+    adv_layers: int = _setting(
+        3, "Strided convolutions of the PatchGAN discriminator (3: 70x70 patches).",
+        "objective", check="positive")
+    adv_channels: int = _setting(
+        64, "Channels of the discriminator's first layer (doubled per layer, at most 8x).",
+        "objective", check="positive")
+    adv_lr: float = _setting(
+        0.0, "The discriminator's Adam learning rate (betas 0.5, 0.9; 0: --lr).",
+        "objective", check="non_negative")
     sparsity_weight: float = _setting(
         0.0, "Weight of the scale-free L1 penalty on the latent code (0: off).", "objective",
         check="non_negative")
@@ -233,6 +266,10 @@ class Config:
         "training split is cut to it; 0: 128, or 32 clips for audio).", "optimisation",
         check="non_negative")
     lr: float = _setting(1e-3, "Adam learning rate.", "optimisation", check="positive")
+    ema_decay: float = _setting(
+        0.0, "Decay of an exponential moving average of the parameters, warmed up as "
+        "min(decay, (1 + t) / (10 + t)); evaluation, the page, the modes and export use the "
+        "average (0: none).", "optimisation", check="non_negative")
     seed: int = _setting(
         0, "Seed of initialization, shuffling, sampling and binarization.", "optimisation",
         check="non_negative")
@@ -240,6 +277,14 @@ class Config:
     eval_batch_size: int = _setting(
         1000, "Evaluation batch size (the last batch is padded and masked).", "run",
         check="positive")
+    quality_images: int = _setting(
+        1000, "Test images whose reconstructions are scored after each epoch by PSNR, SSIM, "
+        "MS-SSIM, the high-frequency energy ratio and, with its weights installed, LPIPS (0: "
+        "the whole split).", "run", check="non_negative")
+    fid_images: int = _setting(
+        0, "Images of the test split whose reconstructions and as many samples are scored "
+        "by FID after each epoch (0: none; needs the Inception weights: jvae weights fetch "
+        "inception).", "run", check="non_negative")
     keep_checkpoints: int = _setting(
         3, "Number of most recent checkpoints kept.", "run", check="positive")
     num_devices: int = _setting(
@@ -295,6 +340,7 @@ class Config:
 # Fields that may differ between a checkpointed run and its resumption: they
 # change neither the state's structure nor the optimization trajectory.
 RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "tfds_data_dir", "eval_batch_size",
+                               "fid_images", "quality_images",
                                "keep_checkpoints", "num_images",
                                # Same batches in the same order either way (only
                                # dynamic binarization's noise stream differs).
@@ -336,6 +382,8 @@ def _validate(cfg: Config) -> None:
     if any(n < 4 for n in cfg.stft_fft_sizes):
         raise ConfigError(f"stft_fft_sizes must be FFT lengths of at least 4 samples, got "
                           f"{', '.join(map(str, cfg.stft_fft_sizes))}")
+    if not cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
     try:

@@ -19,11 +19,12 @@ import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 from jvae.app.config import ALIASES, GROUPS, Config, ConfigError, choices_of, load_config_file, make_config
+from jvae.app.recipes import recipe_names, recipe_settings
 from jvae.base import JvaeError
 from jvae.datasets.images import DataWarning
 from jvae.devices.host_memory import HOST_MEMORY_POLICIES, apply_host_memory
 
-__all__ = ["Mode", "ArgumentParser", "add_config_flags", "add_workdir_flag", "config_from_args",
+__all__ = ["Mode", "ArgumentParser", "add_config_flags", "add_workdir_flag", "config_from_args", "recipe_of",
            "make_parser", "run_mode", "describe", "int_range", "add_host_memory_flag"]
 
 
@@ -71,7 +72,8 @@ def describe(field: dataclasses.Field) -> str:
     if choices is not None:
         parts.append("one of " + ", ".join(map(str, choices)))
     parts.append("default: unset" if default is None else f"default: {shown}")
-    return f"{field.metadata['help']} ({'; '.join(parts)})"
+    # argparse %-formats help text: a literal percent sign must be doubled.
+    return f"{field.metadata['help']} ({'; '.join(parts)})".replace("%", "%%")
 
 
 def add_config_flags(parser: argparse.ArgumentParser,
@@ -84,6 +86,10 @@ def add_config_flags(parser: argparse.ArgumentParser,
     parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
                         help="JSON or TOML file of settings (keys are the flag names); "
                              "flags given here override it")
+    parser.add_argument("--recipe", default=argparse.SUPPRESS, metavar="NAME",
+                        help=f"A packaged recipe of settings ({', '.join(recipe_names())}; "
+                             "each described in jvae/configs/recipes/NAME.json) that --config and "
+                             "flags override")
     titles = {g: parser.add_argument_group(f"{g} settings") for g in groups}
     for field in dataclasses.fields(Config):
         group = field.metadata["group"]
@@ -123,7 +129,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str | None]:
     values = given_settings(args)
     file_values = load_config_file(args.config) if hasattr(args, "config") else {}
     file_workdir = file_values.pop("workdir", None)
-    return make_config(file_values, values), getattr(args, "workdir", None) or file_workdir
+    return (make_config(recipe_of(args), file_values, values),
+            getattr(args, "workdir", None) or file_workdir)
+
+
+def recipe_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of the ``--recipe`` given (``{}`` without one)."""
+    return recipe_settings(getattr(args, "recipe", None))
+
 
 
 def int_range(text: str) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from jvae.datasets.errors import DataError
 from jvae.datasets.pixels import static_binarize, to_float
 from jvae.datasets.sources import load_splits
 from jvae.datasets.stream import SplitView
+from jvae.training.defaults import DATA_CHOSEN
 from jvae.training.experiment import DataSpec, Experiment, build, example_batch, init_state
 from jvae.training.state import TrainState
 
@@ -174,9 +175,13 @@ def check_resumable(workdir: Path, cfg: Config) -> None:
                           "flags") from None
     current = config_to_dict(cfg)
     # A setting added after the run was saved took its default in that run.
-    saved = {**config_to_dict(Config()), **saved}
+    defaults = config_to_dict(Config())
+    saved = {**defaults, **saved}
+    # A setting saved unset (import-weights writes a run before seeing its data)
+    # is whatever the data chooses, which is what the current value holds.
     diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
-             if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+             if k not in RESUMABLE_CHANGES and saved.get(k) != v
+             and not (k in DATA_CHOSEN and saved.get(k) == defaults[k])]
     if diffs:
         raise ConfigError(f"workdir {workdir} holds a run with other settings "
                           f"({'; '.join(diffs)}); use a new --workdir or the saved settings")

@@ -43,7 +43,9 @@ from jvae.base import ConfigError
 from jvae.devices import distributed
 from jvae.devices.parallel import data_mesh, replicate
 from jvae.inference import make_reconstructor, make_sampler
+from jvae.metrics.quality import quality_evaluator
 from jvae.training.defaults import model_defaults, run_defaults, with_defaults
+from jvae.training.ema import averaged_params
 from jvae.training.experiment import DataSpec, build, init_state
 from jvae.training.optim import skip_counts
 from jvae.training.program import accumulate, compile_program, evaluate_split, resolve_placement, run_epoch
@@ -322,6 +324,12 @@ def _epoch_row(cfg, program, placement: str, epoch: int, step: int, scores: dict
     return row, skipped
 
 
+def _eval_batch(cfg: Config, test: dict, mesh) -> int:
+    """The evaluation batch: at most the split, a multiple of the device count."""
+    n = min(cfg.eval_batch_size, len(test["image"]))
+    return max(mesh.size, -(-n // mesh.size) * mesh.size)
+
+
 def _print_epoch(cfg, epoch: int, row: dict, skipped: int) -> None:
     bound = f"-ELBO {row['neg_elbo']:.2f} nats  " if row["neg_elbo"] is not None else ""
     kl = f"KL {row['kl']:.2f}  " if row["kl"] is not None else ""
@@ -350,12 +358,16 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
     placement, program, resume = _compile(cfg, workdir, experiment, mesh, start, train, example,
                                           stack)
     eval_step = make_eval_step(experiment.objective, mesh=mesh)
+    quality = quality_evaluator(experiment.vae, test, batch_size=_eval_batch(cfg, test, mesh),
+                                mesh=mesh, cond_key=experiment.cond_key, images=cfg.quality_images,
+                                fid_images=cfg.fid_images, key=jax.random.fold_in(eval_key, 1),
+                                stats_dir=workdir / "fid")
     outputs = _EpochOutputs(cfg, workdir, experiment, test, data_info, sample_key)
     if hooks:
         call_hooks(hooks, "on_start", hook_info(
             cfg, workdir, experiment, test, devices=mesh.size, placement=placement,
             start_epoch=start.epoch, step=int(state.step),
-            params=jax.tree.map(jnp.copy, distributed.local_copy(state.params)),
+            params=jax.tree.map(jnp.copy, distributed.local_copy(averaged_params(state))),
             steps_per_epoch=program.steps_per_epoch))
     saver = _Saver(ckpt, cfg, workdir)
     _stop_early(signals)
@@ -381,8 +393,10 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
         train_sums = distributed.to_host(guard.total) if guard.total is not None else {}
         start_batch, sums = 0, None
 
-        scores = evaluate_split(eval_step, state.params, test, cfg.eval_batch_size,
+        scores = evaluate_split(eval_step, averaged_params(state), test, cfg.eval_batch_size,
                                 eval_key, mesh, state.loss_state)
+        if quality is not None:
+            scores.update(quality(averaged_params(state)))
         row, skipped = _epoch_row(cfg, program, placement, epoch, int(state.step), scores,
                                   train_sums, steps_run, train_s, wall_total)
         if not math.isfinite(scores["loss"]):
@@ -395,7 +409,7 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
         schedule.saved(int(state.step))
         if primary:
             saver.append_row(workdir / "metrics.jsonl", row)
-            params = distributed.local_copy(state.params)
+            params = distributed.local_copy(averaged_params(state))
             outputs.write(epoch + 1, params)
             if hooks:
                 call_hooks(hooks, "on_epoch", row, jax.tree.map(jnp.copy, params))

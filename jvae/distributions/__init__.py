@@ -26,6 +26,7 @@ from jvae.distributions.likelihoods import (
     bits_per_dim,
     discretized_logistic_mixture,
     gaussian,
+    laplace,
     masked_log_prob,
 )
 from jvae.distributions.posteriors import (
@@ -63,6 +64,7 @@ __all__ = [
     "flow_posterior",
     "gaussian",
     "kl_estimate",
+    "laplace",
     "masked_log_prob",
     "normal_posterior",
     "point_posterior",

@@ -17,6 +17,7 @@ front door.
   convolutions, a latent sequence) and their blocks.
 * :mod:`~jvae.layers.pqmf`: the PQMF filter bank (a signal as decimated sub-bands).
 * :mod:`~jvae.layers.diffusers`: diffusers ``AutoencoderKL`` layouts and tensor maps.
+* :mod:`~jvae.layers.patchgan`: the PatchGAN discriminator of pix2pix and latent diffusion.
 """
 
 from jvae.layers.audio import (
@@ -77,6 +78,12 @@ from jvae.layers.diffusers import (
 )
 from jvae.layers.heads import (
     with_cond,
+)
+from jvae.layers.patchgan import (
+    PatchGAN,
+    output_size,
+    patchgan_discriminator,
+    receptive_field,
 )
 from jvae.layers.pqmf import (
     PQMF,
@@ -166,6 +173,7 @@ __all__ = [
     "PQMFAnalysis",
     "PQMFSynthesis",
     "ParamHead",
+    "PatchGAN",
     "RNNDecoder",
     "RNNEncoder",
     "RNN_CELLS",
@@ -209,11 +217,14 @@ __all__ = [
     "make_rnn_nets",
     "make_spec_nets",
     "output_shape",
+    "output_size",
     "packaged_name",
     "params_to_tensors",
     "parse_spec",
+    "patchgan_discriminator",
     "pqmf_filters",
     "read_tensors",
+    "receptive_field",
     "reconstruction_error_db",
     "resolve_spec_pair",
     "sequence_layout",

@@ -10,8 +10,20 @@
 * :mod:`~jvae.terms.spectral`: multi-resolution (mel) STFT losses and audio
   metrics (LSD, SNR) for 1-D signals.
 * :mod:`~jvae.terms.vq`: the VQ codebook and commitment losses.
+* :mod:`~jvae.terms.perceptual`: a learned image distance (LPIPS) as a loss.
+* :mod:`~jvae.terms.adversarial`: latent diffusion's PatchGAN term, its
+  discriminator trained inside the objective, with the adaptive weight.
 """
 
+from jvae.terms.adversarial import (
+    GAN_LOSSES,
+    AdversarialState,
+    adaptive_weight,
+    adversarial_loss,
+    discriminator_optimizer,
+    last_layer_index,
+    redecode,
+)
 from jvae.terms.composition import (
     Forward,
     Term,
@@ -26,7 +38,11 @@ from jvae.terms.masked import (
     masked_sums,
     valid_mask,
 )
+from jvae.terms.perceptual import (
+    perceptual_loss,
+)
 from jvae.terms.similarity import (
+    gaussian_blur,
     gaussian_window,
     ssim,
 )
@@ -64,23 +80,30 @@ from jvae.terms.vq import (
 )
 
 __all__ = [
+    "AdversarialState",
     "DEFAULT_RESOLUTIONS",
     "Forward",
+    "GAN_LOSSES",
     "MelScale",
     "Resolution",
     "SHORT_CLIP_RESOLUTIONS",
     "Term",
     "Weight",
+    "adaptive_weight",
+    "adversarial_loss",
     "audio_metric_terms",
     "audio_metrics",
     "compose",
     "decoder_l2",
+    "discriminator_optimizer",
     "elbo_terms",
     "forward",
+    "gaussian_blur",
     "gaussian_window",
     "hann_window",
     "iwae_bound",
     "kl_divergence",
+    "last_layer_index",
     "latent_sparsity",
     "linear_warmup",
     "log_mean_exp",
@@ -92,7 +115,9 @@ __all__ = [
     "multi_resolution_stft",
     "multi_resolution_stft_distance",
     "neg_elbo_metric",
+    "perceptual_loss",
     "reconstruction",
+    "redecode",
     "snr_db",
     "ssim",
     "ssim_loss",

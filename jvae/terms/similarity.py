@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jvae.base import Array
 
-__all__ = ["ssim", "gaussian_window"]
+__all__ = ["ssim", "gaussian_window", "gaussian_blur"]
 
 
 def gaussian_window(size: int, sigma: float) -> Array:
@@ -28,8 +28,8 @@ def gaussian_window(size: int, sigma: float) -> Array:
     return w / w.sum()
 
 
-def _blur(x: Array, w: Array) -> Array:
-    """Separable 'valid' Gaussian filter of NHWC images, each channel alone."""
+def gaussian_blur(x: Array, w: Array) -> Array:
+    """Separable 'valid' filter of NHWC images by the 1-D window ``w``, each channel alone."""
     c = x.shape[-1]
     k = len(w)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -67,10 +67,10 @@ def ssim(x: Array, y: Array, *, max_val: float = 1.0, window: int = 11, sigma: f
     x = x.reshape(-1, h, w_, c)
     y = y.reshape(-1, h, w_, c)
     c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
-    mu_x, mu_y = _blur(x, win), _blur(y, win)
-    var_x = _blur(x * x, win) - mu_x ** 2
-    var_y = _blur(y * y, win) - mu_y ** 2
-    cov = _blur(x * y, win) - mu_x * mu_y
+    mu_x, mu_y = gaussian_blur(x, win), gaussian_blur(y, win)
+    var_x = gaussian_blur(x * x, win) - mu_x ** 2
+    var_y = gaussian_blur(y * y, win) - mu_y ** 2
+    cov = gaussian_blur(x * y, win) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)
     return jnp.mean(num / den, axis=(1, 2, 3)).reshape(lead)

@@ -10,6 +10,8 @@
   data-parallel train and eval steps.
 * :mod:`~jvae.training.optim`: ``clipped_adam`` (NaN zeroing, non-finite
   skips, clipping and Adam, fused).
+* :mod:`~jvae.training.ema`: an exponential moving average of the parameters,
+  kept in the optimizer's state; what evaluation and export use.
 * :mod:`~jvae.training.epoch`: whole epochs on device (``lax.scan``).
 * :mod:`~jvae.training.program`: where the data lives, one AOT compile, the
   epoch driver, split evaluation.
@@ -21,6 +23,7 @@ from jvae.training.defaults import (
     AUDIO_STFT_WEIGHT,
     AUTO,
     BATCH_SIZE,
+    DATA_CHOSEN,
     EPOCHS,
     MAX_AUTO_EPOCHS,
     MIN_STEPS,
@@ -31,6 +34,13 @@ from jvae.training.defaults import (
     model_defaults,
     run_defaults,
     with_defaults,
+)
+from jvae.training.ema import (
+    EmaState,
+    averaged_params,
+    ema_decay_at,
+    find_ema,
+    parameter_ema,
 )
 from jvae.training.epoch import (
     binarize_key,
@@ -101,10 +111,12 @@ __all__ = [
     "COMPUTE_DTYPES",
     "COND_KEY",
     "ClippedAdamState",
+    "DATA_CHOSEN",
     "DECODER_MODES",
     "DIRICHLET_REPARAMS",
     "DataSpec",
     "EPOCHS",
+    "EmaState",
     "Experiment",
     "FLOW_COUPLINGS",
     "Family",
@@ -121,6 +133,7 @@ __all__ = [
     "TrainProgram",
     "TrainState",
     "accumulate",
+    "averaged_params",
     "binarize_key",
     "build",
     "chunk_length",
@@ -131,9 +144,11 @@ __all__ = [
     "default_epochs",
     "default_fft_sizes",
     "device_loop_is_fast",
+    "ema_decay_at",
     "epoch_order",
     "evaluate_split",
     "example_batch",
+    "find_ema",
     "finite_global_norm",
     "has_convolutions",
     "init_state",
@@ -146,6 +161,7 @@ __all__ = [
     "make_train_step",
     "make_update_fn",
     "model_defaults",
+    "parameter_ema",
     "put_dataset",
     "resolve_placement",
     "run_defaults",

@@ -37,9 +37,13 @@ from typing import Any
 __all__ = ["AUTO", "AUDIO_BATCH_SIZE", "AUDIO_GAUSSIAN_SCALE", "AUDIO_STFT_WEIGHT",
            "BATCH_SIZE", "EPOCHS", "MIN_STEPS", "MAX_AUTO_EPOCHS", "STFT_WINDOWS_MS",
            "is_audio_shape", "model_defaults", "run_defaults", "default_epochs",
-           "default_fft_sizes", "with_defaults"]
+           "default_fft_sizes", "with_defaults", "DATA_CHOSEN"]
 
 AUTO = "auto"
+
+# The settings whose unset value means "the data decides" (the table above).
+DATA_CHOSEN = ("net", "likelihood", "gaussian_scale", "stft_weight", "stft_fft_sizes",
+               "batch_size", "epochs")
 
 # A clip's batch costs far more than an image's; smaller batches give the
 # audio net more updates in the same minutes.

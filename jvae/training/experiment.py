@@ -36,18 +36,21 @@ from jvae import objectives
 from jvae.base import VAE, Batch, ConfigError, Likelihood, Objective, Posterior
 from jvae.distributions.flows import COUPLINGS as FLOW_COUPLINGS
 from jvae.distributions.flows import flow_posterior
-from jvae.distributions.likelihoods import bernoulli, discretized_logistic_mixture, gaussian
+from jvae.distributions.likelihoods import bernoulli, discretized_logistic_mixture, gaussian, laplace
 from jvae.distributions.posteriors import DIRICHLET_REPARAMS, dirichlet_posterior, normal_posterior, point_posterior
 from jvae.distributions.vq import vq_posterior
 from jvae.layers.audio import make_audio_nets
 from jvae.layers.builtin import make_nets
 from jvae.layers.heads import ACTIVATIONS
+from jvae.layers.patchgan import output_size, patchgan_discriminator
 from jvae.layers.sequence import DECODER_MODES, RNN_CELLS, make_rnn_nets
 from jvae.layers.spec_nets import make_spec_nets
 from jvae.model import COMPUTE_DTYPES, make_vae, mixed_precision
+from jvae.terms.adversarial import adversarial_loss, discriminator_optimizer
 from jvae.terms.composition import linear_warmup
+from jvae.terms.perceptual import perceptual_loss
 from jvae.terms.spectral import audio_metric_terms, mel_stft, multi_resolution_stft
-from jvae.terms.standard import decoder_l2, latent_sparsity, ssim_loss
+from jvae.terms.standard import decoder_l2, latent_sparsity, reconstruction, ssim_loss
 from jvae.training.defaults import AUTO, default_fft_sizes, is_audio_shape, model_defaults, with_defaults
 from jvae.training.state import TrainState, create_train_state, make_optimizer
 
@@ -130,6 +133,7 @@ LIKELIHOODS: dict[str, Callable[[Any], Likelihood]] = {
     "bernoulli": lambda cfg: bernoulli(),
     "gaussian": lambda cfg: gaussian(cfg.gaussian_scale),
     "gaussian_learned": lambda cfg: gaussian(learn_scale=True),
+    "laplace": lambda cfg: laplace(cfg.laplace_scale),
     "logistic_mixture": lambda cfg: discretized_logistic_mixture(cfg.logistic_components),
 }
 
@@ -237,11 +241,49 @@ def _extra_terms(cfg, data_spec: DataSpec) -> dict:
                           f"this data has shape {data_spec.shape} (set them to 0)")
     if cfg.ssim_weight:
         extra["ssim"] = (cfg.ssim_weight, ssim_loss())
+    if cfg.lpips_weight or cfg.adv_weight:
+        if len(data_spec.shape) != 3:
+            raise ConfigError(f"lpips_weight and adv_weight apply to images (H, W, C); this data "
+                              f"has shape {data_spec.shape} (set them to 0)")
+    if cfg.lpips_weight:
+        extra["lpips"] = (cfg.lpips_weight, perceptual_loss(_lpips_distance()))
+    if cfg.adv_weight:
+        extra["adv"] = (cfg.adv_weight, _adversarial_term(cfg, data_spec, extra))
     if cfg.sparsity_weight:
         extra["sparsity"] = (cfg.sparsity_weight, latent_sparsity())
     if cfg.decoder_l2:
         extra["decoder_l2"] = (cfg.decoder_l2, decoder_l2())
     return extra
+
+
+def _lpips_distance():
+    """LPIPS (VGG16) with the weights of the local store; a missing file raises its fix."""
+    from jvae.metrics.lpips import lpips_fn
+    from jvae.metrics.quality import as_rgb
+    from jvae.metrics.weights import load
+    distance = lpips_fn(load("lpips"), normalize=True)
+    return lambda x, y: distance(as_rgb(x), as_rgb(y))
+
+
+def _adversarial_term(cfg, data_spec: DataSpec, extra: dict):
+    """The PatchGAN term, balanced against the reconstruction (and LPIPS) it joins."""
+    balanced = [(cfg.alpha, reconstruction())]
+    if "lpips" in extra:
+        balanced.append(extra["lpips"])
+
+    def reference(fwd):
+        return sum(w * term.apply(fwd, ())[0] for w, term in balanced)
+
+    small = min(data_spec.shape[:2])
+    if output_size(small, cfg.adv_layers) < 1:
+        fits = max((n for n in range(1, cfg.adv_layers) if output_size(small, n) >= 1), default=0)
+        fix = f"--adv-layers {fits}" if fits else "images of at least 24 pixels a side"
+        raise ConfigError(f"adv_layers={cfg.adv_layers} leaves no patch of a {small}-pixel image "
+                          f"side to judge; use {fix}")
+    example = jnp.zeros((1, *data_spec.shape), jnp.float32)
+    return adversarial_loss(patchgan_discriminator(cfg.adv_layers, cfg.adv_channels), example, reference=reference,
+                       start=cfg.adv_start, loss=cfg.adv_loss, adaptive=cfg.adv_adaptive,
+                       optimizer=discriminator_optimizer(cfg.adv_lr or cfg.lr), seed=cfg.seed)
 
 
 def build(cfg, data_spec: DataSpec) -> Experiment:
@@ -280,7 +322,8 @@ def build(cfg, data_spec: DataSpec) -> Experiment:
     vae = mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape),
                           cfg.compute_dtype)
     objective = family.objective(cfg, vae, cond_key, _extra_terms(cfg, data_spec))
-    return Experiment(vae, objective, make_optimizer(cfg.lr), cond_key, data_spec)
+    return Experiment(vae, objective, make_optimizer(cfg.lr, ema_decay=cfg.ema_decay), cond_key,
+                      data_spec)
 
 
 def example_batch(experiment: Experiment, batch_size: int) -> Batch:

@@ -14,6 +14,7 @@ from jvae.app.dashboard.hook import Dashboard
 from jvae.app.runs import hook_info, restore_run
 from jvae.base import ConfigError
 from jvae.datasets.order import num_batches
+from jvae.training.ema import averaged_params
 
 __all__ = ["serve"]
 
@@ -62,7 +63,7 @@ def serve(workdir: str | Path, host: str = "127.0.0.1", port: int = 2998, *,
     state = run.state
     dash.on_start(hook_info(run.cfg, workdir, run.experiment, run.test, devices=1,
                             placement=None, start_epoch=int(run.meta.get("epoch", 0)),
-                            step=int(state.step), params=state.params,
+                            step=int(state.step), params=averaged_params(state),
                             steps_per_epoch=num_batches(len(run.train["image"]),
                                                         run.cfg.batch_size, True)))
     dash.wait_for_snapshot(int(run.meta.get("epoch", 0)))
@@ -86,7 +87,7 @@ def serve(workdir: str | Path, host: str = "127.0.0.1", port: int = 2998, *,
                     latest = newest
                     state, meta = ckpt.restore(state)
                     dash.publish_params(int(meta.get("epoch", newest)), int(state.step),
-                                        state.params)
+                                        averaged_params(state))
                 if stop is not None and stop.wait(poll_s):
                     break
                 if stop is None:

@@ -18,7 +18,13 @@ Restores the run's ``config.json`` and newest checkpoint and reports, as JSON:
   ``conditional_accuracy``: the share of class-conditional prior samples that
   a classifier trained on the training split assigns to the requested class
   (``classifier_test_accuracy`` beside it); for a ``vq`` model, codebook usage;
-  for the discretized logistic likelihood, bits/dim.
+  for the discretized logistic likelihood, bits/dim;
+* for images, the quality of the reconstructions (:mod:`jvae.metrics.quality`):
+  ``psnr``, ``ssim``, ``ms_ssim``, ``hf_ratio`` over the whole split, ``lpips``
+  when its weights are installed, and, with the Inception weights, ``fid_recon``
+  and ``fid_samples`` on the first ``--fid-images`` images (``fid_images`` in
+  the output says how many). A run that keeps a parameter average is evaluated
+  with it.
 
 An autoencoder has no likelihood bound; only its reconstruction error is reported.
 """
@@ -49,7 +55,9 @@ from jvae.evaluation import (
     make_iwae_evaluator,
 )
 from jvae.inference import make_inference
+from jvae.metrics.quality import quality_evaluator
 from jvae.model import VAE
+from jvae.training.ema import averaged_params
 from jvae.training.program import evaluate_split
 from jvae.training.state import make_eval_step
 
@@ -62,7 +70,7 @@ def _round_up(n: int, multiple: int) -> int:
 
 def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str | None = None,
                  num_test_images: int | None = None, batch_size: int = 100,
-                 chunk_size: int = 250, seed: int = 0) -> dict[str, Any]:
+                 chunk_size: int = 250, seed: int = 0, fid_images: int = 2000) -> dict[str, Any]:
     """Evaluates a run's newest checkpoint on its test split.
 
     Args:
@@ -74,6 +82,8 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
       batch_size: images per bound evaluation (rounded up to the device count).
       chunk_size: posterior samples per decoder call.
       seed: seed of the evaluation's samples.
+      fid_images: images (the test split's first) and samples the FIDs are
+        computed on when the Inception weights are installed (0: no FID).
 
     Returns:
       The JSON-serializable report.
@@ -81,6 +91,7 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
     t_start = time.perf_counter()
     run = restore_run(workdir, data_dir=data_dir)
     cfg, state, meta, test = run.cfg, run.state, run.meta, run.test
+    params = averaged_params(state)
     vae, objective, cond_key = run.experiment.vae, run.experiment.objective, run.experiment.cond_key
     mesh = data_mesh(cfg.num_devices or None)
     key_elbo, key_iw = jax.random.split(jax.random.key(seed))
@@ -92,7 +103,7 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
         "conditional": cond_key is not None}
 
     eval_bs = _round_up(min(cfg.eval_batch_size, n_all), mesh.size)
-    scores = evaluate_split(make_eval_step(objective, mesh=mesh), state.params, test, eval_bs, key_elbo,
+    scores = evaluate_split(make_eval_step(objective, mesh=mesh), params, test, eval_bs, key_elbo,
                       mesh, state.loss_state)
     report.update({k: v for k, v in scores.items() if k != "loss"})
 
@@ -102,7 +113,7 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
     for i in range(0, n_all, eval_bs):
         x = jnp.asarray(test["image"][i:i + eval_bs])
         c = None if cond_key is None else jnp.asarray(test[cond_key][i:i + eval_bs])
-        post = encode(state.params, x, c)
+        post = encode(params, x, c)
         codes.append(np.asarray(vae.posterior.mean(post)))
         if vae.posterior.name == "vq":
             indices.append(np.asarray(code_indices(post["z_e"], post["shared"]["codebook"])))
@@ -117,20 +128,27 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
         evaluator = make_iwae_evaluator(vae, iw_samples, chunk_size=chunk_size,
                                         cond_key=cond_key, mesh=mesh)
         t0 = time.perf_counter()
-        iw = iwae_over_split(evaluator, state.params, subset, _round_up(min(batch_size, n),
+        iw = iwae_over_split(evaluator, params, subset, _round_up(min(batch_size, n),
                                                                         mesh.size),
                              key_iw, mesh)
         report.update({"iw_samples": iw_samples, "n_test_images": n,
                        "nll_bound": -iw["log_likelihood"], "neg_elbo_subset": -iw["elbo"],
                        "iwae_wall_s": time.perf_counter() - t0})
     if cond_key is not None:
-        report.update(_conditional_report(vae, state.params, run.train, test, cond_key,
+        report.update(_conditional_report(vae, params, run.train, test, cond_key,
                                           jax.random.fold_in(jax.random.key(seed), 2), seed))
     if cfg.likelihood == "logistic_mixture":
         dims = int(np.prod(test["image"].shape[1:]))
         report["bits_per_dim_elbo"] = bits_per_dim(report["neg_elbo"], dims)
         if "nll_bound" in report:
             report["bits_per_dim_bound"] = bits_per_dim(report["nll_bound"], dims)
+    quality = quality_evaluator(vae, test, batch_size=eval_bs, mesh=mesh, cond_key=cond_key,
+                                fid_images=fid_images, key=jax.random.fold_in(jax.random.key(seed), 3),
+                                stats_dir=Path(workdir) / "fid")
+    if quality is not None:
+        report.update(quality(params))
+        if "fid_recon" in report:
+            report["fid_images"] = min(fid_images, n_all)
     report["wall_s"] = time.perf_counter() - t_start
     return report
 
@@ -166,6 +184,10 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--chunk-size", type=int, default=250, metavar="N",
                         help="posterior samples per decoder call; bounds memory, not the "
                              "result (int; default: 250)")
+    parser.add_argument("--fid-images", type=int, default=2000, metavar="N",
+                        help="test images, and as many samples, scored by FID when the Inception "
+                             "weights are installed (jvae weights fetch inception); 0: no FID "
+                             "(int; default: 2000)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the evaluation's samples (int; default: 0)")
     parser.add_argument("--output", default=None, metavar="FILE",
@@ -174,13 +196,15 @@ def _add_arguments(parser) -> None:
 
 def _run(args) -> int:
     """Prints the report as one JSON object and writes it to a file."""
+    if args.fid_images < 0:
+        raise ConfigError(f"--fid-images must be >= 0, got {args.fid_images}")
     for name in ("iw_samples", "batch_size", "chunk_size", "num_test_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
     report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
                           num_test_images=args.num_test_images, batch_size=args.batch_size,
-                          chunk_size=args.chunk_size, seed=args.seed)
+                          chunk_size=args.chunk_size, seed=args.seed, fid_images=args.fid_images)
     text = json.dumps(report)
     out = Path(args.output) if args.output else Path(args.workdir) / f"eval_k{args.iw_samples}.json"
     out.write_text(text + "\n")
@@ -189,7 +213,8 @@ def _run(args) -> int:
 
 
 MODE = flags.Mode("evaluate", "Evaluate a run's newest checkpoint on its test split: -ELBO, "
-                  "the k-sample IWAE bound, active units, a cvae's conditional accuracy.",
+                  "the k-sample IWAE bound, active units, a cvae's conditional accuracy, image "
+                  "quality (PSNR, SSIM, MS-SSIM, LPIPS, FID).",
                   _add_arguments, _run)
 
 

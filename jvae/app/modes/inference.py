@@ -51,6 +51,7 @@ from jvae.inference import (
     sample_all,
     traverse_latents,
 )
+from jvae.training.ema import averaged_params
 
 __all__ = ["Loaded", "load_run", "ENCODE", "RECONSTRUCT", "SAMPLE", "INTERPOLATE", "TRAVERSE",
            "MODES"]
@@ -99,7 +100,7 @@ def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: in
     run = restore_run(workdir, data_dir=data_dir)
     exp = run.experiment
     num_classes = 0 if exp.cond_key is None else int(exp.data_spec.num_classes)
-    return Loaded(run.cfg, run.state.params, make_inference(exp.vae, batch_size), run.train,
+    return Loaded(run.cfg, averaged_params(run.state), make_inference(exp.vae, batch_size), run.train,
                   run.test, exp.cond_key, num_classes, run.info)
 
 

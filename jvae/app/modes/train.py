@@ -49,7 +49,7 @@ def _run(args) -> int:
         saved = config_to_dict(saved_config(workdir))
         for name in _LAUNCH_SETTINGS:
             saved.pop(name, None)
-        cfg = make_config(saved, flags.given_settings(args))
+        cfg = make_config(saved, flags.recipe_of(args), flags.given_settings(args))
     distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
     train_and_evaluate(cfg, workdir, hooks=watch_hooks(cfg))
     return 0

@@ -43,6 +43,7 @@ from jvae.layers.diffusers import (
     tensors_to_params,
 )
 from jvae.layers.spec_nets import resolve_spec_pair
+from jvae.training.ema import averaged_params
 from jvae.training.experiment import DataSpec, build
 from jvae.training.state import TrainState, create_train_state
 
@@ -210,7 +211,7 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple
         if ckpt.latest_step() is None:
             raise WeightsError(f"no checkpoint in {folder}")
         state, _ = ckpt.restore(_train_state(cfg, experiment, zeros), step=step)
-    return state.params, layout
+    return averaged_params(state), layout
 
 
 def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -262,7 +263,8 @@ def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    settings = load_config_file(args.config) if hasattr(args, "config") else {}
+    settings = {**flags.recipe_of(args),
+                **(load_config_file(args.config) if hasattr(args, "config") else {})}
     settings.pop("workdir", None)
     settings.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                      if hasattr(args, f.name)})
