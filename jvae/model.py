@@ -28,7 +28,8 @@ from flax import nnx
 
 from jvae.base import VAE, Array, Likelihood, Posterior, PyTree
 
-__all__ = ["VAE", "make_vae", "decode_samples", "COMPUTE_DTYPES", "mixed_precision"]
+__all__ = ["VAE", "make_vae", "decode_samples", "COMPUTE_DTYPES", "INFERENCE_DTYPES",
+           "inference_dtype", "mixed_precision"]
 
 
 # Per-backend XLA options of the one-off init program (DebugOptions fields).
@@ -148,6 +149,30 @@ def decode_samples(vae: VAE, params: PyTree, z: Array, cond: Array | None = None
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Inference may also run in float16, the dtype diffusers pipelines use on GPUs.
+INFERENCE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def inference_dtype(requested: str, force_upcast: bool = False) -> str:
+    """The dtype a model runs inference in, given the one asked for.
+
+    diffusers' ``force_upcast`` (set by SDXL, SD3 and Flux's autoencoders)
+    runs the autoencoder in float32 when a pipeline asks for float16, whose
+    largest value, 65504, their decoders' activations exceed (black or NaN
+    images). bfloat16 has float32's exponent range, so it is kept: only its
+    precision is lower, and the blocks upcast where that matters (GroupNorm
+    statistics, attention softmax).
+
+    Args:
+      requested: one of :data:`INFERENCE_DTYPES`.
+      force_upcast: the weights' ``force_upcast`` flag.
+
+    Returns:
+      The dtype name to pass to :func:`mixed_precision`.
+    """
+    if requested not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {requested!r}")
+    return "float32" if requested == "float16" and force_upcast else requested
 
 
 def _cast(tree: PyTree, dtype) -> PyTree:

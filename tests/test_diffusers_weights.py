@@ -288,3 +288,128 @@ def test_imported_weights_fine_tune_with_the_ldm_recipe_and_export_the_average(t
     exported = read_tensors(tmp_path / "out" / WEIGHTS_FILE)
     assert all(np.array_equal(exported[k], v) for k, v in ema.items())
     assert any(not np.array_equal(exported[k], v) for k, v in raw.items())
+
+
+# --- the rest of the family: SDXL, the 16-channel layouts, TAESD -------------------
+
+
+def _perturbed(model, seed=0):
+    """Perturbs every 1-D tensor (biases, norms): PyTorch's 0/1 init would hide swaps."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def _kl_variant(name):
+    """A narrow AutoencoderKL with the structural keys and latent factors of a known layout."""
+    from jvae.layers.diffusers import KNOWN_LAYOUTS
+    known = KNOWN_LAYOUTS[name]
+    keys = ("latent_channels", "use_quant_conv", "use_post_quant_conv", "scaling_factor",
+            "shift_factor", "force_upcast", "mid_block_add_attention")
+    torch.manual_seed(1)
+    model = diffusers.AutoencoderKL(
+        block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        **{k: known[k] for k in keys if k in known})
+    return _perturbed(model), known
+
+
+@pytest.mark.parametrize("name", ["sdxl", "flux"])
+def test_sdxl_and_16_channel_layouts_equal_diffusers_and_record_their_factors(name, tmp_path):
+    """SDXL (quant convs, 4 channels, scaling 0.13025, force_upcast) and the 16-channel
+    SD3/Flux layout (no quant convs, scaling and shift), narrow: outputs, the sidecar's
+    factors and a bit-identical export that diffusers loads."""
+    model, known = _kl_variant(name)
+    src, run = tmp_path / "src", tmp_path / "run"
+    model.save_pretrained(src)
+    assert main_import(["--from", str(src), "--workdir", str(run), "--data-shape", "32,32,3"]) == 0
+    record = json.loads((run / "diffusers.json").read_text())
+    assert record["class"] == "AutoencoderKL"
+    assert (record["scaling_factor"], record["shift_factor"], record["force_upcast"]) == (
+        known["scaling_factor"], known.get("shift_factor", 0.0), True)
+    from jvae.app.modes.weights import restore_params
+    params, layout = restore_params(run)
+    assert ("quant_conv.weight" in {t.name for t in layout.tensors}) == (name == "sdxl")
+    vae = build_vae(make_config(json.loads((run / "config.json").read_text())), (32, 32, 3))
+    rng = np.random.default_rng(0)
+    x01 = rng.uniform(size=(1, 32, 32, 3)).astype(np.float32)
+    z = rng.standard_normal((1, *vae.latent_shape)).astype(np.float32)
+    assert vae.latent_shape == (16, 16, known["latent_channels"])
+    diffs = _max_diffs(vae, params, model, x01, z)
+    assert max(diffs.values()) < TOL, diffs
+    assert main_export(["--workdir", str(run), "--output", str(tmp_path / "out")]) == 0
+    original, exported = read_tensors(src / WEIGHTS_FILE), read_tensors(tmp_path / "out" / WEIGHTS_FILE)
+    assert list(exported) == list(original)
+    assert all(exported[k].tobytes() == v.tobytes() for k, v in original.items())
+    again = diffusers.AutoencoderKL.from_pretrained(tmp_path / "out", low_cpu_mem_usage=False)
+    assert again.config.scaling_factor == known["scaling_factor"]
+
+
+@pytest.fixture(scope="module")
+def taesd(tmp_path_factory):
+    """diffusers' default AutoencoderTiny (TAESD's layout, 2.45M parameters), saved."""
+    src = tmp_path_factory.mktemp("taesd") / "src"
+    torch.manual_seed(0)
+    model = _perturbed(diffusers.AutoencoderTiny())
+    model.save_pretrained(src)
+    return model, src
+
+
+def test_taesd_equals_diffusers_and_exports_bit_for_bit(taesd, tmp_path):
+    from jvae.app.modes.weights import restore_params
+    from jvae.layers.diffusers import TINY_CONFIG
+
+    model, src = taesd
+    assert diffusers_layout(TINY_CONFIG).architecture == diffusers_layout(model.config).architecture
+    run = tmp_path / "run"
+    assert main_import(["--from", str(src), "--workdir", str(run), "--data-shape", "64,64,3"]) == 0
+    cfg = make_config(json.loads((run / "config.json").read_text()))
+    assert (cfg.model, cfg.net) == ("ae", "spec")
+    record = json.loads((run / "diffusers.json").read_text())
+    assert (record["class"], record["scaling_factor"], record["shift_factor"]) == (
+        "AutoencoderTiny", 1.0, 0.0)
+    params, layout = restore_params(run)
+    assert [t.name for t in layout.tensors] == list(model.state_dict())
+    assert sum(a.size for a in jax.tree.leaves(params)) == 2_445_063
+    vae = build_vae(cfg, SHAPE)
+    rng = np.random.default_rng(0)
+    x01 = rng.uniform(size=(2, *SHAPE)).astype(np.float32)
+    # Codes beyond TAESD's clamp (3 tanh(z / 3)) test it too.
+    z = 3 * rng.standard_normal((2, 8, 8, 4)).astype(np.float32)
+    with torch.no_grad():
+        latents = model.encode(torch.from_numpy(2 * x01 - 1).permute(0, 3, 1, 2)).latents
+        image = model.decode(torch.from_numpy(z).permute(0, 3, 1, 2)).sample
+    code = np.asarray(jax.jit(vae.encode)(params, x01)["loc"])
+    decoded = np.asarray(jax.jit(vae.decode)(params, z)["loc"])
+    np.testing.assert_allclose(code, latents.permute(0, 2, 3, 1).numpy(), atol=TOL)
+    # TAESD works in [0, 1]; diffusers hands out 2 y - 1.
+    np.testing.assert_allclose(2 * decoded - 1, image.permute(0, 2, 3, 1).numpy(), atol=TOL)
+
+    assert main_export(["--workdir", str(run), "--output", str(tmp_path / "out")]) == 0
+    original, exported = read_tensors(src / WEIGHTS_FILE), read_tensors(tmp_path / "out" / WEIGHTS_FILE)
+    assert list(exported) == list(original)
+    assert all(exported[k].tobytes() == v.tobytes() for k, v in original.items())
+    again = diffusers.AutoencoderTiny.from_pretrained(tmp_path / "out", low_cpu_mem_usage=False)
+    assert again.config.latent_channels == 4
+
+
+def test_a_file_that_fits_another_layout_says_which(taesd, tiny, tmp_path, capsys):
+    """One line names the known layouts the tensors fit (or all of them, when none)."""
+    _, tiny_src = taesd
+    _, kl_src = tiny
+    for weights, config, shape, message in (
+            (tiny_src, kl_src, "28,28,1", "its tensors fit the taesd layout"),
+            (kl_src, tiny_src, "32,32,3", "nor do they fit a known layout (sd, sdxl, sd3, flux, "
+                                          "taesd, taesd3)")):
+        src = tmp_path / message[:8].replace(" ", "_")
+        src.mkdir()
+        (src / WEIGHTS_FILE).write_bytes((weights / WEIGHTS_FILE).read_bytes())
+        (src / "config.json").write_text((config / "config.json").read_text())
+        code = main_import(["--from", str(src), "--workdir", str(tmp_path / "run"),
+                            "--data-shape", shape])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

@@ -38,7 +38,9 @@ def _launch(data_dir, workdir):
              for k, v in SETTINGS.items()]
     base = [sys.executable, "-m", "jvae.train", "--data-dir", str(data_dir), "--workdir",
             str(workdir), *flags, "--coordinator-address", f"127.0.0.1:{_free_port()}",
-            "--num-processes", "2"]
+            "--num-processes", "2",
+            # No live page or TensorBoard logs, as for the tests' in-process runs (conftest).
+            "--no-dashboard", "--no-tensorboard"]
     return [subprocess.Popen(base + ["--process-id", str(i)], env=env, cwd=REPO, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             for i in range(2)]

@@ -88,7 +88,9 @@ def test_bound_increases_with_k_on_a_trained_model(mnist_dir):
     state = create_train_state(vae, objective, opt, jax.random.key(0), {"image": images[:128]})
     step = make_train_step(objective, opt, mesh=data_mesh(1))
     rng = np.random.default_rng(0)
-    for _ in range(300):
+    # 150 steps: the bound already rises with k (here by about 4.8 nats from k = 1
+    # to 500, 0.5 from k = 50 to 500).
+    for _ in range(150):
         state, _ = step(state, {"image": images[rng.choice(2048, 128, replace=False)]})
     test = {"image": jnp.asarray(to_float(load_mnist_idx(mnist_dir, "test")["image"][:100]))}
     # log w_s for 500 draws per image; the k-sample bound uses the first k.

@@ -116,6 +116,36 @@ def test_reconstruct_writes_one_side_by_side_png_per_input(runs, loaded, image_d
     np.testing.assert_allclose(pair[:, 28:], recon, atol=1 / 255)
 
 
+def test_decode_writes_one_png_per_code_named_after_its_file(runs, loaded, image_dir, tmp_path,
+                                                             capsys):
+    """An MLP is not fully convolutional: its codes decode at the training size, each PNG
+    named after the file it was encoded from; an .npy of codes gets numbered names."""
+    codes = tmp_path / "codes.npz"
+    code, cap = _run(["encode", "--workdir", str(runs["vae"]), "--input", str(image_dir),
+                      "--output", str(codes)], capsys)
+    assert code == 0, cap.err
+    assert json.loads(cap.out)["native"] is False
+    out = tmp_path / "decoded"
+    code, cap = _run(["decode", "--workdir", str(runs["vae"]), "--input", str(codes),
+                      "--output", str(out)], capsys)
+    assert code == 0, cap.err
+    assert json.loads(cap.out) == {"output": str(out), "count": 6, "for_diffusion": False,
+                                   "native": False, "tiled": False, "tile": None}
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs == ["0.png", "1.png", "2.png", "3.png", "4.png", "sub/5.png"]
+    run = loaded["vae"]
+    images = load_images(sorted(image_dir.rglob("*.*")), run.data_shape)
+    recon = reconstruct_all(run.inference, run.params, images)
+    with Image.open(out / "sub" / "5.png") as img:
+        np.testing.assert_allclose(np.asarray(img, np.float32) / 255, recon[5, :, :, 0],
+                                   atol=1 / 255 + 1e-6)
+    np.save(tmp_path / "z.npy", np.load(codes)["mean"][:2])
+    code, cap = _run(["decode", "--workdir", str(runs["vae"]), "--input", str(tmp_path / "z.npy"),
+                      "--output", str(tmp_path / "n")], capsys)
+    assert code == 0, cap.err
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["00000.png", "00001.png"]
+
+
 def test_sample_follows_num_and_label(runs, loaded, tmp_path, capsys):
     out = tmp_path / "s.png"
     code, cap = _run(["sample", "--workdir", str(runs["cvae"]), "--num", "12", "--label", "3",
@@ -202,6 +232,12 @@ def test_modes_reject_bad_input_in_one_line(runs, image_dir, tmp_path, capsys):
         (["traverse", "--workdir", vae, "--dims", "0-4", "--output", out], "out of range"),
         (["sample", "--workdir", vae, "--output", str(tmp_path / "o.jpg")], "must end in .png"),
         (["sample", "--workdir", vae, "--num", "0", "--output", out], "not positive"),
+        (["reconstruct", "--workdir", vae, "--input", str(image_dir), "--output",
+          str(tmp_path / "r"), "--tile", "32"], "not fully convolutional (drop --tile)"),
+        (["encode", "--workdir", vae, "--input", str(image_dir), "--output",
+          str(tmp_path / "c.npz"), "--image-size", "40"], "only at its training size 28x28"),
+        (["decode", "--workdir", vae, "--input", str(tmp_path / "bad.png"), "--output",
+          str(tmp_path / "d")], "must be an existing .npz or .npy"),
     ]
     for argv, message in cases:
         code, cap = _run(argv, capsys)

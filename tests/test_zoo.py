@@ -31,7 +31,9 @@ def test_cvae_samples_follow_the_label(mnist_dir):
     state = create_train_state(vae, objective, opt, jax.random.key(0), batch0, cond_key="cond")
     step = make_train_step(objective, opt, mesh=data_mesh(1))
     rng = np.random.default_rng(0)
-    for _ in range(300):
+    # 150 steps: every label already draws its own class (10 of 10 here; the bounds
+    # under true and shuffled labels about 57 nats apart).
+    for _ in range(150):
         i = rng.choice(2048, 128, replace=False)
         state, _ = step(state, {k: v[i] for k, v in data.items()})
     # The same latent codes decoded under each label.

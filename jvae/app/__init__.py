@@ -13,6 +13,9 @@ The library below never imports it.
 * :mod:`~jvae.app.hooks`: what observes a run; :mod:`~jvae.app.dashboard`
   (the live page) and :mod:`~jvae.app.tensorboard` are hooks.
 * :mod:`~jvae.app.outputs`: image grids and each epoch's samples.
+* :mod:`~jvae.app.native`: a fully convolutional run at each image's own size, whole or
+  in tiles; :mod:`~jvae.app.latents`: the latent files ``encode`` writes and ``decode``
+  reads.
 """
 
 from jvae.app.checkpoint import (
@@ -54,9 +57,26 @@ from jvae.app.hooks import (
     call_hooks,
     watch_hooks,
 )
+from jvae.app.latents import (
+    DIFFUSERS_RECORD,
+    DiffusionScale,
+    Latents,
+    check_stackable,
+    diffusion_scale,
+    imported_record,
+    load_latents,
+    save_latents,
+)
 from jvae.app.lock import (
     LockError,
     WorkdirLock,
+)
+from jvae.app.native import (
+    AUTO_TILES,
+    NativeNet,
+    Tiling,
+    reflect_pad,
+    total_stride,
 )
 from jvae.app.outputs import (
     AUDIO_CLIPS,
@@ -120,6 +140,7 @@ __all__ = [
     "AUDIO_CLIPS",
     "AUDIO_IMAGE_TAGS",
     "AUDIO_TAGS",
+    "AUTO_TILES",
     "ArgumentParser",
     "CHUNKS_PER_EPOCH",
     "COLORMAP",
@@ -128,15 +149,19 @@ __all__ = [
     "Checkpointer",
     "Config",
     "ConfigError",
+    "DIFFUSERS_RECORD",
+    "DiffusionScale",
     "Divergence",
     "EMBEDDING_TAG",
     "EXIT_BAD_INPUT",
     "EXIT_RUN_FAILED",
     "GROUPS",
     "Hook",
+    "Latents",
     "LockError",
     "MODES",
     "Mode",
+    "NativeNet",
     "RESUMABLE_CHANGES",
     "Run",
     "RunFailed",
@@ -145,6 +170,7 @@ __all__ = [
     "Stopped",
     "TOP_DB",
     "TensorBoardLogger",
+    "Tiling",
     "WorkdirLock",
     "add_config_flags",
     "add_host_memory_flag",
@@ -152,19 +178,23 @@ __all__ = [
     "call_hooks",
     "check_data_info",
     "check_resumable",
+    "check_stackable",
     "choices_of",
     "config_from_args",
     "config_to_dict",
     "crop_to_length",
     "data_options",
     "describe",
+    "diffusion_scale",
     "grid_png",
     "hook_info",
     "image_grid",
+    "imported_record",
     "int_range",
     "load_config_file",
     "load_data",
     "load_data_with_info",
+    "load_latents",
     "log_mel_spectrogram",
     "main",
     "make_config",
@@ -175,6 +205,7 @@ __all__ = [
     "recipe_names",
     "recipe_of",
     "recipe_settings",
+    "reflect_pad",
     "restore_run",
     "run_mode",
     "run_sample_rate",
@@ -182,11 +213,13 @@ __all__ = [
     "save_epoch_audio",
     "save_epoch_images",
     "save_image_grid",
+    "save_latents",
     "save_spectrograms",
     "saved_config",
     "spectrogram_image",
     "spectrogram_png",
     "stft_sizes",
+    "total_stride",
     "train_and_evaluate",
     "truncate_metrics",
     "watch_hooks",

@@ -138,8 +138,8 @@ class Checkpointer:
         """Restores a state shaped like ``template``.
 
         Args:
-          template: a state with the right structure, shapes and dtypes (e.g. a
-            freshly created one; its values are not used).
+          template: a state with the right structure, shapes and dtypes (a
+            freshly created one, or its ``jax.eval_shape``; values are not used).
           step: checkpoint to restore; the latest when None.
           mesh: restore replicated over this mesh (default: single device).
 
@@ -150,10 +150,16 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError("no checkpoint to restore")
         sharding = replicated_sharding(mesh) if mesh is not None else None
+        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
         def abstract(x):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding)
-        target = jax.tree.map(abstract, _to_saveable(template))
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or getattr(
+                x, "sharding", None) or default)
+        # A template of ShapeDtypeStructs (jax.eval_shape of the init) restores as well
+        # as a built state, without running the init.
+        saveable = (jax.eval_shape(_to_saveable, template)
+                    if isinstance(template.key, jax.ShapeDtypeStruct) else _to_saveable(template))
+        target = jax.tree.map(abstract, saveable)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         state = restored["state"]

@@ -210,11 +210,15 @@ class Run(NamedTuple):
     info: dict = {}
 
 
-def restore_run(workdir: str | Path, **overrides: Any) -> Run:
+def restore_run(workdir: str | Path, *, data_shape: tuple[int, ...] | None = None,
+                **overrides: Any) -> Run:
     """Rebuilds a run's model and data and restores its newest checkpoint.
 
     Args:
       workdir: a run directory written by ``jvae train``.
+      data_shape: build the model for unlabelled images of this per-example
+        shape and load no data (the splits are empty): for modes that read
+        their inputs from files. None loads the run's data.
       **overrides: settings to change (e.g. ``data_dir`` when the data moved);
         None values are ignored.
 
@@ -226,10 +230,18 @@ def restore_run(workdir: str | Path, **overrides: Any) -> Run:
     """
     workdir = Path(workdir)
     cfg = saved_config(workdir, **overrides)
-    train, test, info = load_data_with_info(cfg, lazy=False)
-    experiment = build(cfg, DataSpec.of(train, info.get("sample_rate")))
-    template = init_state(experiment, jax.random.key(cfg.seed),
-                          example_batch(experiment, cfg.batch_size))
+    if data_shape is None:
+        train, test, info = load_data_with_info(cfg, lazy=False)
+        spec = DataSpec.of(train, info.get("sample_rate"))
+    else:
+        shape = tuple(int(d) for d in data_shape)
+        train = test = {"image": np.zeros((0, *shape), np.float32),
+                        "label": np.zeros(0, np.int64)}
+        info, spec = {"modality": "image"}, DataSpec(shape)
+    experiment = build(cfg, spec)
+    # Shapes only: the checkpoint supplies every value, so the init is never run.
+    template = jax.eval_shape(lambda key: init_state(
+        experiment, key, example_batch(experiment, cfg.batch_size)), jax.random.key(cfg.seed))
     with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
         # A damaged newest checkpoint is skipped (with a warning), left where it is.
         restored = ckpt.restore_newest_valid(template, move_aside=False)

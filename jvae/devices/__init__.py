@@ -3,11 +3,12 @@
 * :mod:`~jvae.devices.parallel`: the ``"data"`` mesh, batch and replicated shardings.
 * :mod:`~jvae.devices.distributed`: multi-process jobs (``jax.distributed``),
   process-local batches, host copies.
-* :mod:`~jvae.devices.budget`: the bytes one device may use.
+* :mod:`~jvae.devices.budget`: the bytes one device may use and a compiled program's plan.
 * :mod:`~jvae.devices.host_memory`: glibc keeps the host memory XLA:CPU frees.
 """
 
 from jvae.devices.budget import (
+    compiled_bytes,
     device_memory_budget,
 )
 from jvae.devices.distributed import (
@@ -43,6 +44,7 @@ __all__ = [
     "barrier",
     "batch_sharding",
     "cluster_detected",
+    "compiled_bytes",
     "data_mesh",
     "device_memory_budget",
     "initialize",

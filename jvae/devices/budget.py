@@ -1,6 +1,8 @@
-"""Bytes one device may use: what the memory planner and ``auto`` placement plan against.
+"""Bytes one device may use, and bytes a compiled program plans to use on one.
 
-The budget is the device's ``bytes_limit`` on GPU and TPU (what the allocator
+The memory planner, ``auto`` placement and automatic tiling compare the
+second (:func:`compiled_bytes`, read from XLA's plan) with the first. The
+budget is the device's ``bytes_limit`` on GPU and TPU (what the allocator
 may hand out) and, on CPU, the host's available memory (``MemAvailable`` in
 ``/proc/meminfo``) shared by the host's devices, times a fraction (headroom
 for what a plan does not count: the runtime, the eval step, fragmentation).
@@ -12,7 +14,7 @@ import os
 
 import jax
 
-__all__ = ["device_memory_budget"]
+__all__ = ["compiled_bytes", "device_memory_budget"]
 
 
 def _host_available_bytes() -> int:
@@ -47,3 +49,18 @@ def device_memory_budget(device: jax.Device | None = None, *, fraction: float = 
     else:
         limit = _host_available_bytes() // len(jax.local_devices(backend=device.platform))
     return int(limit * fraction)
+
+
+def compiled_bytes(compiled) -> int:
+    """Peak bytes per device of a compiled program's memory plan.
+
+    ``arguments + outputs - aliased + temporaries``: donated arguments alias
+    their outputs and are counted once. Where the backend reports its own
+    ``peak_memory_in_bytes`` (GPU, TPU) that figure is used instead.
+    """
+    m = compiled.memory_analysis()
+    if m is None:
+        raise RuntimeError("this backend reports no memory analysis for compiled programs")
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+             + m.temp_size_in_bytes)
+    return int(max(total, getattr(m, "peak_memory_in_bytes", 0) or 0))

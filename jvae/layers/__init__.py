@@ -18,6 +18,8 @@ front door.
 * :mod:`~jvae.layers.pqmf`: the PQMF filter bank (a signal as decimated sub-bands).
 * :mod:`~jvae.layers.diffusers`: diffusers ``AutoencoderKL`` layouts and tensor maps.
 * :mod:`~jvae.layers.patchgan`: the PatchGAN discriminator of pix2pix and latent diffusion.
+* :mod:`~jvae.layers.tiling`: a function of one tile shape over larger images, blended
+  across overlapping tiles.
 """
 
 from jvae.layers.audio import (
@@ -58,18 +60,25 @@ from jvae.layers.convolution import (
     conv,
     conv_patches,
     kernel_param,
+    native_convolutions,
     use_gemm_convolutions,
 )
 from jvae.layers.diffusers import (
     CONFIG_FILE,
+    KINDS,
+    KL,
+    KNOWN_LAYOUTS,
     SCALING_FACTOR,
     SD_CONFIG,
+    TINY,
+    TINY_CONFIG,
     WEIGHTS_FILE,
     Layout,
     Tensor,
     WeightsError,
     diffusers_layout,
     leaf_paths,
+    matching_layouts,
     packaged_name,
     params_to_tensors,
     read_tensors,
@@ -111,6 +120,7 @@ from jvae.layers.spec import (
 )
 from jvae.layers.spec_blocks import (
     SpecNet,
+    TinyBlock,
     VAEAttentionBlock,
     VAEResBlock,
     VAEResBlock1d,
@@ -133,6 +143,15 @@ from jvae.layers.spec_shapes import (
     default_num_groups,
     infer_shapes,
     output_shape,
+    receptive_radius,
+)
+from jvae.layers.tiling import (
+    AxisPlan,
+    axis_weights,
+    fit_tile,
+    plan_axis,
+    tile_starts,
+    tiled_apply,
 )
 from jvae.layers.upsample import (
     ConvTranspose,
@@ -146,6 +165,7 @@ __all__ = [
     "AudioArchitecture",
     "AudioDecoder",
     "AudioEncoder",
+    "AxisPlan",
     "CONFIG_FILE",
     "Conv",
     "Conv1DDecoder",
@@ -158,6 +178,9 @@ __all__ = [
     "DECODER_MODES",
     "DownConv1d",
     "Head1d",
+    "KINDS",
+    "KL",
+    "KNOWN_LAYOUTS",
     "KNOWN_TOKENS",
     "LATENT_LAYOUTS",
     "LayerSpec",
@@ -188,7 +211,10 @@ __all__ = [
     "SpecNet",
     "SpecPair",
     "SpecSource",
+    "TINY",
+    "TINY_CONFIG",
     "Tensor",
+    "TinyBlock",
     "UpConv1d",
     "VAEAttentionBlock",
     "VAEResBlock",
@@ -199,6 +225,7 @@ __all__ = [
     "audio_architecture",
     "audio_specs",
     "available_architectures",
+    "axis_weights",
     "build",
     "conv",
     "conv1d",
@@ -207,6 +234,7 @@ __all__ = [
     "default_num_groups",
     "design_prototype",
     "diffusers_layout",
+    "fit_tile",
     "infer_shapes",
     "kernel_param",
     "leaf_paths",
@@ -216,20 +244,26 @@ __all__ = [
     "make_nets",
     "make_rnn_nets",
     "make_spec_nets",
+    "matching_layouts",
+    "native_convolutions",
     "output_shape",
     "output_size",
     "packaged_name",
     "params_to_tensors",
     "parse_spec",
     "patchgan_discriminator",
+    "plan_axis",
     "pqmf_filters",
     "read_tensors",
     "receptive_field",
+    "receptive_radius",
     "reconstruction_error_db",
     "resolve_spec_pair",
     "sequence_layout",
     "spec_layers",
     "tensors_to_params",
+    "tile_starts",
+    "tiled_apply",
     "transposed_conv",
     "transposed_conv_gemm",
     "use_gemm_convolutions",

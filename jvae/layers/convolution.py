@@ -30,10 +30,12 @@ native convolution at least as fast, so there ``Conv`` is ``lax``'s.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = ["Conv", "MAX_GEMM_TAPS", "MIN_GEMM_FEATURES", "conv", "conv_patches", "kernel_param",
-           "use_gemm_convolutions"]
+           "native_convolutions", "use_gemm_convolutions"]
 
 Padding = str | Sequence[tuple[int, int]]
 
@@ -57,9 +59,32 @@ MIN_GEMM_FEATURES = 16
 MAX_GEMM_TAPS = 49
 
 
+# Set while tracing programs that only run forward, outside loops (inference):
+# there XLA:CPU's own convolution is 2-8x faster than im2col + GEMM (3x3, 64-512
+# channels, 64-512 pixels square: 147-177 against 19-84 GFLOP/s on a 2-core CPU,
+# benchmarks/sd_family.py).
+_NATIVE = contextvars.ContextVar("jvae_native_convolutions", default=False)
+
+
 def use_gemm_convolutions() -> bool:
-    """Whether :class:`Conv` lowers to im2col + GEMM (the default backend is a CPU)."""
-    return jax.default_backend() == "cpu"
+    """Whether :class:`Conv` lowers to im2col + GEMM: on CPU, unless traced under
+    :func:`native_convolutions`."""
+    return jax.default_backend() == "cpu" and not _NATIVE.get()
+
+
+@contextlib.contextmanager
+def native_convolutions() -> Iterator[None]:
+    """Traces :class:`Conv` as XLA's own convolution on every backend.
+
+    A trace-time switch, like ``jax.default_matmul_precision``: use it around
+    the body of a jitted function that runs forward only and outside a loop,
+    such as an inference program. Parameters and outputs are unchanged.
+    """
+    token = _NATIVE.set(True)
+    try:
+        yield
+    finally:
+        _NATIVE.reset(token)
 
 
 def _pads(spatial: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int],

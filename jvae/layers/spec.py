@@ -28,6 +28,14 @@ convolutions expect. The available tokens are:
 * ``MaxP_kernel_stride`` or ``MaxP_k`` (kernel = stride = k): max pooling
   without padding.
 * ``UpS_factor``: nearest-neighbour upsampling by an integer factor.
+* ``C2dNB_in_out_kernel_stride_padding``: ``C2d`` without a bias.
+* ``TAEB_in_out``: the residual block of the tiny autoencoder TAESD
+  (``diffusers``' ``AutoencoderTinyBlock``): ``ReLU(conv3x3 -> ReLU -> conv3x3
+  -> ReLU -> conv3x3 + skip)``, the skip a bias-free 1x1 convolution when
+  ``in != out`` and the identity otherwise. No normalisation: its receptive
+  field is bounded, so tiles of an image join exactly.
+* ``ReLU``: ReLU activation.
+* ``Clamp_m``: the soft clamp ``m * tanh(x / m)`` (TAESD's decoder input).
 
 For 1-D signals (per-example shape ``(length, channels)``, e.g. audio
 chunks) the same layers act along the length:
@@ -109,6 +117,10 @@ _ARG_NAMES: dict[str, tuple[str, ...]] = {
     "SiLU": (),
     "MaxP": ("kernel", "stride"),
     "UpS": ("factor",),
+    "C2dNB": ("in", "out", "kernel", "stride", "padding"),
+    "TAEB": ("in", "out"),
+    "ReLU": (),
+    "Clamp": ("magnitude",),
     # 1-D signals (length, channels).
     "C1d": ("in", "out", "kernel", "stride", "padding"),
     "VAERB1d": ("in", "out"),
@@ -132,7 +144,8 @@ _OPTIONAL_ARGS = {"C2d": 1, "VAERB": 1, "VAEA": 1, "RU1d": 1}
 
 
 # Padding is the only argument for which zero is meaningful.
-_NON_NEGATIVE_ARGS = frozenset({("C2d", "padding"), ("C2d", "after"), ("C1d", "padding")})
+_NON_NEGATIVE_ARGS = frozenset({("C2d", "padding"), ("C2d", "after"), ("C2dNB", "padding"),
+                                ("C1d", "padding")})
 
 
 # A cap on ``N*`` so a stray large number in a config cannot silently build

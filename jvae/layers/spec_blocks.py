@@ -18,11 +18,11 @@ from jvae.layers.convolution import Conv
 from jvae.layers.spec import Shape, SpecError, SpecSource, load_spec
 from jvae.layers.spec_shapes import check_input_shape, compile_spec, default_num_groups
 
-__all__ = ["SpecNet", "VAEAttentionBlock", "VAEResBlock", "VAEResBlock1d", "build"]
+__all__ = ["SpecNet", "TinyBlock", "VAEAttentionBlock", "VAEResBlock", "VAEResBlock1d", "build"]
 
 
 def _conv(features: int, kernel: int, stride: int, padding: int, name: str,
-          after: int | None = None) -> Conv:
+          after: int | None = None, bias: bool = True) -> Conv:
     # Explicit (lo, hi) pairs rather than 'SAME' so the output size follows
     # the PyTorch formula regardless of stride. jvae.layers.convolution's Conv has
     # nn.Conv's parameters and outputs (im2col + GEMM on CPU).
@@ -32,6 +32,7 @@ def _conv(features: int, kernel: int, stride: int, padding: int, name: str,
         kernel_size=(kernel, kernel),
         strides=(stride, stride),
         padding=(pad, pad),
+        use_bias=bias,
         name=name,
     )
 
@@ -92,11 +93,41 @@ class VAEAttentionBlock(nn.Module):
         q = nn.Dense(self.channels, name="q")(y)
         k = nn.Dense(self.channels, name="k")(y)
         v = nn.Dense(self.channels, name="v")(y)
-        logits = jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(self.channels)
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bqk,bkc->bqc", weights, v)
+        # The logits and softmax run in float32 whatever the compute dtype (as
+        # diffusers' upcast_softmax): in float16, H * W-long dot products of
+        # large activations overflow, and bfloat16's 8-bit mantissa blurs
+        # the weights of a long softmax.
+        logits = jnp.einsum("bqc,bkc->bqk", q, k, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(logits / math.sqrt(self.channels), axis=-1)
+        out = jnp.einsum("bqk,bkc->bqc", weights.astype(v.dtype), v)
         out = nn.Dense(self.channels, name="proj_out")(out)
         return x + out.reshape(b, h, w, c)
+
+
+class TinyBlock(nn.Module):
+    """TAESD's residual block, ``TAEB_in_out`` (Bohan, 2023; ``diffusers``' ``AutoencoderTinyBlock``).
+
+    ``ReLU(conv(ReLU(conv(ReLU(conv(x))))) + skip(x))`` with 3x3 convolutions;
+    ``skip`` is a bias-free 1x1 convolution when the channels change.
+
+    Attributes:
+      in_channels: Channels of the input.
+      out_channels: Channels of the output.
+    """
+
+    in_channels: int
+    out_channels: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the block to an NHWC array."""
+        h = nn.relu(_conv(self.out_channels, 3, 1, 1, name="conv_0")(x))
+        h = nn.relu(_conv(self.out_channels, 3, 1, 1, name="conv_1")(h))
+        h = _conv(self.out_channels, 3, 1, 1, name="conv_2")(h)
+        skip = x
+        if self.in_channels != self.out_channels:
+            skip = _conv(self.out_channels, 1, 1, 0, name="skip", bias=False)(x)
+        return nn.relu(h + skip)
 
 
 def _conv1d(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
@@ -145,7 +176,7 @@ class SpecNet(nn.Module):
     """A sequential network defined by a layer spec.
 
     Submodules are named ``layers_{i}`` by their position ``i`` in the
-    expanded layer list; parameter-free layers (``SiLU``, ``MaxP``, ``UpS``)
+    expanded layer list; parameter-free layers (``SiLU``, ``ReLU``, ``Clamp``, ``MaxP``, ``UpS``)
     create no submodule.
 
     Attributes:
@@ -192,8 +223,16 @@ class SpecNet(nn.Module):
                 x = VAEAttentionBlock(*a, name=name)(x)
             elif layer.token == "GN":
                 x = nn.GroupNorm(num_groups=a[0], name=name)(x)
+            elif layer.token == "C2dNB":
+                x = _conv(a[1], a[2], a[3], a[4], name=name, bias=False)(x)
+            elif layer.token == "TAEB":
+                x = TinyBlock(a[0], a[1], name=name)(x)
             elif layer.token == "SiLU":
                 x = nn.silu(x)
+            elif layer.token == "ReLU":
+                x = nn.relu(x)
+            elif layer.token == "Clamp":
+                x = a[0] * jnp.tanh(x / a[0])
             elif layer.token == "MaxP":
                 x = nn.max_pool(x, (a[0], a[0]), strides=(a[1], a[1]), padding="VALID")
             elif layer.token == "UpS":

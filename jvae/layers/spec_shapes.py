@@ -15,7 +15,8 @@ from typing import Any, Union
 
 from jvae.layers.spec import LayerSpec, Shape, SpecError, SpecSource, entry_error, load_spec, parse_spec
 
-__all__ = ["MAX_ELEMENTS", "default_num_groups", "infer_shapes", "output_shape"]
+__all__ = ["MAX_ELEMENTS", "default_num_groups", "infer_shapes", "output_shape",
+           "receptive_radius"]
 
 
 # Per-example feature maps beyond this many elements overflow XLA's int32
@@ -106,7 +107,7 @@ def _layer_shape(layer: LayerSpec, shape: Shape, *, first: bool) -> Shape:
             source = "of the input" if first else "produced by the previous layer"
             raise fail(f"{name}={expected} does not match the {c} channels {source}")
 
-    if token == "C2d":
+    if token in ("C2d", "C2dNB"):
         c_in, c_out, kernel, stride, padding = args[:5]
         after = args[-1]
         expect_channels(c_in, "in")
@@ -132,7 +133,10 @@ def _layer_shape(layer: LayerSpec, shape: Shape, *, first: bool) -> Shape:
         expect_channels(channels, "channels")
         if channels % groups:
             raise fail(f"groups={groups} does not divide channels={channels}")
-    elif token == "SiLU":
+    elif token == "TAEB":
+        expect_channels(args[0], "in")
+        c = args[1]
+    elif token in ("SiLU", "ReLU", "Clamp"):
         pass
     elif token == "MaxP":
         kernel, stride = args
@@ -192,6 +196,44 @@ def _layer_shape(layer: LayerSpec, shape: Shape, *, first: bool) -> Shape:
             f"output {h}x{w}x{c} has more than {MAX_ELEMENTS} elements per example"
         )
     return h, w, c
+
+
+# Layers that mix information from every position (normalisation statistics,
+# attention, sub-band filters over the whole signal): no bounded receptive field.
+_GLOBAL_TOKENS = frozenset({"GN", "VAERB", "VAEA", "VAERB1d", "PQMF", "IPQMF"})
+# 3x3 convolutions per block of the local blocks.
+_BLOCK_CONVS = {"TAEB": 3}
+
+
+def receptive_radius(spec: SpecSource) -> float | None:
+    """How far, in input pixels, one output pixel of a 2-D spec may look: its receptive
+    field's half-width, or None when a layer sees the whole input (GroupNorm, attention).
+
+    Each ``k x k`` convolution or pooling adds ``(k - 1) / 2`` of its input
+    pixels; a nearest upsampling by ``f`` one pixel of its input (an output
+    pixel copies one of them), a conservative bound. Pixel-wise layers add 0.
+
+    Args:
+      spec: Anything :func:`load_spec` accepts.
+
+    Returns:
+      The radius in input pixels, or None.
+    """
+    radius, jump = 0.0, 1.0  # jump: input pixels per pixel of the current layer
+    for layer in parse_spec(list(load_spec(spec))):
+        token, args = layer.token, layer.args
+        if token in _GLOBAL_TOKENS or token.endswith("1d"):
+            return None
+        if token in ("C2d", "C2dNB", "MaxP"):
+            kernel, stride = (args[0], args[1]) if token == "MaxP" else (args[2], args[3])
+            radius += (kernel - 1) / 2 * jump
+            jump *= stride
+        elif token in _BLOCK_CONVS:
+            radius += _BLOCK_CONVS[token] * jump
+        elif token == "UpS":
+            radius += jump
+            jump /= args[0]
+    return radius
 
 
 def output_shape(spec: SpecSource, input_shape: Shape) -> Shape:

@@ -2,7 +2,7 @@
 
 * :mod:`~jvae.app.modes.train`: ``train`` (also ``python -m jvae.train``).
 * :mod:`~jvae.app.modes.evaluate`: ``evaluate``, the report of a run's checkpoint.
-* :mod:`~jvae.app.modes.inference`: ``encode``, ``reconstruct``, ``sample``,
+* :mod:`~jvae.app.modes.inference`: ``encode``, ``decode``, ``reconstruct``, ``sample``,
   ``interpolate``, ``traverse``.
 * :mod:`~jvae.app.modes.memory`: ``memory``, the largest batch that fits.
 * :mod:`~jvae.app.modes.serve`: ``serve``, the live page of a run.

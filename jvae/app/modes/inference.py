@@ -1,10 +1,13 @@
-"""Command-line modes that use a trained run: encode, reconstruct, sample,
+"""Command-line modes that use a trained run: encode, decode, reconstruct, sample,
 interpolate and traverse.
 
 Each mode is a pair: ``add_<mode>_arguments(parser)`` declares its flags and
 ``<mode>(args)`` runs it on a parsed namespace. Every mode restores the run's
 ``config.json`` and newest checkpoint and works through the jitted functions
-of :mod:`jvae.inference`. Bad input raises :class:`~jvae.inference.InferenceError`,
+of :mod:`jvae.inference`. A fully convolutional net runs image files at their
+own sizes, whole or in tiles (:mod:`jvae.app.native`); other nets see them
+resized to the training size. Latent files follow :mod:`jvae.app.latents`.
+Bad input raises :class:`~jvae.inference.InferenceError`,
 :class:`~jvae.app.config.ConfigError` or :class:`~jvae.data.DataError`, which the
 command line prints as one line with exit status 2.
 """
@@ -12,6 +15,7 @@ command line prints as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -23,6 +27,14 @@ from PIL import Image
 
 from jvae.app import flags
 from jvae.app.config import Config
+from jvae.app.latents import (
+    check_stackable,
+    diffusion_scale,
+    imported_record,
+    load_latents,
+    save_latents,
+)
+from jvae.app.native import NativeNet, Tiling, total_stride
 from jvae.app.outputs import save_image_grid
 from jvae.app.runs import restore_run
 from jvae.datasets.audio import (
@@ -35,9 +47,10 @@ from jvae.datasets.audio import (
     wav_info,
     write_wav,
 )
-from jvae.datasets.images import IMAGE_SUFFIXES, walk_files
+from jvae.datasets.images import IMAGE_SUFFIXES, parse_image_size, walk_files
 from jvae.datasets.pixels import to_float
 from jvae.datasets.sources import load_dataset
+from jvae.distributions.posteriors import sample_prior
 from jvae.inference import (
     Inference,
     InferenceError,
@@ -47,14 +60,17 @@ from jvae.inference import (
     list_images,
     load_images,
     make_inference,
+    read_images,
     reconstruct_all,
     sample_all,
     traverse_latents,
 )
+from jvae.model import INFERENCE_DTYPES, inference_dtype, mixed_precision
 from jvae.training.ema import averaged_params
+from jvae.training.experiment import build
 
-__all__ = ["Loaded", "load_run", "ENCODE", "RECONSTRUCT", "SAMPLE", "INTERPOLATE", "TRAVERSE",
-           "MODES"]
+__all__ = ["Loaded", "load_run", "native_net", "ENCODE", "DECODE", "RECONSTRUCT", "SAMPLE",
+           "INTERPOLATE", "TRAVERSE", "MODES"]
 
 
 class Loaded(NamedTuple):
@@ -70,6 +86,7 @@ class Loaded(NamedTuple):
       num_classes: classes of a conditional model (0 otherwise).
       info: what identifies its data (``modality``; for audio ``sample_rate``
         and ``chunk_size``).
+      dtype: the compute dtype inference runs in, when ``--dtype`` chose one.
     """
 
     cfg: Config
@@ -80,6 +97,7 @@ class Loaded(NamedTuple):
     cond_key: str | None
     num_classes: int
     info: dict = {}
+    dtype: str | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -95,13 +113,54 @@ class Loaded(NamedTuple):
         return int(self.info["sample_rate"])
 
 
-def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256) -> Loaded:
-    """Restores a run's config and newest checkpoint (:func:`~jvae.app.runs.restore_run`)."""
-    run = restore_run(workdir, data_dir=data_dir)
+def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: int = 256,
+             dtype: str | None = None, need_data: bool = True) -> Loaded:
+    """Restores a run's config and newest checkpoint (:func:`~jvae.app.runs.restore_run`).
+
+    Args:
+      workdir: the run directory.
+      data_dir: overrides the run's saved data directory.
+      batch_size: the batch shape of the inference helpers.
+      dtype: the compute dtype of the nets (:data:`~jvae.model.INFERENCE_DTYPES`;
+        float16 runs in float32 for weights whose ``force_upcast`` is set);
+        None: the run's own ``compute_dtype``.
+      need_data: False when the mode reads its inputs from files only: a run
+        imported with ``jvae import-weights`` then loads no data (its splits
+        are empty).
+    """
+    record = imported_record(workdir)
+    shape = record.get("data_shape") if not need_data else None
+    run = restore_run(workdir, data_dir=data_dir,
+                      data_shape=tuple(shape) if isinstance(shape, list) else None)
     exp = run.experiment
     num_classes = 0 if exp.cond_key is None else int(exp.data_spec.num_classes)
-    return Loaded(run.cfg, averaged_params(run.state), make_inference(exp.vae, batch_size), run.train,
-                  run.test, exp.cond_key, num_classes, run.info)
+    compute = None
+    vae = exp.vae
+    if dtype is not None:
+        compute = inference_dtype(dtype, bool(record.get("force_upcast")))
+        vae = mixed_precision(build(dataclasses.replace(run.cfg, compute_dtype="float32"),
+                                    exp.data_spec).vae, compute)
+    return Loaded(run.cfg, averaged_params(run.state), make_inference(vae, batch_size), run.train,
+                  run.test, exp.cond_key, num_classes, run.info, compute)
+
+
+def _load(args: argparse.Namespace, need_data: bool) -> Loaded:
+    """:func:`load_run` with a mode's ``--workdir``, ``--data-dir``, ``--batch-size``, ``--dtype``."""
+    return load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size,
+                    dtype=args.dtype, need_data=need_data)
+
+
+def native_net(run: Loaded, tiling: Tiling | None = None) -> NativeNet | None:
+    """The run's model at any image size if its net is fully convolutional, else None
+    (:func:`~jvae.app.native.total_stride`)."""
+    if run.audio:
+        return None
+    classes = run.num_classes or None
+    stride = total_stride(run.cfg, run.inference.vae, run.data_shape, classes, run.params)
+    if stride is None:
+        return None
+    return NativeNet(run.cfg, run.params, run.inference.vae, run.data_shape, stride,
+                     num_classes=classes, tiling=tiling or Tiling(), dtype=run.dtype)
 
 
 # --- conditioning and inputs -------------------------------------------------------------------
@@ -145,10 +204,17 @@ def _dataset_split(run: Loaded, name: str, split: str,
     return out
 
 
-def _point(run: Loaded, spec: str, label: int | None, flag: str) -> tuple[np.ndarray, int | None]:
-    """An image given as a file path or a test-set index, with its class."""
+def _is_index(spec: str | None) -> bool:
+    """Whether ``--from``/``--to`` names a test-set index (which needs the run's data)."""
+    return spec is not None and not Path(spec).is_file() and re.fullmatch(r"-?\d+", spec) is not None
+
+
+def _point(run: Loaded, spec: str, label: int | None, flag: str,
+           read: Callable[[Path], np.ndarray] | None = None) -> tuple[np.ndarray, int | None]:
+    """An image given as a file path (read by ``read``; default: at the training size) or a
+    test-set index, with its class."""
     path = Path(spec)
-    if not path.is_file() and re.fullmatch(r"-?\d+", spec):
+    if _is_index(spec):
         index, n = int(spec), len(run.test["image"])
         if not 0 <= index < n:
             raise InferenceError(f"{flag} {spec}: test index out of range (0-{n - 1})")
@@ -160,18 +226,24 @@ def _point(run: Loaded, spec: str, label: int | None, flag: str) -> tuple[np.nda
     _check_label(run, label, needed=True, why=f" for {spec}")
     if run.audio:  # the clip's first chunk
         return _read_clips(run, [path], flag).chunks[0], label
+    if read is not None:
+        return read(path), label
     return load_images([path], run.data_shape)[0], label
 
 
-def _folder(run: Loaded, folder: str, label: int | None
-            ) -> tuple[list[Path], np.ndarray, np.ndarray | None]:
-    """The images of ``--input`` with the one-hot ``--label`` a conditional model needs."""
+def _folder(run: Loaded, folder: str, label: int | None, *, native: bool = False,
+            size: tuple[int, int] | None = None
+            ) -> tuple[list[Path], np.ndarray | list[np.ndarray], np.ndarray | None]:
+    """The images of ``--input`` with the one-hot ``--label`` a conditional model needs:
+    stacked at the training size, or with ``native`` a list, each at its own size (or
+    ``size``)."""
     if run.audio:
         raise InferenceError("this run was trained on audio; --input takes a folder of .wav "
                              "files")  # callers route audio runs to _clip_folder
     files = list_images(folder)
     _check_label(run, label, needed=True, why=" for the --input images")
-    images = load_images(files, run.data_shape)
+    images = (read_images(files, run.data_shape, size) if native
+              else load_images(files, run.data_shape))
     return files, images, _one_hot(run, np.full(len(files), label or 0))
 
 
@@ -242,25 +314,96 @@ def _common(p: argparse.ArgumentParser, name: str) -> _Groups:
     g.data.add_argument("--data-dir", default=None, metavar="DIR",
                         help="overrides the run's saved data directory (str; default: the "
                              "saved one)")
+    g.run.add_argument("--dtype", choices=INFERENCE_DTYPES, default=None,
+                       help="compute dtype of the nets: bfloat16 keeps float32's range at "
+                            "half the bytes; float16 runs in float32 for weights marked "
+                            "force_upcast (SDXL, SD3, Flux), whose activations exceed float16's; "
+                            "GroupNorm statistics and attention softmax stay float32 (choice; "
+                            "default: the run's compute_dtype)")
     g.run.add_argument("--batch-size", type=_positive, default=256, metavar="N",
-                       help="images per jitted call; the last batch is padded (int; "
-                            "default: 256)")
+                       help="images per jitted call, the last batch padded; a fully "
+                            "convolutional net runs image files one at a time, at their own "
+                            "sizes (int; default: 256)")
     return g
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
+def _integer_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is {what}")
+        return value
+    return parse
+
+
+_positive = _integer_at_least(1, "not positive")
+_non_negative = _integer_at_least(0, "negative")
 
 
 def _label_flag(p, what: str) -> None:
     p.add_argument("--label", type=int, default=None, metavar="K",
                    help=f"class to condition a cvae on{what} (int; default: none)")
+
+
+def _tile_flags(g: _Groups) -> None:
+    g.mode.add_argument("--tile", type=_non_negative, default=None, metavar="N",
+                        help="run a fully convolutional net in overlapping tiles of N image "
+                             "pixels, a multiple of its total stride, blended linearly across "
+                             "the overlaps; 0 never tiles (int; default: tile an image only when "
+                             "its whole-image program would not fit the device's memory)")
+    g.mode.add_argument("--tile-overlap", type=float, default=0.25, metavar="F",
+                        help="overlap of neighbouring tiles as a fraction of the tile, in [0, 1) "
+                             "(float; default: 0.25)")
+
+
+def _size_flags(g: _Groups, help: str | None = None) -> None:
+    g.data.add_argument("--image-size", default=None, metavar="N|HxW|train",
+                        help=help or "resize every image file to N x N, H x W or the training "
+                             "size; other nets than fully convolutional ones always run at the "
+                             "training size (str; default: a fully convolutional net runs each "
+                             "image at its own size, reflect-padded to a multiple of its stride)")
+    _tile_flags(g)
+
+
+def _sizing(run: Loaded, args: argparse.Namespace
+            ) -> tuple[NativeNet | None, tuple[int, int] | None]:
+    """How image files run: ``(native, size)``. A fully convolutional net gives its
+    :class:`~jvae.app.native.NativeNet` and the ``--image-size`` to resize to (None: each
+    image's own size); any other net gives None and the training size."""
+    text = getattr(args, "image_size", None)
+    train = tuple(int(d) for d in run.data_shape[:2])
+    size = train if text == "train" else parse_image_size(text)
+    native = native_net(run, Tiling(args.tile, args.tile_overlap))
+    if native is not None:
+        return native, size
+    why = f"this run's net (net={run.cfg.net}) is not fully convolutional"
+    if args.tile:
+        raise InferenceError(f"--tile applies to fully convolutional nets; {why} (drop --tile)")
+    if size is not None and size != train:
+        raise InferenceError(f"--image-size {text}: {why} and runs only at its training size "
+                             f"{train[0]}x{train[1]}")
+    return None, train
+
+
+def _tiling(native: NativeNet | None) -> dict[str, Any]:
+    """What a mode's JSON line reports of the sizes and tiles it ran at."""
+    if native is None:
+        return {"native": False, "tiled": False, "tile": None}
+    return {"native": True, "tiled": native.tiled, "tile": max(native.tiles, default=0) or None}
+
+
+def _map_codes(fn: Callable[[np.ndarray], np.ndarray], codes: np.ndarray | list[np.ndarray]):
+    """``fn`` of stacked codes, or of each code of a list."""
+    return fn(codes) if isinstance(codes, np.ndarray) else [fn(c) for c in codes]
+
+
+def _row(cond: np.ndarray | None, i: int) -> np.ndarray | None:
+    return None if cond is None else cond[i]
 
 
 # --- modes -------------------------------------------------------------------------------------
@@ -276,16 +419,28 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     g.data.add_argument("--split", choices=("train", "test"), default="test",
                         help="split of --dataset (choice; default: test)")
     g.run.add_argument("--output", required=True, metavar="PATH",
-                       help="file to write: .npz (mean, scale, files or labels) or .npy "
-                            "(one array (2, N, *latent): means, then scales) (str; required)")
+                       help="file to write: .npz with mean, scale and files or labels, the "
+                            "codes of images of different sizes one entry per image as "
+                            "mean/00000, scale/00000, ... with each image's own size in sizes; "
+                            "or .npy, one array (2, N, *latent) of means then scales (str; "
+                            "required)")
+    g.mode.add_argument("--for-diffusion", action="store_true",
+                        help="write (mean - shift_factor) * scaling_factor, the latents a "
+                             "latent diffusion model takes, as latent, with the factors of an "
+                             "imported VAE's WORKDIR/diffusers.json recorded for decode (flag; "
+                             "default: off)")
+    _size_flags(g)
     _label_flag(g.data, " for every --input image (a conditional encoder needs it)")
 
 
 def encode(args: argparse.Namespace) -> dict[str, Any]:
-    """Posterior means and scales of a folder of images or a dataset split, to a file."""
+    """Posterior means and scales of a folder of images or a dataset split, to a file
+    (:mod:`jvae.app.latents`)."""
     out = _output(args.output, (".npz", ".npy"))
-    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    diffusion = diffusion_scale(args.workdir) if args.for_diffusion else None
+    run = _load(args, need_data=args.input is None)
     extra: dict[str, np.ndarray] = {}
+    native = None
     if args.input is not None and run.audio:
         # One code sequence per chunk, with the file and sample it starts at.
         files, clips, cond = _clip_folder(run, args.input, args.label)
@@ -293,7 +448,12 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
         names = np.array([f.relative_to(args.input).as_posix() for f in files])
         extra.update(files=names[clips.file_index], offsets=clips.offsets, lengths=clips.lengths)
     elif args.input is not None:
-        files, images, cond = _folder(run, args.input, args.label)
+        native, size = _sizing(run, args)
+        files, images, cond = _folder(run, args.input, args.label, native=native is not None,
+                                      size=size)
+        if native is not None:  # before encoding: an .npy holds codes of one shape only
+            check_stackable(out, [tuple(-(-d // native.stride) for d in x.shape[:2])
+                                  for x in images])
         extra["files"] = np.array([f.relative_to(args.input).as_posix() for f in files])
     else:
         if args.label is not None:
@@ -301,13 +461,82 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
         data = _dataset_split(run, args.dataset, args.split, args.data_dir)
         images, cond = data["image"], None if run.cond_key is None else data[run.cond_key]
         extra["labels"] = np.asarray(data["label"])
-    codes = encode_all(run.inference, run.params, images, cond)
-    if out.suffix.lower() == ".npz":
-        np.savez(out, mean=codes["mean"], scale=codes["scale"], **extra)
+    if native is not None:
+        rows = [native.encode(x, _row(cond, i)) for i, x in enumerate(images)]
+        codes = {k: [r[k] for r in rows] for k in ("mean", "scale")}
+        extra["sizes"] = np.array([x.shape[:2] for x in images], np.int64).reshape(-1, 2)
     else:
-        np.save(out, np.stack([codes["mean"], codes["scale"]]))
-    return {"output": str(out), "count": len(images),
-            "latent_shape": list(run.inference.vae.latent_shape)}
+        codes = encode_all(run.inference, run.params, images, cond)
+    if diffusion is not None:
+        codes = {"latent": _map_codes(diffusion.to_diffusion, codes["mean"])}
+    save_latents(out, codes, extra, diffusion)
+    shapes = {tuple(np.shape(c)) for c in codes[next(iter(codes))]}
+    latent_shape = (list(run.inference.vae.latent_shape) if native is None
+                    else list(shapes.pop()) if len(shapes) == 1 else None)
+    return {"output": str(out), "count": len(images), "latent_shape": latent_shape,
+            "for_diffusion": diffusion is not None, **_tiling(native)}
+
+
+def add_decode_arguments(p: argparse.ArgumentParser) -> None:
+    g = _common(p, "decode")
+    g.data.add_argument("--input", required=True, metavar="PATH",
+                        help="codes to decode: an .npz written by jvae encode, or any with mean "
+                             "or latent entries, or an .npy of codes (N, *latent) (str; required)")
+    g.run.add_argument("--output", required=True, metavar="DIR",
+                       help="folder for one PNG per code at its own size, named after the "
+                            ".npz's files entry, else 00000.png, 00001.png, ... (str; required)")
+    g.mode.add_argument("--for-diffusion", action="store_true",
+                        help="the codes are latent diffusion latents: decode latent / "
+                             "scaling_factor + shift_factor with the factors of "
+                             "WORKDIR/diffusers.json (flag; default: as the .npz records)")
+    _tile_flags(g)
+    _label_flag(g.data, " for every code (default: the .npz's labels)")
+
+
+def decode(args: argparse.Namespace) -> dict[str, Any]:
+    """One PNG per code of a latent file, each at its own size (a fully convolutional net)."""
+    forced = diffusion_scale(args.workdir) if args.for_diffusion else None
+    run = _load(args, need_data=False)
+    if run.audio:
+        raise InferenceError("decode writes images; this run was trained on audio (sample and "
+                             "interpolate write its .wav clips)")
+    native, _ = _sizing(run, args)
+    latent_shape = tuple(run.inference.vae.latent_shape)
+    latents = load_latents(args.input, len(latent_shape))
+    diffusion = latents.diffusion or forced  # what made the codes, if the file says
+    codes = latents.codes if diffusion is None else [diffusion.from_diffusion(c)
+                                                     for c in latents.codes]
+    for i, c in enumerate(codes):
+        fits = (c.ndim == 3 and c.shape[-1] == latent_shape[-1] if native is not None
+                else c.shape == latent_shape)
+        if not fits:
+            want = (f"(h, w, {latent_shape[-1]})" if native is not None
+                    else str(latent_shape))
+            raise InferenceError(f"--input {args.input}: code {i} has shape {c.shape}; this "
+                                 f"run decodes codes of shape {want}")
+    labels = latents.labels
+    if args.label is not None or labels is None:
+        _check_label(run, args.label, needed=True, why=" for the codes")
+        labels = np.full(len(codes), args.label or 0)
+    cond = _one_hot(run, labels)
+    out_dir = Path(args.output)
+    names = latents.names or [f"{i:05d}.png" for i in range(len(codes))]
+    targets = [(out_dir / name).with_suffix(".png") for name in names]
+    for name, target in zip(names, targets):
+        # Names come from the file: one naming a path outside --output is not followed.
+        if not target.resolve().is_relative_to(out_dir.resolve()):
+            raise InferenceError(f"--input {args.input} names an output outside --output: "
+                                 f"{name!r}; rename its files entry")
+    if native is None:
+        images = decode_all(run.inference, run.params, np.stack(codes), cond)
+    else:
+        sizes = latents.sizes or [None] * len(codes)
+        images = [native.decode(c, _row(cond, i), size=sizes[i]) for i, c in enumerate(codes)]
+    for image, target in zip(images, targets):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _save_png(image, target)
+    return {"output": str(out_dir), "count": len(codes), "for_diffusion": diffusion is not None,
+            **_tiling(native)}
 
 
 def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
@@ -319,23 +548,29 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
                        help="folder for one PNG per input, original left, reconstruction right "
                             "(an audio run: one .wav per input at its rate and length), "
                             "mirroring the input's subfolders (str; required)")
+    _size_flags(g)
     _label_flag(g.data, " for every input image (a conditional model needs it)")
 
 
 def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
     """One PNG per input image: the image beside its reconstruction; for an audio run,
     one ``.wav`` per input ``.wav``, at its own rate and length."""
-    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    run = _load(args, need_data=False)
     if run.audio:
         return _reconstruct_audio(run, args)
-    files, images, cond = _folder(run, args.input, args.label)
-    recon = reconstruct_all(run.inference, run.params, images, cond)
+    native, size = _sizing(run, args)
+    files, images, cond = _folder(run, args.input, args.label, native=native is not None,
+                                  size=size)
+    if native is None:
+        recon = reconstruct_all(run.inference, run.params, images, cond)
+    else:
+        recon = [native.reconstruct(x, _row(cond, i)) for i, x in enumerate(images)]
     out_dir = Path(args.output)
     for path, x, r in zip(files, images, recon):
         target = (out_dir / path.relative_to(args.input)).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         _save_png(np.concatenate([x, r], axis=1), target)
-    return {"output": str(out_dir), "count": len(files)}
+    return {"output": str(out_dir), "count": len(files), **_tiling(native)}
 
 
 def _reconstruct_audio(run: Loaded, args: argparse.Namespace) -> dict[str, Any]:
@@ -375,6 +610,8 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g.run.add_argument("--npy", action="store_true",
                        help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
                             "(flag; default: off)")
+    _size_flags(g, "size of the samples, N x N, H x W (multiples of the stride) or train; "
+                   "a fully convolutional net only (str; default: the training size)")
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -382,7 +619,7 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     out = _output(args.output, (".png", ".wav"))
     if not args.temperature > 0:
         raise InferenceError(f"--temperature must be positive, got {args.temperature}")
-    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    run = _load(args, need_data=False)
     _check_output(run, out)
     _check_label(run, args.label, needed=False)
     vae = run.inference.vae
@@ -398,10 +635,15 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
         ncol = -(-args.num // run.num_classes)
         labels = np.repeat(np.arange(run.num_classes), ncol)[:args.num]
     cond = _one_hot(run, labels)
-    z, images = sample_all(run.inference, run.params, jax.random.key(args.seed), args.num, cond,
-                           args.temperature)
+    native, size = _sizing(run, args)
+    if native is None or size is None or size == run.data_shape[:2]:
+        native = None  # the training size: the batched programs
+        z, images = sample_all(run.inference, run.params, jax.random.key(args.seed), args.num,
+                               cond, args.temperature)
+    else:
+        z, images = _sample_native(run, native, size, args, cond)
     _save_strip(run, images, out, ncol)
-    result = {"output": str(out), "count": args.num}
+    result = {"output": str(out), "count": args.num, **_tiling(native)}
     if args.npy:
         np.save(out.with_suffix(".npy"), images)
         np.save(out.with_name(out.stem + "_z.npy"), z)
@@ -409,6 +651,25 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     if labels is not None:
         result["labels"] = labels.tolist()
     return result
+
+
+def _sample_native(run: Loaded, native: NativeNet, size: tuple[int, int],
+                   args: argparse.Namespace, cond: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Prior samples of a fully convolutional net at ``size``: codes of ``size / stride``
+    positions drawn as at the training size (scaled by the temperature), decoded one at a
+    time, whole or in tiles."""
+    if size[0] % native.stride or size[1] % native.stride:
+        raise InferenceError(f"--image-size {size[0]}x{size[1]}: sample draws whole codes, so "
+                             f"both sides must be multiples of the net's stride {native.stride}")
+    vae = run.inference.vae
+    latent = (size[0] // native.stride, size[1] // native.stride, vae.latent_shape[-1])
+    z = np.asarray(sample_prior(vae.posterior, jax.random.key(args.seed), latent, args.num,
+                                run.params))
+    if vae.posterior.name not in ("dirichlet", "vq"):
+        z = z * args.temperature
+    images = np.stack([native.decode(code, _row(cond, i)) for i, code in enumerate(z)])
+    return z, images
 
 
 def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
@@ -428,6 +689,7 @@ def add_interpolate_arguments(p: argparse.ArgumentParser) -> None:
     g.run.add_argument("--npy", action="store_true",
                        help="also write the images to OUTPUT.npy and the codes to OUTPUT_z.npy "
                             "(flag; default: off)")
+    _size_flags(g)
 
 
 def interpolate(args: argparse.Namespace) -> dict[str, Any]:
@@ -439,23 +701,40 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
     out = _output(args.output, (".png", ".wav"))
     if args.steps < 2:
         raise InferenceError(f"--steps must be at least 2, got {args.steps}")
-    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    run = _load(args, need_data=_is_index(args.start) or _is_index(args.end))
     _check_output(run, out)
     _check_label(run, args.label, needed=False)
-    (xa, ya), (xb, yb) = (_point(run, args.start, args.label, "--from"),
-                          _point(run, args.end, args.label, "--to"))
+    native, size, read = None, None, None
+    if not run.audio:
+        native, size = _sizing(run, args)
+    if native is not None:
+        def read(path: Path) -> np.ndarray:
+            return read_images([path], run.data_shape, size)[0]
+    (xa, ya), (xb, yb) = (_point(run, args.start, args.label, "--from", read),
+                          _point(run, args.end, args.label, "--to", read))
     ends_cond = _one_hot(run, np.array([ya or 0, yb or 0]))
-    codes = encode_all(run.inference, run.params, np.stack([xa, xb]), ends_cond)["mean"]
-    z = np.asarray(interpolate_latents(codes[0], codes[1], args.steps, slerp=args.slerp))
     cond = None
     if ends_cond is not None:
         cond = np.asarray(interpolate_latents(ends_cond[0], ends_cond[1], args.steps))
-    images = decode_all(run.inference, run.params, z, cond)
+    if native is None:
+        codes = encode_all(run.inference, run.params, np.stack([xa, xb]), ends_cond)["mean"]
+    else:
+        if xa.shape != xb.shape:
+            raise InferenceError(f"--from is {xa.shape[0]}x{xa.shape[1]} and --to "
+                                 f"{xb.shape[0]}x{xb.shape[1]}: interpolating needs images of "
+                                 "one size; add --image-size N")
+        codes = [native.encode(x, _row(ends_cond, i))["mean"] for i, x in enumerate((xa, xb))]
+    z = np.asarray(interpolate_latents(codes[0], codes[1], args.steps, slerp=args.slerp))
+    if native is None:
+        images = decode_all(run.inference, run.params, z, cond)
+    else:
+        images = np.stack([native.decode(code, _row(cond, i), size=xa.shape[:2])
+                           for i, code in enumerate(z)])
     _save_strip(run, images, out, args.steps)
     if args.npy:
         np.save(out.with_suffix(".npy"), images)
         np.save(out.with_name(out.stem + "_z.npy"), z)
-    return {"output": str(out), "steps": args.steps, "slerp": args.slerp}
+    return {"output": str(out), "steps": args.steps, "slerp": args.slerp, **_tiling(native)}
 
 
 def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
@@ -475,6 +754,7 @@ def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
     _label_flag(g.data, " (a test index brings its own)")
     g.run.add_argument("--output", required=True, metavar="PATH",
                        help="PNG grid to write (str; required)")
+    _size_flags(g)
 
 
 def traverse(args: argparse.Namespace) -> dict[str, Any]:
@@ -485,7 +765,7 @@ def traverse(args: argparse.Namespace) -> dict[str, Any]:
     if not args.radius > 0:
         raise InferenceError(f"--range must be positive, got {args.radius}")
     dims = None if args.dims is None else list(flags.int_range(args.dims))
-    run = load_run(args.workdir, data_dir=args.data_dir, batch_size=args.batch_size)
+    run = _load(args, need_data=_is_index(args.start))
     _check_output(run, out)
     _check_label(run, args.label, needed=args.start is None,
                  why=" to decode the zero code as that class")
@@ -493,18 +773,30 @@ def traverse(args: argparse.Namespace) -> dict[str, Any]:
     label = args.label
     if dims is None:
         dims = list(range(min(10, int(np.prod(vae.latent_shape)))))
+    native, size = _sizing(run, args)
+    image_file = args.start is not None and not _is_index(args.start)
+    if native is not None and not image_file and size is None:
+        native = None  # no image to size the code: the training size
     if args.start is None:
         centre = np.zeros(vae.latent_shape, np.float32)
-    else:
+    elif native is None:
         x, label = _point(run, args.start, args.label, "--from")
         centre = encode_all(run.inference, run.params, x[None],
                             _one_hot(run, np.array([label or 0])))["mean"][0]
+    else:  # the image at its own size (or --image-size): a code of its own shape
+        x, label = _point(run, args.start, args.label, "--from",
+                          read=lambda p: read_images([p], run.data_shape, size)[0])
+        centre = native.encode(x, _row(_one_hot(run, np.array([label or 0])), 0))["mean"]
     z = np.asarray(traverse_latents(centre, dims, args.radius, args.steps))
-    z = z.reshape(-1, *vae.latent_shape)
-    images = decode_all(run.inference, run.params, z,
-                        _one_hot(run, np.full(len(z), label or 0)))
+    z = z.reshape(-1, *centre.shape)
+    cond = _one_hot(run, np.full(len(z), label or 0))
+    if native is None:
+        images = decode_all(run.inference, run.params, z, cond)
+    else:
+        images = np.stack([native.decode(code, _row(cond, i), size=x.shape[:2])
+                           for i, code in enumerate(z)])
     _save_strip(run, images, out, args.steps)
-    return {"output": str(out), "dims": dims, "steps": args.steps}
+    return {"output": str(out), "dims": dims, "steps": args.steps, **_tiling(native)}
 
 
 def _save_strip(run: Loaded, decoded: np.ndarray, out: Path, ncol: int) -> None:
@@ -528,6 +820,8 @@ def _printing(fn: Callable[[argparse.Namespace], dict[str, Any]]
 
 ENCODE = flags.Mode("encode", "Posterior means and scales of a folder of images or a dataset "
                     "split, to .npz or .npy.", add_encode_arguments, _printing(encode))
+DECODE = flags.Mode("decode", "One PNG per code of an .npz or .npy of latents (encode's, or "
+                    "a diffusion model's).", add_decode_arguments, _printing(decode))
 RECONSTRUCT = flags.Mode("reconstruct", "One PNG per input image: the original beside its "
                          "reconstruction.", add_reconstruct_arguments, _printing(reconstruct))
 SAMPLE = flags.Mode("sample", "A PNG grid of prior samples; with --label, of one class "
@@ -537,4 +831,4 @@ INTERPOLATE = flags.Mode("interpolate", "A PNG strip decoding the path between t
                          _printing(interpolate))
 TRAVERSE = flags.Mode("traverse", "A PNG grid, one row per latent dimension moved from -range "
                       "to +range around a code.", add_traverse_arguments, _printing(traverse))
-MODES = (ENCODE, RECONSTRUCT, SAMPLE, INTERPOLATE, TRAVERSE)
+MODES = (ENCODE, DECODE, RECONSTRUCT, SAMPLE, INTERPOLATE, TRAVERSE)

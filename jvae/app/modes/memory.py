@@ -28,7 +28,7 @@ import jax
 
 from jvae.app import flags
 from jvae.base import ConfigError
-from jvae.devices.budget import device_memory_budget
+from jvae.devices.budget import compiled_bytes, device_memory_budget
 from jvae.devices.parallel import data_mesh, replicated_sharding
 from jvae.training.experiment import DataSpec, build, example_batch, init_state
 from jvae.training.program import lower_program, resolve_placement
@@ -60,21 +60,6 @@ class MemoryFit(NamedTuple):
     def predict(self, batch_size: int) -> float:
         """Planned bytes per device at ``batch_size``."""
         return self.intercept + self.slope * batch_size
-
-
-def compiled_bytes(compiled) -> int:
-    """Peak bytes per device of a compiled program's memory plan.
-
-    ``arguments + outputs - aliased + temporaries``: donated arguments alias
-    their outputs and are counted once. Where the backend reports its own
-    ``peak_memory_in_bytes`` (GPU, TPU) that figure is used instead.
-    """
-    m = compiled.memory_analysis()
-    if m is None:
-        raise RuntimeError("this backend reports no memory analysis for compiled programs")
-    total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-             + m.temp_size_in_bytes)
-    return int(max(total, getattr(m, "peak_memory_in_bytes", 0) or 0))
 
 
 def fit_memory(planned: Callable[[int], int], sizes: Sequence[int], budget: int, *,

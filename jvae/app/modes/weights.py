@@ -1,10 +1,15 @@
-"""``jvae import-weights`` / ``jvae export-weights``: diffusers AutoencoderKL <-> jvae runs.
+"""``jvae import-weights`` / ``jvae export-weights``: diffusers autoencoders <-> jvae runs.
+
+Both diffusers classes of the Stable Diffusion family are read and written:
+``AutoencoderKL`` (SD 1.x/2.x, SDXL, SD3, Flux) as a ``vae`` run and
+``AutoencoderTiny`` (TAESD) as an ``ae`` run.
 
 :func:`import_diffusers` turns a folder saved by diffusers' ``save_pretrained``
 (``config.json`` + ``diffusion_pytorch_model.safetensors``) into a run
 directory: ``config.json`` (``net=spec`` with the packaged ``sd_vae`` or the
 generated architecture, ``posterior_scale=logvar``), ``diffusers.json`` (the
-diffusers config, its latent ``scaling_factor``, the data shape) and an orbax
+diffusers config and class, its latent ``scaling_factor`` and ``shift_factor``,
+``force_upcast``, the data shape) and an orbax
 checkpoint at epoch 0 of the train state ``jvae train`` builds, holding the
 weights. Every mode then works on it: ``evaluate``, ``train`` (fine-tuning
 resumes from epoch 0) and the rest. :func:`export_diffusers` writes a run's
@@ -27,10 +32,13 @@ import numpy as np
 from jvae.app import flags
 from jvae.app.checkpoint import Checkpointer
 from jvae.app.config import Config, ConfigError, config_to_dict, load_config_file, make_config
+from jvae.app.latents import DIFFUSERS_RECORD
 from jvae.app.runs import saved_config
 from jvae.layers.diffusers import (
     CONFIG_FILE,
+    KL,
     SD_CONFIG,
+    TINY,
     WEIGHTS_FILE,
     Layout,
     WeightsError,
@@ -51,12 +59,17 @@ __all__ = ["SIDECAR_FILE", "IMPORT_DEFAULTS", "import_diffusers", "restore_param
            "export_diffusers", "IMPORT_MODE", "EXPORT_MODE"]
 
 # The run directory's record of where its weights came from and how to go back.
-SIDECAR_FILE = "diffusers.json"
+SIDECAR_FILE = DIFFUSERS_RECORD
 # Settings an imported run starts with; the user's settings override them.
 IMPORT_DEFAULTS = {"likelihood": "gaussian", "gaussian_scale": 0.1}
-# Settings the imported weights fix.
-_FIXED = {"net": "spec", "posterior": "normal", "posterior_scale": "logvar",
-          "decoder_spec": None, "flow_layers": 0}
+# Settings the imported weights fix, per diffusers class: an AutoencoderKL's
+# encoder emits a Normal's mean and log-variance; an AutoencoderTiny's, the code.
+_FIXED = {KL: {"net": "spec", "posterior": "normal", "posterior_scale": "logvar",
+               "decoder_spec": None, "flow_layers": 0},
+          TINY: {"net": "spec", "model": "ae", "posterior": "normal", "decoder_spec": None,
+                 "flow_layers": 0}}
+# The models each class's weights fit.
+_MODELS = {KL: ("vae", "iwae"), TINY: ("ae",)}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -72,10 +85,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _data_shape(layout: Layout, data_shape: Sequence[int] | None) -> tuple[int, int, int]:
-    factor = 2 ** (len(layout.config["block_out_channels"]) - 1)
-    channels = layout.config["in_channels"]
+    factor, channels = layout.factor, layout.in_channels
     if data_shape is None:
-        size = int(layout.config["sample_size"])
+        # AutoencoderTiny's config has no sample_size; it runs at any multiple of 8.
+        size = int(layout.config.get("sample_size", 512))
         data_shape = (size, size, channels)
     shape = tuple(int(d) for d in data_shape)
     if len(shape) != 3 or shape[2] != channels or any(d < 1 or d % factor for d in shape[:2]):
@@ -105,22 +118,23 @@ def _import_config(layout: Layout, settings: Mapping[str, Any] | None) -> Config
     settings = {k.replace("-", "_"): v for k, v in (settings or {}).items()}
     if "encoder_spec" in settings:
         raise ConfigError("encoder_spec is set by the imported weights; leave it out")
-    for key, value in _FIXED.items():
+    fixed = _FIXED[layout.kind]
+    for key, value in fixed.items():
         if key in settings and settings[key] != value:
-            raise ConfigError(f"{key}={settings[key]!r} does not fit imported AutoencoderKL "
+            raise ConfigError(f"{key}={settings[key]!r} does not fit imported {layout.kind} "
                               f"weights, which need {key}={value!r}")
     spec = packaged_name(layout.architecture) or json.dumps(layout.architecture)
-    cfg = make_config(IMPORT_DEFAULTS, settings, {**_FIXED, "encoder_spec": spec})
-    if cfg.model not in ("vae", "iwae"):
-        raise ConfigError(f"model={cfg.model} does not fit imported AutoencoderKL weights; use "
-                          "vae or iwae")
+    cfg = make_config(IMPORT_DEFAULTS, settings, {**fixed, "encoder_spec": spec})
+    if cfg.model not in _MODELS[layout.kind]:
+        raise ConfigError(f"model={cfg.model} does not fit imported {layout.kind} weights; use "
+                          f"{' or '.join(_MODELS[layout.kind])}")
     return cfg
 
 
 def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
                      settings: Mapping[str, Any] | None = None,
                      data_shape: Sequence[int] | None = None) -> Path:
-    """Converts a diffusers AutoencoderKL folder into a jvae run directory.
+    """Converts a diffusers AutoencoderKL or AutoencoderTiny folder into a jvae run directory.
 
     Everything is checked before anything is written: the config's layout, every
     tensor's name and shape, the settings, and that ``workdir`` holds no run.
@@ -163,9 +177,11 @@ def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
 
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    record = {"source": str(src.resolve()), "scaling_factor": layout.config["scaling_factor"],
-              "shift_factor": layout.config.get("shift_factor"), "data_shape": list(shape),
-              "diffusers_config": layout.config}
+    record = {"source": str(src.resolve()), "class": layout.kind,
+              "scaling_factor": layout.config["scaling_factor"],
+              "shift_factor": layout.config.get("shift_factor") or 0.0,
+              "force_upcast": bool(layout.config.get("force_upcast", False)),
+              "data_shape": list(shape), "diffusers_config": layout.config}
     (workdir / SIDECAR_FILE).write_text(json.dumps(record, indent=2) + "\n")
     with Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints, async_save=False) as ck:
         ck.save(0, state, {"epoch": 0, "wall_s": 0.0, "last_row": {},
@@ -180,12 +196,18 @@ def _run_layout(workdir: Path) -> tuple[Config, Layout, tuple[int, int, int]]:
     record = _read_json(sidecar, "") if sidecar.is_file() else {}
     layout = diffusers_layout(record.get("diffusers_config", SD_CONFIG))
     pair = resolve_spec_pair(cfg.encoder_spec, cfg.decoder_spec) if cfg.net == "spec" else None
+    data_range = layout.architecture.get("data_range")
+    data_range = None if data_range is None else tuple(float(v) for v in data_range)
     if pair is None or any(spec_layers(getattr(pair, part)) != layout.architecture[part]
                            for part in ("encoder", "decoder")) or (
-            pair.encoder_range, pair.decoder_range) != ((-1.0, 1.0), (-1.0, 1.0)):
-        raise WeightsError(f"the run in {workdir} is not an AutoencoderKL: it needs net=spec with "
-                           "the architecture its weights were imported with (or sd_vae)")
-    if cfg.posterior != "normal" or cfg.posterior_scale != "logvar" or cfg.flow_layers:
+            pair.encoder_range, pair.decoder_range) != (data_range, data_range):
+        raise WeightsError(f"the run in {workdir} is not an {layout.kind}: it needs net=spec "
+                           "with the architecture its weights were imported with (or sd_vae)")
+    if layout.kind == TINY:
+        if cfg.model != "ae":
+            raise WeightsError(f"the run in {workdir} has model={cfg.model}; AutoencoderTiny "
+                               "weights need model=ae")
+    elif cfg.posterior != "normal" or cfg.posterior_scale != "logvar" or cfg.flow_layers:
         raise WeightsError(f"the run in {workdir} has posterior {cfg.posterior} with "
                            f"posterior_scale={cfg.posterior_scale}; AutoencoderKL needs a "
                            "normal posterior with posterior_scale=logvar and no flow")
@@ -198,7 +220,7 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple
     Needs no data: the state template is built from the run's settings.
 
     Raises:
-      WeightsError: not an AutoencoderKL run, or no checkpoint.
+      WeightsError: not an imported (or sd_vae) run, or no checkpoint.
     """
     workdir = Path(workdir)
     cfg, layout, shape = _run_layout(workdir)
@@ -216,9 +238,10 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple
 
 def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
                      step: int | None = None) -> Path:
-    """Writes a run's checkpoint as a diffusers AutoencoderKL folder.
+    """Writes a run's checkpoint as a diffusers AutoencoderKL (or AutoencoderTiny) folder.
 
-    ``AutoencoderKL.from_pretrained(out_dir)`` loads the result. Tensors are
+    ``AutoencoderKL.from_pretrained(out_dir)`` (``AutoencoderTiny`` for a
+    TAESD run) loads the result. Tensors are
     float32; a run imported from float32 weights and not trained exports
     bit-identical tensors.
 
@@ -232,7 +255,7 @@ def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
       ``out_dir``.
 
     Raises:
-      WeightsError: the run is no AutoencoderKL, has no checkpoint, or
+      WeightsError: the run is no diffusers layout, has no checkpoint, or
         ``out_dir`` already holds weights.
     """
     from safetensors.numpy import save_file
@@ -296,8 +319,8 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-IMPORT_MODE = flags.Mode("import-weights", "Turn diffusers AutoencoderKL weights (Stable "
+IMPORT_MODE = flags.Mode("import-weights", "Turn diffusers AutoencoderKL or AutoencoderTiny weights (Stable "
                          "Diffusion's VAE) into a run directory.", _add_import_arguments,
                          _run_import)
 EXPORT_MODE = flags.Mode("export-weights", "Write a run's checkpoint as diffusers "
-                         "AutoencoderKL weights.", _add_export_arguments, _run_export)
+                         "AutoencoderKL or AutoencoderTiny weights.", _add_export_arguments, _run_export)
