@@ -24,7 +24,24 @@ epochs of 32 steps) and compares against one uninterrupted reference run:
   a skipped step;
 * ``malformed``: 30+ bad inputs (configs, layer specs, data files, flags,
   workdir states; hypothesis-generated ones among them) against an existing
-  run: exit 2, one line on stderr, no traceback, the workdir byte-identical.
+  run: exit 2, one line on stderr, no traceback, the workdir byte-identical;
+* ``page_flood``: a 60-epoch run (long enough to outlast the flood on a quiet
+  machine; its usual limit of 1,024 open files) while
+  1,100 idle connections and 200 concurrent decodes hit its live page;
+  survived when the run exits 0 and the page answers ``GET /api/state`` after
+  the flood; the row counts 503s, drops, resets and timeouts.
+* ``image_folder``: one short epoch on a folder of photos (a 16-bit PNG, a
+  phone JPEG stored sideways, a wide image), then ``jvae reconstruct`` on it;
+  survived when the originals in its PNGs equal the training arrays, the photo
+  trained upright and the 16-bit image reads as its 8-bit twin;
+* ``failed_first_checkpoint``: the first checkpoint's write fails in the
+  background (a file-size limit: EFBIG, as a full disk fails it) after epoch
+  1's row; rerun without the limit: survived when the failing run exits 3 with
+  one line and the rerun's rows equal the reference's, no epoch twice.
+* ``export_into_run``: ``jvae export-weights`` of an imported run into itself,
+  into another run and into a run's ``checkpoints/``: survived when each exits 2
+  with one line, both runs stay byte-identical, and ``sample`` still works on
+  the run afterwards.
 
 A row: ``{"drill", "trials", "survived", "data_lost", ...details}``. ``data_lost``
 counts trials that lost a finished epoch's results or a checkpoint (deleted,
@@ -54,7 +71,10 @@ MNIST = REPO.parent / "shared" / "data" / "mnist"
 RUN = ["--dataset", "mnist", "--epochs", "3", "--batch-size", "64", "--eval-batch-size", "256",
        "--hidden", "64", "--latent-dim", "8", "--num-images", "16", "--checkpoint-every", "4"]
 COMPARED = ("epoch", "step", "neg_elbo", "recon", "kl", "train_loss")
-DRILLS = ("kill9", "sigterm", "corrupt", "nan", "malformed")
+DRILLS = ("kill9", "sigterm", "corrupt", "nan", "malformed", "page_flood", "image_folder",
+          "failed_first_checkpoint", "export_into_run")
+# Drills that compare against no reference run: choosing only these skips it.
+STANDALONE = ("page_flood", "image_folder", "export_into_run")
 
 
 def _env() -> dict:
@@ -433,6 +453,398 @@ def _json_object(s: str) -> bool:
         return False
 
 
+# -- page_flood: the live page under a flood of connections ---------------------
+FLOOD_IDLE = 1100
+FLOOD_DECODES = 200
+# Long enough to train through the flood, the server's read timeout and the check after.
+FLOOD_EPOCHS = "60"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _default_nofile() -> None:
+    """The training process gets the usual soft limit of 1,024 open files (the flood's target)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
+def _raise_nofile(need: int) -> None:
+    """Lets this process open the flood's sockets (its soft limit up to ``need``)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY
+                                                    else min(need, hard), hard))
+
+
+def _page_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def _wait_for_page(port: int, proc, timeout: float = 300) -> bool:
+    """Waits until the page serves a decodable model (its latent map is published)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            status, body = _page_get(port, "/api/state", 2)
+            if status == 200 and "latents" in json.loads(body):
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _count_fds(pid: int, peak: dict, stop) -> None:
+    """The training process's open files, sampled until ``stop`` is set (Linux)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    while not stop.is_set():
+        try:
+            peak["fds"] = max(peak.get("fds", 0), len(os.listdir(fd_dir)))
+        except OSError:
+            return
+        stop.wait(0.1)
+
+
+def _open_idle(port: int, n: int) -> list:
+    """``n`` connections that send nothing, opened one after another (as a client
+    would, each handshake done before the next) and then left non-blocking."""
+    import socket
+    socks = []
+    for _ in range(n):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            s = socket.socket()  # counted as never connected
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def _listen_overflows() -> int | None:
+    """Connections the kernel dropped at a full listen backlog so far (Linux's TcpExt)."""
+    try:
+        names, values = [ln.split() for ln in Path("/proc/net/netstat").read_text().splitlines()
+                         if ln.startswith("TcpExt:")]
+    except (OSError, ValueError):
+        return None
+    return int(values[names.index("ListenOverflows")])
+
+
+def _idle_outcomes(socks: list) -> dict:
+    """What became of each idle connection: answered 503, dropped by the server's read
+    timeout, reset, never connected, or unanswered (open as far as this side knows:
+    held by the server within its read timeout, or never accepted, its handshake's
+    last packet dropped at a full backlog)."""
+    import errno
+    import select
+    import socket
+    counts = {"refused_503": 0, "dropped": 0, "reset": 0, "unanswered": 0, "not_connected": 0}
+    poller = select.poll()
+    for s in socks:
+        poller.register(s, select.POLLIN | select.POLLOUT)
+    writable = {fd for fd, ev in poller.poll(0) if ev & (select.POLLOUT | select.POLLIN)}
+    for s in socks:
+        if s.fileno() not in writable or s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            counts["not_connected"] += 1
+            continue
+        try:
+            data = s.recv(64)
+        except BlockingIOError:
+            counts["unanswered"] += 1
+        except OSError as e:
+            counts["reset" if e.errno == errno.ECONNRESET else "not_connected"] += 1
+        else:
+            counts["refused_503" if data.startswith(b"HTTP/1.0 503") else "dropped"] += 1
+    return counts
+
+
+def _decode_once(port: int, latent: int) -> str:
+    """One decode request: its status, or how it failed (reset, timeout, error)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/api/decode", json.dumps({"z": [0.0] * latent}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return str(r.status)
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+        return "reset"
+    except TimeoutError:
+        return "timeout"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        conn.close()
+
+
+def _flood(port: int, latent: int, hold_s: float) -> dict:
+    """1,100 idle connections and 200 concurrent decodes; the idle ones are held
+    ``hold_s`` (past the server's read timeout), then closed."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+    t0, overflows = time.monotonic(), _listen_overflows()
+    idle = _open_idle(port, FLOOD_IDLE)
+    with ThreadPoolExecutor(FLOOD_DECODES) as pool:
+        decodes = Counter(pool.map(lambda _: _decode_once(port, latent), range(FLOOD_DECODES)))
+    time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+    outcomes = _idle_outcomes(idle)
+    for s in idle:
+        s.close()
+    after = _listen_overflows()
+    return {"idle": outcomes, "decodes": dict(sorted(decodes.items())),
+            "listen_overflows": None if after is None else after - overflows}
+
+
+def _page_answers(port: int, proc, timeout: float = 10) -> int | None:
+    """The status of a plain ``GET /api/state`` once the page takes requests again."""
+    deadline, status = time.monotonic() + timeout, None
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            status = _page_get(port, "/api/state")[0]
+        except OSError:
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.2)
+    return status
+
+
+def drill_page_flood(ctx, trials) -> dict:
+    """A run with its page under a flood; survived when the run exits 0 and the page
+    answers again after the flood."""
+    import threading
+
+    from jvae.app.dashboard.limits import READ_TIMEOUT_S
+    _raise_nofile(FLOOD_IDLE + FLOOD_DECODES + 512)
+    survived = lost = 0
+    runs = []
+    for t in range(trials):
+        port, work = _free_port(), ctx["tmp"] / f"page_flood{t}"
+        argv = _cmd(ctx["data"], work, "--epochs", FLOOD_EPOCHS, "--dashboard-port", str(port))
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(argv, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                                    stderr=err, text=True, preexec_fn=_default_nofile)
+            peak, stop = {}, threading.Event()
+            threading.Thread(target=_count_fds, args=(proc.pid, peak, stop), daemon=True).start()
+            run = {"page_up": _wait_for_page(port, proc)}
+            if run["page_up"]:
+                run.update(_flood(port, int(RUN[RUN.index("--latent-dim") + 1]),
+                                  READ_TIMEOUT_S + 2))
+                run["after"] = _page_answers(port, proc)
+                run["trained_through_flood"] = proc.poll() is None
+            rc = proc.wait(timeout=900)
+            stop.set()
+            err.seek(0)
+            text = err.read()
+        run.update(exit=rc, train_fds_peak=peak.get("fds"), stderr_lines=len(text.splitlines()),
+                   traceback="Traceback" in text, epochs=len(_rows(work)))
+        ok = rc == 0 and run.get("after") == 200 and not run["traceback"]
+        survived += ok
+        lost += rc != 0 or run["epochs"] != int(FLOOD_EPOCHS)
+        runs.append(run)
+    return {"drill": "page_flood", "trials": trials, "survived": survived, "data_lost": lost,
+            "runs": runs}
+
+
+# -- image_folder: training and jvae reconstruct read a folder's files alike ----------------
+
+def _photo_folder(root: Path, seed: int) -> None:
+    """A 16-bit PNG with its 8-bit twin, a phone JPEG stored sideways (EXIF orientation 6),
+    a wide image and a dozen squares."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    grey = rng.integers(0, 256, (40, 56), dtype=np.uint8)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(root / "deep.png")
+    Image.fromarray(grey).save(root / "deep8.png")
+    upright = np.zeros((64, 32, 3), np.uint8)
+    upright[:20], upright[20:] = (230, 20, 20), (20, 200, 40)
+    phone = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))
+    exif = phone.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
+    phone.save(root / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(rng.integers(0, 256, (24, 72, 3), dtype=np.uint8)).save(root / "wide.png")
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / f"x{i}.png")
+
+
+def _image_folder_trial(work: Path, size: int, env: dict) -> dict:
+    """Trains one short epoch on a photo folder, reconstructs it, compares the originals."""
+    import numpy as np
+    from PIL import Image
+
+    from jvae.datasets.folders import load_folder
+    folder, run, out = work / "photos", work / "run", work / "recon"
+    _photo_folder(folder, size)
+    train = [sys.executable, "-m", "jvae.train", "--data-source", str(folder), "--workdir",
+             str(run), "--epochs", "1", "--image-size", str(size), "--channels", "3",
+             "--batch-size", "8", "--hidden", "32", "--latent-dim", "4", "--num-images", "8",
+             "--no-dashboard", "--no-tensorboard"]
+    recon = [sys.executable, "-m", "jvae", "reconstruct", "--workdir", str(run), "--input",
+             str(folder), "--output", str(out)]
+    codes = [subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=900).returncode for argv in (train, recon)]
+    data = load_folder(folder, image_size=size, channels=3, cache=False)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.iterdir())
+    mismatched = []
+    for rel, pixels in zip(files, data.data):
+        png = (out / rel).with_suffix(".png")
+        if not png.is_file():
+            mismatched.append(rel)
+            continue
+        with Image.open(png) as im:  # the original, then its reconstruction
+            if not np.array_equal(np.asarray(im)[:, :size], pixels):
+                mismatched.append(rel)
+    phone, deep, deep8 = (data.data[files.index(f)] for f in ("phone.jpg", "deep.png",
+                                                              "deep8.png"))
+    return {"size": size, "exit": codes, "images": len(files), "mismatched": mismatched,
+            "upright": bool(phone[0, :, 0].mean() > 150 and phone[-1, :, 1].mean() > 150),
+            "deep_mean_diff": round(abs(float(deep.mean()) - float(deep8.mean())) / 255, 5)}
+
+
+def drill_image_folder(ctx, trials) -> dict:
+    """Survived when both commands exit 0, every original in the reconstruct PNGs equals the
+    training array, the sideways photo trains upright and the 16-bit image's mean is its
+    8-bit twin's (within 1/255)."""
+    survived = lost = 0
+    runs = []
+    for t in range(trials):
+        work = ctx["tmp"] / f"image_folder{t}"
+        env = {**_env(), "JVAE_DATA_DIR": str(work / "data_home")}  # its cache, not the user's
+        run = _image_folder_trial(work, 16 + 8 * t, env)
+        ok = (run["exit"] == [0, 0] and not run["mismatched"] and run["upright"]
+              and run["deep_mean_diff"] <= 1 / 255)
+        survived += ok
+        lost += bool(run["mismatched"])  # the modes saw other pixels than training
+        runs.append(run)
+    return {"drill": "image_folder", "trials": trials, "survived": survived, "data_lost": lost,
+            "runs": runs}
+
+
+# -- failed_first_checkpoint: the first checkpoint's write fails, the run is rerun ----------
+
+# A file-size limit the run's small files fit under and a checkpoint's data does not: the
+# write fails in orbax's background thread, as on a full disk, after epoch 1's row.
+FIRST_SAVE_LIMIT = 256 * 1024
+
+
+def _small_files_only() -> None:
+    """In the child: writes past FIRST_SAVE_LIMIT fail with EFBIG (no SIGXFSZ kill)."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FIRST_SAVE_LIMIT, FIRST_SAVE_LIMIT))
+
+
+def drill_failed_first_checkpoint(ctx, trials) -> dict:
+    """Survived when the failing run exits 3 with one line and no checkpoint, and the rerun
+    (no limit: a bigger disk) ends with the reference's rows, no epoch twice."""
+    survived = lost = 0
+    runs = []
+    extra = ("--checkpoint-every", "epoch", "--no-dashboard", "--no-tensorboard")
+    for t in range(trials):
+        work = ctx["tmp"] / f"failed_first{t}"
+        first = subprocess.run(_cmd(ctx["data"], work, *extra), env=_env(), cwd=REPO,
+                               capture_output=True, text=True, timeout=900,
+                               preexec_fn=_small_files_only)
+        # Landed: epoch 1's row written, no checkpoint finished.
+        landed = [r["epoch"] for r in _rows(work)] == [1] and _newest_step(work) is None
+        rerun = _train(ctx["data"], work, *extra)
+        rows = _rows(work)
+        run = {"exit": [first.returncode, rerun.returncode], "landed": landed,
+               "stderr_lines": len(first.stderr.strip().splitlines()),
+               "traceback": "Traceback" in first.stderr + rerun.stderr,
+               "epochs_after_rerun": [r["epoch"] for r in rows]}
+        ok = (run["exit"] == [3, 0] and landed and run["stderr_lines"] == 1
+              and not run["traceback"] and rows == ctx["ref_rows"])
+        survived += ok
+        lost += rows != ctx["ref_rows"]
+        runs.append(run)
+    return {"drill": "failed_first_checkpoint", "trials": trials, "survived": survived,
+            "data_lost": lost, "runs": runs}
+
+
+# -- export_into_run: the write guard against a run's own files ---------------------
+
+def _imported_run(folder: Path, seed: int) -> Path:
+    """A run imported from a small AutoencoderKL of random weights written here."""
+    from jvae.app.modes.weights import import_diffusers, write_random_weights
+
+    src = write_random_weights(folder / "src", TINY_KL, seed=seed)
+    return import_diffusers(src, folder / "run", data_shape=(8, 8, 1))
+
+
+# A one-level AutoencoderKL for 8x8 grey images: imports in a second.
+TINY_KL = {"_class_name": "AutoencoderKL", "in_channels": 1, "out_channels": 1,
+           "latent_channels": 2, "block_out_channels": [8], "layers_per_block": 1,
+           "norm_num_groups": 4, "sample_size": 8, "scaling_factor": 0.5}
+
+
+def _jvae(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jvae", *argv], env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def drill_export_into_run(ctx, trials) -> dict:
+    """Survived when every export into a run's files exits 2 with one line and changes no
+    byte of either run, and the run still samples afterwards."""
+    survived = lost = 0
+    failures = []
+    for t in range(trials):
+        root = ctx["tmp"] / f"export{t}"
+        run, other = _imported_run(root / "a", t), _imported_run(root / "b", t + 1000)
+        before = [_snapshot(run), _snapshot(other)]
+        cases = {"itself": run, "another run": other,
+                 "its checkpoints": run / "checkpoints" / "exported"}
+        ok = True
+        for name, output in cases.items():
+            r = _jvae("export-weights", "--workdir", str(run), "--output", str(output))
+            lines = r.stderr.strip().splitlines()
+            if r.returncode != 2 or len(lines) != 1 or "Traceback" in r.stderr:
+                ok = False
+                failures.append({"trial": t, "case": name, "exit": r.returncode,
+                                 "stderr": r.stderr[-300:]})
+        intact = [_snapshot(run), _snapshot(other)] == before
+        sample = _jvae("sample", "--workdir", str(run), "--output", str(root / "s.png"))
+        ok = ok and intact and sample.returncode == 0
+        if sample.returncode != 0:
+            failures.append({"trial": t, "case": "sample after", "exit": sample.returncode,
+                             "stderr": sample.stderr[-300:]})
+        survived += ok
+        lost += not intact
+    return {"drill": "export_into_run", "trials": trials, "survived": survived,
+            "data_lost": lost, "cases_per_trial": 3, "failures": failures[:10]}
+
+
+def _reference(ctx) -> int:
+    """Trains the uninterrupted reference run the comparing drills need; its exit status."""
+    ref = ctx["tmp"] / "reference"
+    rc, err, train_s = _interrupted(ctx["data"], ref, None, 0)
+    if rc != 0:
+        print(err, file=sys.stderr)
+        return rc
+    # Seconds from taking the workdir to the end: where a signal can land.
+    ctx.update(ref_dir=ref, ref_rows=_rows(ref), ref_s=train_s)
+    print(json.dumps({"drill": "reference", "seconds": round(ctx["ref_s"], 1),
+                      "rows": len(ctx["ref_rows"])}), flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--drills", default=",".join(DRILLS))
@@ -451,21 +863,18 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         (tmp / "mnist").mkdir()
         ctx = {"tmp": tmp, "data": _tiny_mnist(tmp / "mnist"), "steps_per_epoch": 2048 // 64}
-        ref = tmp / "reference"
-        rc, err, train_s = _interrupted(ctx["data"], ref, None, 0)
-        if rc != 0:
-            print(err, file=sys.stderr)
+        if set(chosen) - set(STANDALONE) and _reference(ctx) != 0:
             return 1
-        # Seconds from taking the workdir to the end: where a signal can land.
-        ctx.update(ref_dir=ref, ref_rows=_rows(ref), ref_s=train_s)
-        print(json.dumps({"drill": "reference", "seconds": round(ctx["ref_s"], 1),
-                          "rows": len(ctx["ref_rows"])}), flush=True)
         run = {"kill9": lambda: drill_kill(ctx, args.trials),
                "sigterm": lambda: drill_kill(ctx, args.trials, signal.SIGTERM, "sigterm",
                                              ("--checkpoint-every", "epoch")),
                "corrupt": lambda: drill_corrupt(ctx, args.trials),
                "nan": lambda: drill_nan(ctx, max(1, args.trials // 2)),
-               "malformed": lambda: drill_malformed(ctx, args.trials)}
+               "malformed": lambda: drill_malformed(ctx, args.trials),
+               "page_flood": lambda: drill_page_flood(ctx, args.trials),
+               "image_folder": lambda: drill_image_folder(ctx, args.trials),
+               "failed_first_checkpoint": lambda: drill_failed_first_checkpoint(ctx, args.trials),
+               "export_into_run": lambda: drill_export_into_run(ctx, args.trials)}
         for name in chosen:
             t0 = time.perf_counter()
             row = {**run[name](), "seconds": round(time.perf_counter() - t0, 1)}

@@ -24,9 +24,12 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from jvae.base import VAE, Array, JvaeError, Posterior
+from jvae.datasets.images import IMAGE_SUFFIXES as _FOLDER_SUFFIXES
+from jvae.datasets.images import walk_files
+from jvae.datasets.pixels import to_float
+from jvae.datasets.reader import ImageReadError, read_image
 from jvae.distributions.posteriors import sample_prior
 from jvae.layers.convolution import native_convolutions
 
@@ -36,7 +39,8 @@ __all__ = ["InferenceError", "Inference", "make_inference", "posterior_scale", "
            "list_images", "load_images", "read_images"]
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# The suffixes a training folder takes.
+IMAGE_SUFFIXES = tuple(sorted(_FOLDER_SUFFIXES))
 
 
 # Draws of the Monte Carlo posterior scale of families without a closed form (flows).
@@ -258,35 +262,32 @@ def traverse_latents(z: Array, dims: Sequence[int], radius: float, steps: int) -
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, by suffix), sorted by path."""
+    """Image files under ``folder``, sorted by path: the files a training folder takes
+    (:func:`~jvae.datasets.images.walk_files`: recursive, symlinked folders
+    followed, hidden entries skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InferenceError(f"--input {folder} is not a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = walk_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise InferenceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files
 
 
-_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_CHANNELS = (1, 3, 4)
 
 
 def _load_one(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """One file as float32 ``(H, W, channels)`` in [0, 1], resized to ``size`` if given."""
+    """One file as float32 ``(H, W, channels)`` in [0, 1]: the training folders' reader
+    (:func:`~jvae.datasets.reader.read_image`), at its own size or ``size``."""
     try:
-        with Image.open(path) as img:
-            img = img.convert(_MODES[channels])
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(img, np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as e:
-        raise InferenceError(f"cannot read image {path}: {e}") from None
-    return arr.reshape(*arr.shape[:2], channels)
+        return to_float(read_image(path, channels, size))
+    except ImageReadError as e:
+        raise InferenceError(str(e)) from None
 
 
 def _check_image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(data_shape) != 3 or data_shape[-1] not in _MODES:
+    if len(data_shape) != 3 or data_shape[-1] not in _CHANNELS:
         raise InferenceError(f"the run's data have shape {tuple(data_shape)}, not images "
                              "(H, W, 1|3|4); use --dataset instead of image files")
     return tuple(int(d) for d in data_shape)  # type: ignore[return-value]
@@ -296,9 +297,11 @@ def load_images(paths: Sequence[str | Path], data_shape: tuple[int, ...],
                 workers: int = 8) -> np.ndarray:
     """Reads image files as float32 ``(N, *data_shape)`` in [0, 1].
 
-    Each file is converted to the data's channels (grey, RGB or RGBA) and
-    resized (bilinear) to its height and width; files are decoded on a
-    thread pool (Pillow releases the interpreter lock while decoding).
+    Each file is read as a training folder's files are
+    (:func:`~jvae.datasets.reader.read_image`: upright by its EXIF orientation,
+    8-bit by its bit depth, the data's channels, resized so the short side
+    covers the data's height and width, then center-cropped); files are
+    decoded on a thread pool (Pillow releases the interpreter lock while decoding).
 
     Raises:
       InferenceError: an unreadable file, or data that are not images.
@@ -312,17 +315,19 @@ def read_images(paths: Sequence[str | Path], data_shape: tuple[int, ...],
                 size: tuple[int, int] | None = None, workers: int = 8) -> list[np.ndarray]:
     """Reads image files as float32 ``(H, W, C)`` arrays in [0, 1], each at its own size.
 
-    Like :func:`load_images`, with the data's channels, but an image keeps its
-    height and width unless ``size`` ``(H, W)`` is given.
+    Like :func:`load_images` (the same reader, the data's channels), but an
+    image keeps its height and width unless ``size`` ``(H, W)`` is given.
 
     Args:
       paths: the files.
       data_shape: the run's ``(H, W, C)``; only ``C`` is used.
-      size: resize every image to this ``(H, W)`` (bilinear) instead.
+      size: resize and center-crop every image to this ``(H, W)`` (as training
+        does) instead.
       workers: decoding threads.
 
     Raises:
-      InferenceError: an unreadable file, or data that are not images.
+      InferenceError: an unreadable file (a decompression bomb too), or data
+        that are not images.
     """
     channels = _check_image_shape(data_shape)[-1]
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -4,7 +4,9 @@ import http.client
 import io
 import json
 import math
+import select
 import socket
+import time
 import wave
 from types import SimpleNamespace
 
@@ -16,7 +18,8 @@ from PIL import Image
 from jvae.app.config import make_config
 from jvae.app.dashboard import Dashboard
 from jvae.app.dashboard.explorer import DECODE_BATCH, interpolate, project_2d
-from jvae.app.dashboard.server import MAX_BODY, MAX_IN_FLIGHT, VIEW_GAP_S
+from jvae.app.dashboard.limits import connection_cap
+from jvae.app.dashboard.server import MAX_BODY, MAX_IN_FLIGHT, VIEW_GAP_S, DashboardServer
 from jvae.app.outputs import save_epoch_audio, save_image_grid
 from jvae.app.runs import hook_info
 from jvae.inference import make_reconstructor, make_sampler
@@ -403,3 +406,183 @@ def test_an_audio_runs_page_plays_and_draws_every_view(audio_page, tmp_path):
             assert errors == []
         finally:
             browser.close()
+
+
+# -- a page that cannot be used to stop the run ------------------------------------
+@pytest.fixture
+def extra_server(page):
+    """Makes more servers of the page's state (with their own limits); stops them after."""
+    servers = []
+
+    def make(serve=True, **limits):
+        server = DashboardServer(page.state, "127.0.0.1", 0, **limits)
+        if serve:
+            server.serve_in_background()
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        if server._thread is not None:
+            server.shutdown()
+        server.server_close()
+
+
+def _exchange(port, raw: bytes, timeout=10):
+    """Sends ``raw`` and reads to the end: ``(status, headers, body)``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_connections_beyond_the_cap_get_a_prompt_503_and_the_page_recovers(extra_server):
+    server = extra_server(max_connections=3, read_timeout=30)
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+    request = b"GET /api/state HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    t0 = time.monotonic()
+    for _ in range(5):  # accepted after the idle three, which hold every connection
+        status, headers, body = _exchange(server.port, request)
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert "busy" in json.loads(body)["error"]
+    assert time.monotonic() - t0 < 2
+    for sock in idle:
+        sock.close()
+    deadline = time.monotonic() + 5
+    while (status := _exchange(server.port, request)[0]) != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the idle connections' threads see them close
+    assert status == 200
+
+
+def test_the_cap_leaves_three_quarters_of_the_file_handles_to_training():
+    assert connection_cap(1024) == 256 and connection_cap(256) == 64
+    assert connection_cap(1 << 20) == 256 and connection_cap(8) == 4
+
+
+def _closed_by_peer(sock) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_and_trickling_clients_are_dropped_after_the_read_timeout(extra_server):
+    server = extra_server(read_timeout=0.3)
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    t0 = time.monotonic()
+    assert idle.recv(1024) == b"" and time.monotonic() - t0 < 2
+    idle.close()
+    # A byte every 50 ms: never idle for the timeout, yet the request takes 1.4 s.
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        for byte in b"GET /api/state HTTP/1.0\r\nHost: localhost":
+            slow.send(bytes([byte]))
+            time.sleep(0.05)
+    except OSError:  # dropped already
+        pass
+    assert _closed_by_peer(slow)
+    slow.close()
+
+
+def test_a_burst_of_connections_waits_in_the_listen_backlog(extra_server):
+    server = extra_server(serve=False)  # nothing accepts: every connection waits in the backlog
+    socks = []
+    try:
+        for _ in range(100):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", server.port))
+            socks.append(sock)
+        pending, deadline = set(socks), time.monotonic() + 2
+        while pending and time.monotonic() < deadline:
+            _, done, _ = select.select([], list(pending), [], 0.1)
+            pending -= {s for s in done if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0}
+        assert not pending
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _post(body: bytes) -> bytes:
+    return (b"POST /api/decode HTTP/1.0\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+            % len(body) + body)
+
+
+def _get(path: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.0\r\nHost: localhost\r\n\r\n"
+
+
+MALFORMED = {
+    "JSON nested 10,000 deep": _post(b'{"z": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+    "a 400-digit integer in z": _post(b'{"z": [' + b"9" * 400 + b", 0, 0, 0]}"),
+    "an integer longer than Python parses": _post(b'{"z": [' + b"9" * 5000 + b", 0, 0, 0]}"),
+    "z beyond float32": _post(b'{"z": [0, 1e39, 0, 0]}'),
+    "a NUL byte in a static path": _get(b"/static/app\x00.js"),
+    "a static name too long for a file": _get(b"/static/" + b"a" * 5000 + b".js"),
+    "an epoch too long for a file name": _get(b"/api/image?kind=samples&epoch=" + b"1" * 300),
+    "a malformed request line": b"GARBAGE\r\n\r\n",
+    "too many headers": b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+}
+
+
+def _assert_one_json_error(status, headers, body):
+    assert 400 <= status < 500 and headers["Content-Type"] == "application/json"
+    assert body.count(b"\n") == 0 and json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_requests_get_a_4xx_json_error_and_nothing_on_stderr(page, raw, capfd):
+    _assert_one_json_error(*_exchange(page.server.port, raw))
+    assert _request(page, "GET", "/api/state")[0] == 200  # the server is still there
+    assert capfd.readouterr().err == ""
+
+
+@pytest.fixture(scope="module")
+def cond_page():
+    """A dashboard of a small conditional model (3 classes)."""
+    cfg = make_config({"model": "cvae", "hidden": (8,), "latent_dim": 2})
+    experiment = build(cfg, DataSpec((28, 28, 1), 3))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 12)
+    test = {"image": rng.random((12, 28, 28, 1), dtype=np.float32), "label": labels,
+            experiment.cond_key: np.eye(3, dtype=np.float32)[labels]}
+    params = experiment.vae.init(jax.random.key(0), test["image"][:2],
+                                 test[experiment.cond_key][:2])
+    dash = Dashboard("127.0.0.1", 0, quiet=True)
+    dash.on_start(hook_info(cfg, None, experiment, test, devices=1, placement="device",
+                            start_epoch=1, step=0, params=params, steps_per_epoch=1))
+    assert dash.wait_for_snapshot(1)
+    yield dash
+    dash.on_end()
+
+
+@pytest.mark.parametrize("label", [b"1e999", b"-1e999", b"1.5", b"3", b"-1", b"9" * 400,
+                                   b"true", b'"x"', b"[0]"])
+def test_labels_must_be_integers_of_a_class(cond_page, label, capfd):
+    raw = _post(b'{"z": [0.5, -0.5], "label": ' + label + b"}")
+    _assert_one_json_error(*_exchange(cond_page.server.port, raw))
+    assert capfd.readouterr().err == ""
+
+
+def test_a_label_picks_the_class_as_a_number_or_a_query_string(cond_page):
+    for body in ({"z": [0.5, -0.5], "label": 2}, {"z": [0.5, -0.5], "label": 2.0}):
+        assert _request(cond_page, "POST", "/api/decode", body)[0] == 200
+    assert _request(cond_page, "GET", "/api/samples?seed=1&label=2")[0] == 200
+    assert _request(cond_page, "GET", "/api/samples?seed=1&label=1e999")[0] == 400
+
+
+def test_a_client_gone_before_the_error_reply_prints_nothing(page, capfd):
+    from jvae.app.dashboard.server import _Handler
+    ours, theirs = socket.socketpair()
+    theirs.sendall(_post(b"not json"))
+    theirs.close()  # before the reply: writing it breaks the pipe
+    _Handler(ours, ("127.0.0.1", 0), page.server)
+    ours.close()
+    assert capfd.readouterr().err == ""

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from urllib.request import urlopen
 
@@ -166,6 +167,37 @@ def test_serve_opens_the_page_of_a_finished_run(live_run):
     assert [row["epoch"] for row in state["test"]] == [1, 2]
     assert state["latents"]["epoch"] == 2 and state["image_epochs"] == [1, 2]
     assert state["info"]["config"]["hidden"] == [32]
+
+
+def test_serve_follows_a_checkpoint_written_after_it_started(live_run, tmp_path):
+    from jvae.app.checkpoint import Checkpointer
+    from jvae.app.dashboard import serve
+    from jvae.app.runs import restore_run
+    live_run.finish()
+    workdir = tmp_path / "run"
+    shutil.copytree(live_run.workdir, workdir)
+    stop, pages = threading.Event(), []
+    server = threading.Thread(target=serve, args=(workdir, "127.0.0.1", 0), daemon=True,
+                              kwargs={"poll_s": 0.05, "stop": stop, "ready": pages.append})
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not pages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pages, "serve did not start"
+        state = restore_run(workdir).state  # the run goes on: one more epoch's checkpoint
+        with Checkpointer(workdir / "checkpoints") as ckpt:
+            ckpt.save(48, state.replace(step=state.step + 16), {"epoch": 3})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            latents = json.loads(urlopen(pages[0].url + "api/state", timeout=30).read())["latents"]
+            if latents["epoch"] == 3:
+                break
+            time.sleep(0.1)
+        assert (latents["epoch"], latents["step"]) == (3, 48)
+    finally:
+        stop.set()
+        server.join(timeout=30)
 
 
 def test_train_flags_attach_the_page_and_tensorboard(tmp_path, capsys, cli_watchers):

@@ -1,6 +1,8 @@
 """Image and .wav folders: files, splits, labels, bad files, the cache, chunks, WAV output."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,6 +90,19 @@ def test_truncated_jpeg_is_skipped_and_counted_or_fatal_when_strict(folder, tmp_
     assert 15 == len(data.train) + len(data.test)
     with pytest.raises(DataError, match="--strict"):
         load_folder(folder, image_size=8, cache=False, test_fraction=0.3, strict=True)
+
+
+def test_a_skipped_file_notice_is_one_line_outside_the_command_line_too(folder, capfd):
+    """A script or notebook shows Python's own warning display, which adds the line of
+    source that issued it; the notice is one line there as under ``jvae``."""
+    (folder / "cat" / "broken.png").write_bytes(b"not a png")
+    script = ("from jvae.datasets.folders import load_folder\n"
+              f"load_folder({str(folder)!r}, image_size=8, cache=False, test_fraction=0.3)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].endswith("DataWarning: skipped 1 of 17 image files that cannot be read: "
+                           "cat/broken.png")
 
 
 def test_cache_is_reused_then_rebuilt_when_a_file_changes(folder, tmp_path):

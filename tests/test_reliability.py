@@ -16,7 +16,7 @@ from jvae.app import trainer as train_module
 from jvae.app.checkpoint import Checkpointer, CheckpointError, read_metrics, truncate_metrics
 from jvae.app.config import make_config
 from jvae.app.lock import LockError, WorkdirLock
-from jvae.app.run_guard import CheckpointSchedule, parse_interval
+from jvae.app.run_guard import CheckpointSchedule, SaveFailed, parse_interval
 from jvae.train import Stopped, main, train_and_evaluate
 from jvae.train_state import TrainState
 
@@ -252,3 +252,53 @@ def test_failed_save_divergence_and_a_held_lock_keep_the_last_good_checkpoint(
         code, err = _main_one_line(capsys, argv)
     assert code == 2 and f"in use by PID {os.getpid()} on host {socket.gethostname()}" in err
     assert _steps(work) == [8]
+
+
+class _LostFirstSave:
+    """Checkpointer.save whose first write is lost the way an asynchronous write to a full
+    disk is: accepted at once, its OSError(ENOSPC) reported by the next save or wait."""
+
+    def __init__(self):
+        self.pending, self.real_wait = [], Checkpointer.wait
+
+    def _report(self):
+        if self.pending:
+            self.pending.clear()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save(self, ckpt, step, state, meta=None):
+        self._report()
+        self.pending.append(step)  # nothing reaches the disk
+
+    def wait(self, ckpt):
+        self._report()
+        self.real_wait(ckpt)
+
+
+def _lose_first_save(monkeypatch, cfg, workdir, hooks=()):
+    """Runs ``cfg`` with the first checkpoint lost: exit 3 after epoch 1's row, no checkpoint."""
+    lost = _LostFirstSave()
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", lambda self, *a, **k: lost.save(self, *a, **k))
+        m.setattr(Checkpointer, "wait", lambda self: lost.wait(self))
+        with pytest.raises(SaveFailed, match="No space left on device"):
+            train_and_evaluate(cfg, workdir, quiet=True, hooks=hooks)
+    assert _steps(workdir) == [] and [r["epoch"] for r in _rows(workdir)] == [1]
+
+
+def test_a_rerun_after_a_lost_first_checkpoint_repeats_no_epoch(tiny_mnist_dir, tmp_path,
+                                                                monkeypatch, capfd):
+    from jvae.app.tensorboard import EMBEDDING_TAG, TensorBoardLogger
+    cfg = make_config({"data_dir": str(tiny_mnist_dir), **TINY, "checkpoint_every": "epoch"})
+    work, tb = tmp_path / "run", tmp_path / "tb"
+    _lose_first_save(monkeypatch, cfg, work, hooks=[TensorBoardLogger(tb)])
+    capfd.readouterr()
+    # The rerun (a bigger disk) starts over and trains epoch 1 again: its row and its
+    # projector embedding are replaced, not repeated, and tensorboardX says nothing.
+    train_and_evaluate(cfg, work, quiet=True, hooks=[TensorBoardLogger(tb)])
+    assert [(r["epoch"], r["step"]) for r in _rows(work)] == [(1, 8), (2, 16)]
+    out = capfd.readouterr()
+    assert "Embedding dir exists" not in out.out + out.err
+    names = [ln for ln in (tb / "projector_config.pbtxt").read_text().splitlines()
+             if ln.startswith("tensor_name:")]
+    assert names == [f'tensor_name: "{EMBEDDING_TAG}:0000{e}"' for e in (1, 2)]

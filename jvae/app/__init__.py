@@ -9,7 +9,8 @@ The library below never imports it.
 * :mod:`~jvae.app.trainer`: :func:`train_and_evaluate`, a run in a workdir.
 * :mod:`~jvae.app.runs`: run directories (data, saved settings, restore).
 * :mod:`~jvae.app.checkpoint`, :mod:`~jvae.app.lock`, :mod:`~jvae.app.run_guard`:
-  orbax save/resume, one writer per workdir, signals, schedules and exits.
+  orbax save/resume, one writer per workdir, signals, schedules and exits;
+  :mod:`~jvae.app.write_guard`: no output over a run's files, nothing written when refused.
 * :mod:`~jvae.app.hooks`: what observes a run; :mod:`~jvae.app.dashboard`
   (the live page) and :mod:`~jvae.app.tensorboard` are hooks.
 * :mod:`~jvae.app.outputs`: image grids and each epoch's samples.
@@ -31,6 +32,7 @@ from jvae.app.cli import (
 from jvae.app.config import (
     ALIASES,
     GROUPS,
+    MAX_INT,
     RESUMABLE_CHANGES,
     Config,
     ConfigError,
@@ -47,10 +49,12 @@ from jvae.app.flags import (
     add_workdir_flag,
     config_from_args,
     describe,
+    finite_float,
     int_range,
     make_parser,
     recipe_of,
     run_mode,
+    seed_int,
 )
 from jvae.app.hooks import (
     Hook,
@@ -114,7 +118,11 @@ from jvae.app.run_guard import (
 from jvae.app.runs import (
     Run,
     check_data_info,
+    check_example_fits,
+    check_num_devices,
+    check_resized_fits,
     check_resumable,
+    check_state_fits,
     data_options,
     hook_info,
     load_data,
@@ -133,6 +141,18 @@ from jvae.app.trainer import (
     CHUNKS_PER_EPOCH,
     Stopped,
     train_and_evaluate,
+)
+from jvae.app.write_guard import (
+    RUN_ENTRIES,
+    OutputError,
+    WriteFailed,
+    check_output_file,
+    check_output_folder,
+    check_workdir,
+    is_run_dir,
+    make_parents,
+    run_containing,
+    writing,
 )
 
 __all__ = [
@@ -159,10 +179,13 @@ __all__ = [
     "Hook",
     "Latents",
     "LockError",
+    "MAX_INT",
     "MODES",
     "Mode",
     "NativeNet",
+    "OutputError",
     "RESUMABLE_CHANGES",
+    "RUN_ENTRIES",
     "Run",
     "RunFailed",
     "SaveFailed",
@@ -172,13 +195,21 @@ __all__ = [
     "TensorBoardLogger",
     "Tiling",
     "WorkdirLock",
+    "WriteFailed",
     "add_config_flags",
     "add_host_memory_flag",
     "add_workdir_flag",
     "call_hooks",
     "check_data_info",
+    "check_example_fits",
+    "check_num_devices",
+    "check_output_file",
+    "check_output_folder",
+    "check_resized_fits",
     "check_resumable",
     "check_stackable",
+    "check_state_fits",
+    "check_workdir",
     "choices_of",
     "config_from_args",
     "config_to_dict",
@@ -186,11 +217,13 @@ __all__ = [
     "data_options",
     "describe",
     "diffusion_scale",
+    "finite_float",
     "grid_png",
     "hook_info",
     "image_grid",
     "imported_record",
     "int_range",
+    "is_run_dir",
     "load_config_file",
     "load_data",
     "load_data_with_info",
@@ -198,6 +231,7 @@ __all__ = [
     "log_mel_spectrogram",
     "main",
     "make_config",
+    "make_parents",
     "make_parser",
     "parse_interval",
     "read_metrics",
@@ -207,6 +241,7 @@ __all__ = [
     "recipe_settings",
     "reflect_pad",
     "restore_run",
+    "run_containing",
     "run_mode",
     "run_sample_rate",
     "sample_condition",
@@ -216,6 +251,7 @@ __all__ = [
     "save_latents",
     "save_spectrograms",
     "saved_config",
+    "seed_int",
     "spectrogram_image",
     "spectrogram_png",
     "stft_sizes",
@@ -224,4 +260,5 @@ __all__ = [
     "truncate_metrics",
     "watch_hooks",
     "write_data_info",
+    "writing",
 ]

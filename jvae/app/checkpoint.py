@@ -18,8 +18,10 @@ checkpoint collectively; only process 0 moves damaged checkpoints aside.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -63,13 +65,14 @@ def _all_finite(tree: PyTree) -> jax.Array:
 
 
 def _ignore_late_read_callbacks() -> None:
-    """Drops the ``Event loop is closed`` errors of an aborted restore's remaining reads.
+    """Drops the ``Event loop is closed`` errors of an aborted restore's or save's other I/O.
 
-    When one file of a checkpoint cannot be read, orbax abandons the restore
-    and closes its event loop while tensorstore still completes the other
-    reads; their callbacks then fail harmlessly, each printing a traceback
-    through ``sys.unraisablehook``. This filter (installed once, delegating
-    everything else) keeps a skipped checkpoint to its one warning line.
+    When one file of a checkpoint cannot be read (or written: a full disk),
+    orbax abandons the operation and closes its event loop while tensorstore
+    still completes the other reads and writes; their callbacks then fail
+    harmlessly, each printing a traceback through ``sys.unraisablehook``. This
+    filter (installed once, delegating everything else) keeps a skipped
+    checkpoint to its one warning line and a failed save to its one error line.
     """
     previous = sys.unraisablehook
     if getattr(previous, "_jvae_filter", False):
@@ -82,6 +85,79 @@ def _ignore_late_read_callbacks() -> None:
         previous(unraisable)
     hook._jvae_filter = True
     sys.unraisablehook = hook
+
+
+class _OrbaxFailureFilter(logging.Filter):
+    """Drops orbax's error records about failures a :class:`Checkpointer` reports itself.
+
+    orbax logs an exception of its background save and restore threads with
+    ``logging.exception``, then re-raises it to the caller
+    (:meth:`Checkpointer.save`, :meth:`~Checkpointer.wait`), where jvae reports
+    it as one line; and while a checkpoint is read (the manager listing its
+    steps, a restore) it logs each unreadable file that the restore then fails
+    on, which :meth:`~Checkpointer.restore_newest_valid` reports as one warning.
+    Those copies would only add tracebacks and repeats around that line.
+    Records of other libraries, and orbax's other records, pass.
+    """
+
+    reading = 0  # > 0 while a Checkpointer reads checkpoints (one count per reader)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.pathname.startswith(_ORBAX_DIR):
+            return True
+        return not (record.exc_info or _OrbaxFailureFilter.reading)
+
+
+_ORBAX_DIR = os.path.dirname(ocp.__file__)
+# How tensorstore's errors begin: an absl status code ("OUT_OF_RANGE: Error opening ...").
+_STATUS_CODES = ("CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+
+
+class _AbandonedIOFilter(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" records of tensorstore's reads and writes.
+
+    When orbax abandons a restore or save at its first failed file, the other
+    files' futures still fail on their own (the same damaged checkpoint, the
+    same full disk) and nobody awaits them any more: each is logged with its
+    traceback whenever it is garbage collected, sometimes long after the
+    caller reported the failure in one line. Only such futures, failed with a
+    tensorstore status error, are dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        # asyncio's first line: "<Future class> exception was never retrieved".
+        abandoned = str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved")
+        return not (abandoned and isinstance(exc, ValueError)
+                    and str(exc).startswith(tuple(f"{c}: " for c in _STATUS_CODES)))
+
+
+@contextlib.contextmanager
+def _reading():
+    """Marks a read of checkpoints whose failures the caller reports (see the filter)."""
+    _OrbaxFailureFilter.reading += 1
+    try:
+        yield
+    finally:
+        _OrbaxFailureFilter.reading -= 1
+
+
+def _quiet_orbax_failures() -> None:
+    """Keeps a failed save or restore to the one line its caller prints (installed once).
+
+    The channels through which orbax and tensorstore repeat a failure are
+    narrowed to what they repeat: :class:`_OrbaxFailureFilter` on absl's
+    logger, which orbax logs on, :class:`_AbandonedIOFilter` on asyncio's and
+    :func:`_ignore_late_read_callbacks`.
+    """
+    _ignore_late_read_callbacks()
+    for name, kind in (("absl", _OrbaxFailureFilter), ("asyncio", _AbandonedIOFilter)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 def _say(message: str) -> None:
@@ -103,10 +179,13 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(os.path.abspath(directory))
+        # Before orbax starts a thread: a failed write reports itself at once.
+        _quiet_orbax_failures()
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(keep),
             enable_async_checkpointing=async_save, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with _reading():  # it reads every step's metadata
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: TrainState, meta: dict | None = None) -> None:
         """Starts saving ``state`` (and JSON-serializable ``meta``) as ``step``.
@@ -126,8 +205,16 @@ class Checkpointer:
             meta=ocp.args.JsonSave(meta)))
 
     def latest_step(self) -> int | None:
-        """The newest finished checkpoint's step, or None."""
+        """The newest finished checkpoint's step, or None (as of opening or :meth:`reload`)."""
         return self._manager.latest_step()
+
+    def reload(self) -> None:
+        """Lists the checkpoints on disk again.
+
+        The manager lists them once, when it opens: another process's later
+        saves (a run that ``jvae serve`` follows) appear only after this.
+        """
+        self._manager.reload()
 
     def all_steps(self) -> list[int]:
         """Steps of the checkpoints on disk, oldest first."""
@@ -150,7 +237,8 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError("no checkpoint to restore")
         sharding = replicated_sharding(mesh) if mesh is not None else None
-        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        # The default device's sharding, named the same way by every supported JAX.
+        default = jax.numpy.zeros(()).sharding
 
         def abstract(x):
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or getattr(
@@ -160,8 +248,9 @@ class Checkpointer:
         saveable = (jax.eval_shape(_to_saveable, template)
                     if isinstance(template.key, jax.ShapeDtypeStruct) else _to_saveable(template))
         target = jax.tree.map(abstract, saveable)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        with _reading():
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         state = restored["state"]
         meta = dict(restored["meta"] or {})
         meta.pop("structure", None)
@@ -169,8 +258,9 @@ class Checkpointer:
 
     def read_meta(self, step: int) -> dict:
         """The JSON metadata saved with ``step`` (raises if unreadable)."""
-        return dict(self._manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"] or {})
+        with _reading():
+            return dict(self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"] or {})
 
     def restore_newest_valid(self, template: TrainState, mesh: Mesh | None = None,
                              validate=None, move_aside: bool = True
@@ -246,7 +336,8 @@ class Checkpointer:
             shutil.move(str(self.directory / str(step)), str(target))
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"jvae_checkpoint_aside_{step}")
-        self._manager.reload()
+        with _reading():
+            self._manager.reload()
         return target
 
     def wait(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import typing
@@ -31,7 +32,7 @@ from jvae.objectives import CVAE_PRIOR_WEIGHT
 from jvae.training import experiment as ex
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
-           "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES"]
+           "config_to_dict", "choices_of", "RESUMABLE_CHANGES", "ALIASES", "MAX_INT"]
 
 # Groups of settings, in the order ``--help`` lists them.
 GROUPS = ("data", "model", "objective", "optimisation", "run")
@@ -364,7 +365,28 @@ def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
     return None if choices is None else tuple(choices)
 
 
+# The largest integer setting: seeds become 64-bit PRNG keys, counts index int64 arrays.
+MAX_INT = 2**63 - 1
+
+
+def _validate_numbers(cfg: Config) -> None:
+    """Every float setting is finite and every integer fits 64 bits (inf, nan and a seed
+    of 24 digits would otherwise fail only once training runs)."""
+    for name, kind in _TYPES.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        if base is float and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} is not a finite number; give a finite value")
+        values = value if typing.get_origin(base) is tuple else (value,)
+        if base is not bool and any(isinstance(v, int) and abs(v) > MAX_INT for v in values):
+            raise ConfigError(f"{name}={value} is too large; integer settings go up to "
+                              f"2**63 - 1 ({MAX_INT})")
+
+
 def _validate(cfg: Config) -> None:
+    _validate_numbers(cfg)
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         choices = choices_of(f)
@@ -483,8 +505,15 @@ def _coerce(name: str, value: Any) -> Any:
                 raise TypeError
             return tuple(_scalar(int, v) for v in value)
         return _scalar(base, value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+        raise ConfigError(f"{name}={_shown(value)} is not a valid "
+                          f"{getattr(base, '__name__', base)}") from None
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for a message, cut to ``limit`` characters (a config file may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _BOOLS = {"true": True, "1": True, "yes": True, "on": True,
@@ -536,6 +565,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(f"config file {path} must end in .json or .toml")
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"config file {path} is malformed: {e}") from None
+    except RecursionError:  # both parsers recurse once per level of nesting
+        raise ConfigError(f"config file {path} nests its values too deeply to be settings; "
+                          "pass a flat table of settings") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table/object of settings")
     return data

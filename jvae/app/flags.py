@@ -13,19 +13,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import typing
 import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
-from jvae.app.config import ALIASES, GROUPS, Config, ConfigError, choices_of, load_config_file, make_config
+from jvae.app.config import (
+    ALIASES,
+    GROUPS,
+    MAX_INT,
+    Config,
+    ConfigError,
+    choices_of,
+    load_config_file,
+    make_config,
+)
 from jvae.app.recipes import recipe_names, recipe_settings
 from jvae.base import JvaeError
 from jvae.datasets.images import DataWarning
 from jvae.devices.host_memory import HOST_MEMORY_POLICIES, apply_host_memory
 
 __all__ = ["Mode", "ArgumentParser", "add_config_flags", "add_workdir_flag", "config_from_args", "recipe_of",
-           "make_parser", "run_mode", "describe", "int_range", "add_host_memory_flag"]
+           "make_parser", "run_mode", "describe", "int_range", "seed_int", "finite_float",
+           "add_host_memory_flag"]
 
 
 class Mode(NamedTuple):
@@ -137,6 +148,28 @@ def recipe_of(args: argparse.Namespace) -> dict[str, Any]:
     """The settings of the ``--recipe`` given (``{}`` without one)."""
     return recipe_settings(getattr(args, "recipe", None))
 
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer in [0, 2**63) (a 64-bit PRNG key's range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..2**63 - 1")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite float (inf and nan are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def int_range(text: str) -> tuple[int, ...]:

@@ -22,16 +22,17 @@ from jvae.app.config import RESUMABLE_CHANGES, Config, config_to_dict, make_conf
 from jvae.base import LENGTH_KEY, ConfigError
 from jvae.datasets.batching import add_condition
 from jvae.datasets.errors import DataError
+from jvae.datasets.images import parse_image_size
 from jvae.datasets.pixels import static_binarize, to_float
-from jvae.datasets.sources import load_splits
+from jvae.datasets.sources import fit_images, load_splits
 from jvae.datasets.stream import SplitView
 from jvae.training.defaults import DATA_CHOSEN
 from jvae.training.experiment import DataSpec, Experiment, build, example_batch, init_state
 from jvae.training.state import TrainState
 
-__all__ = ["data_options", "check_data_info", "write_data_info", "load_data",
-           "load_data_with_info", "saved_config", "check_resumable", "Run", "restore_run",
-           "hook_info"]
+__all__ = ["data_options", "check_data_info", "write_data_info", "check_num_devices",
+           "check_example_fits", "check_resized_fits", "check_state_fits", "load_data", "load_data_with_info",
+           "saved_config", "check_resumable", "Run", "restore_run", "hook_info"]
 
 
 # Data settings of a run and their defaults; read with getattr so any config
@@ -96,6 +97,121 @@ def write_data_info(workdir: str | os.PathLike, info: dict[str, Any]) -> None:
         (workdir / "classes.json").write_text(json.dumps(info["classes"], indent=2) + "\n")
 
 
+def check_num_devices(num_devices: int) -> None:
+    """Refuses ``--num-devices`` beyond the devices there are (0, all of them, always fits).
+
+    Raises:
+      ConfigError: more devices asked for than :func:`jax.device_count` (every
+        process's, once a multi-process job has joined).
+    """
+    available = jax.device_count()
+    if num_devices > available:
+        raise ConfigError(f"num_devices={num_devices} asks for more devices than the "
+                          f"{available} available; use --num-devices {available} or fewer "
+                          "(0: all of them)")
+
+
+# What a train step holds of one example at the least: the input, the
+# reconstruction's parameters and the gradients of both.
+_EXAMPLE_COPIES = 4
+
+
+def _size(nbytes: float) -> str:
+    """``nbytes`` in the largest binary unit that keeps it above 1."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while nbytes >= 1024 and i < len(units) - 1:
+        nbytes, i = nbytes / 1024, i + 1
+    return f"{nbytes:.1f} {units[i]}"
+
+
+def _example_elements(cfg: Config) -> tuple[str, int] | None:
+    """The setting that sizes one example and the example's values (None: the data's own size)."""
+    size = parse_image_size(getattr(cfg, "image_size", None))
+    if size is not None:  # at least one channel; colour only adds
+        return "image_size", size[0] * size[1] * max(getattr(cfg, "channels", 0) or 1, 1)
+    if getattr(cfg, "chunk_size", 0):
+        return "chunk_size", int(cfg.chunk_size)
+    return None
+
+
+def check_example_fits(cfg: Config) -> None:
+    """Refuses an ``--image-size`` (or audio ``--chunk-size``) whose one example cannot fit a
+    device, before any data is read or resized.
+
+    One example as float32, times what a train step holds of it at the least
+    (input, reconstruction, their gradients), is compared with
+    :func:`~jvae.devices.budget.device_memory_budget`: such settings would
+    otherwise resize every image and then run out of memory without a message.
+
+    Raises:
+      ConfigError: naming the setting, the sizes and the fix.
+    """
+    from jvae.devices.budget import device_memory_budget
+    found = _example_elements(cfg)
+    if found is None:
+        return
+    name, elements = found
+    need = elements * 4 * _EXAMPLE_COPIES
+    budget = device_memory_budget()
+    if need > budget:
+        value = getattr(cfg, name)
+        raise ConfigError(f"{name}={value} makes one example {_size(elements * 4)} as float32 "
+                          f"and a train step at batch 1 at least {_size(need)}, over the "
+                          f"{_size(budget)} one device may use; use a smaller "
+                          f"--{name.replace('_', '-')}")
+
+
+def _host_memory() -> int:
+    """Bytes the host has available (its CPU devices' budgets together, without headroom)."""
+    from jvae.devices.budget import device_memory_budget
+    cpus = jax.local_devices(backend="cpu")
+    return device_memory_budget(cpus[0], fraction=1.0) * len(cpus)
+
+
+def check_resized_fits(cfg: Config, count: int, channels: int) -> None:
+    """Refuses an ``--image-size`` that would resize a named dataset past the host's memory.
+
+    The ``count`` images are held resized as uint8 and then as float32 (5 bytes
+    per value): compared with the memory available before any is resized.
+
+    Raises:
+      ConfigError: naming the setting, the sizes and the fix.
+    """
+    height, width = parse_image_size(cfg.image_size)
+    need = count * height * width * channels * 5
+    available = _host_memory()
+    if need > available:
+        raise ConfigError(f"image_size={cfg.image_size} makes the {count:,} images of "
+                          f"{cfg.dataset} {_size(need)} in memory (as uint8, then float32), over "
+                          f"the {_size(available)} available; use a smaller --image-size")
+
+
+def check_state_fits(experiment: Experiment, batch_size: int) -> None:
+    """Refuses a model whose train state alone cannot fit a device (nothing is allocated).
+
+    The state's shapes (parameters, optimizer moments, averages) come from
+    ``jax.eval_shape`` of its initialization (``batch_size`` shapes the example
+    it is traced with, not the state); with the gradients and one example they
+    are a lower bound of what training holds.
+
+    Raises:
+      ConfigError: naming the sizes and the settings that set them.
+    """
+    from jvae.devices.budget import device_memory_budget
+    abstract = jax.eval_shape(lambda key: init_state(
+        experiment, key, example_batch(experiment, batch_size)), jax.random.key(0))
+    state = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract))
+    params = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract.params))
+    example = int(np.prod(experiment.data_spec.shape)) * 4 * _EXAMPLE_COPIES
+    need, budget = state + params + example, device_memory_budget()
+    if need > budget:
+        raise ConfigError(f"the model's train state takes {_size(state)} ({_size(params)} of "
+                          f"parameters) and a train step at batch 1 at least {_size(need)}, over "
+                          f"the {_size(budget)} one device may use; use smaller --hidden, "
+                          "--latent-dim or layer specs, or a smaller --image-size")
+
+
 def load_data(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Loads train and test splits as float32 images in [0, 1] plus labels.
 
@@ -117,10 +233,24 @@ def load_data_with_info(cfg: Config, lazy: bool = True):
     presenting float32 pixels, read into memory only if the run does not
     stream (and at once under static binarization, whose noise is drawn over
     the whole split).
+
+    Raises:
+      ConfigError: an ``--image-size`` whose example or resized named dataset
+        cannot fit (:func:`check_example_fits`, :func:`check_resized_fits`),
+        checked before any image is resized.
     """
+    check_example_fits(cfg)
+    options = data_options(cfg)
+    # A named dataset is resized here, once its size says what the resized copy would hold.
+    size = None if options.get("data_source") else parse_image_size(options.pop("image_size"))
     raw_train, raw_test, info = load_splits(cfg.dataset, data_dir=cfg.data_dir,
                                             tfds_data_dir=cfg.tfds_data_dir, lazy=lazy,
-                                            **data_options(cfg))
+                                            **options)
+    if size is not None:
+        check_resized_fits(cfg, len(raw_train["image"]) + len(raw_test["image"]),
+                           raw_train["image"].shape[-1])
+        raw_train, raw_test = ({**raw, "image": fit_images(raw["image"], size)}
+                               for raw in (raw_train, raw_test))
     if info["modality"] == "audio" and cfg.likelihood in ("bernoulli", "logistic_mixture"):
         raise ConfigError(f"audio samples lie in [-1, 1]; likelihood={cfg.likelihood} needs "
                           "[0, 1] data: use --likelihood gaussian or gaussian_learned")

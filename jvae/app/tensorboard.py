@@ -11,12 +11,15 @@ grids and sprite, each epoch's clips as audio summaries (``samples``, and
 run's sample rate) and their waveform and log-mel spectrogram plots as images
 (``waveforms``, ``spectrograms``), all read from the files the epoch wrote in
 ``WORKDIR/audio`` (:func:`~jvae.app.outputs.save_epoch_audio`).
-``tensorboard --logdir WORKDIR/tb`` shows them.
+``tensorboard --logdir WORKDIR/tb`` shows them. An epoch trained again (a run
+resumed from a checkpoint before it) replaces its embedding.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +90,31 @@ class TensorBoardLogger:
         # A sprite shows each point's image; audio clips have none to show.
         sprite = (np.clip(np.transpose(self.images, (0, 3, 1, 2)), 0.0, 1.0)
                   if self.images.ndim == 4 else None)
+        self._forget_embedding(epoch)
         self.writer.add_embedding(codes, metadata=self.labels, label_img=sprite,
                                   global_step=epoch, tag=EMBEDDING_TAG)
         self.writer.flush()
+
+    def _forget_embedding(self, epoch: int) -> None:
+        """Removes an earlier embedding of ``epoch``, folder and projector entry.
+
+        A resumed run trains the epochs after its checkpoint again; adding one
+        twice would print tensorboardX's "Embedding dir exists" and list the
+        epoch twice in the projector.
+        """
+        folder = self.logdir / f"{epoch:05d}" / EMBEDDING_TAG
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        config = self.logdir / "projector_config.pbtxt"
+        if not config.is_file():
+            return
+        text = config.read_text()
+        name = f'tensor_name: "{EMBEDDING_TAG}:{epoch:05d}"'
+        kept = "".join(b for b in _pbtxt_blocks(text) if name not in b.splitlines())
+        if kept != text:
+            tmp = config.with_name(config.name + ".tmp")
+            tmp.write_text(kept)
+            os.replace(tmp, config)
 
     def _add_png(self, tag: str, path: Path, step: int) -> None:
         if path.is_file():
@@ -112,3 +137,17 @@ class TensorBoardLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _pbtxt_blocks(text: str) -> list[str]:
+    """The top-level ``embeddings { ... }`` blocks of a projector config, each with its lines."""
+    blocks, current, depth = [], [], 0
+    for line in text.splitlines(keepends=True):
+        current.append(line)
+        depth += line.count("{") - line.count("}")
+        if depth <= 0:
+            blocks.append("".join(current))
+            current, depth = [], 0
+    if current:  # an unclosed block (a torn write) is kept as it is
+        blocks.append("".join(current))
+    return blocks

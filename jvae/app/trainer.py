@@ -34,7 +34,9 @@ from jvae.app.outputs import AUDIO_CLIPS, sample_condition, save_epoch_audio, sa
 from jvae.app.run_guard import CheckpointSchedule, Divergence, RunFailed, SaveFailed, StopSignals
 from jvae.app.runs import (
     check_data_info,
+    check_num_devices,
     check_resumable,
+    check_state_fits,
     hook_info,
     load_data_with_info,
     write_data_info,
@@ -168,6 +170,7 @@ def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
     primary = distributed.is_primary()
     quiet = quiet or not primary
     hooks = hooks if primary else ()
+    check_num_devices(cfg.num_devices)
     if cfg.data_source is None and os.environ.get("DATA_SOURCE"):
         # Saved in config.json, so other modes and a resumed run find the folder.
         cfg = dataclasses.replace(cfg, data_source=os.environ["DATA_SOURCE"])
@@ -184,16 +187,22 @@ def _guarded(cfg, workdir, quiet, hooks, signals) -> dict[str, Any]:
     # Built before anything is written, so settings that do not fit the data
     # fail without leaving a workdir behind.
     experiment = build(cfg, spec)
+    check_state_fits(experiment, cfg.batch_size)
     check_resumable(workdir, cfg)
     _stop_early(signals)
 
     with contextlib.ExitStack() as stack:
         if primary:
             stack.enter_context(WorkdirLock(workdir))
-            _prepare_workdir(workdir, cfg, data_info)
         distributed.barrier("jvae_workdir_ready")
+
+        def prepare():
+            # Once the resume is accepted (_train): a checkpoint that cannot be used
+            # leaves the run's config.json and data.json as they were.
+            if primary:
+                _prepare_workdir(workdir, cfg, data_info)
         return _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
-                      stack, signals)
+                      stack, signals, prepare)
 
 
 def _follow_data(cfg: Config, spec: DataSpec, data_info: dict, num_train: int, devices: int,
@@ -236,9 +245,13 @@ class _Resumed(NamedTuple):
 
 
 def _restore(workdir: Path, ckpt: Checkpointer, state, mesh, quiet: bool) -> _Resumed:
-    """The newest checkpoint that reads back (metrics after it trimmed), else ``state``."""
+    """The newest checkpoint that reads back, else ``state``; ``metrics.jsonl`` is trimmed
+    to the epochs the start covers (none for a fresh start)."""
     restored = ckpt.restore_newest_valid(state, mesh=mesh, validate=_check_position)
     if restored is None:
+        # Rows without a checkpoint (its write failed after the row was appended) are
+        # trained again from scratch: kept, they would appear twice.
+        truncate_metrics(workdir / "metrics.jsonl", 0)
         return _Resumed(state, {})
     state, meta = restored
     start_epoch, start_batch = int(meta["epoch"]), int(meta.get("batch", 0))
@@ -339,8 +352,9 @@ def _print_epoch(cfg, epoch: int, row: dict, skipped: int) -> None:
 
 
 def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks, stack,
-           signals) -> dict[str, Any]:
-    """The loop of :func:`train_and_evaluate`, inside the workdir lock."""
+           signals, prepare) -> dict[str, Any]:
+    """The loop of :func:`train_and_evaluate`, inside the workdir lock; ``prepare()`` writes
+    the run's settings once its start (a fresh state or a usable checkpoint) is known."""
     primary = distributed.is_primary()
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
     example = {k: v[:cfg.batch_size] for k, v in train.items() if k != "label"}
@@ -357,6 +371,7 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
 
     placement, program, resume = _compile(cfg, workdir, experiment, mesh, start, train, example,
                                           stack)
+    prepare()
     eval_step = make_eval_step(experiment.objective, mesh=mesh)
     quality = quality_evaluator(experiment.vae, test, batch_size=_eval_batch(cfg, test, mesh),
                                 mesh=mesh, cond_key=experiment.cond_key, images=cfg.quality_images,
@@ -410,7 +425,7 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
         if primary:
             saver.append_row(workdir / "metrics.jsonl", row)
             params = distributed.local_copy(averaged_params(state))
-            outputs.write(epoch + 1, params)
+            saver.write_outputs(outputs, epoch + 1, params)
             if hooks:
                 call_hooks(hooks, "on_epoch", row, jax.tree.map(jnp.copy, params))
         last_row = row
@@ -454,6 +469,13 @@ class _Saver:
             self.ckpt.wait()
         except Exception as e:
             raise self._failed(f"writing checkpoints to {self.ckpt.directory}", e) from None
+
+    def write_outputs(self, outputs: "_EpochOutputs", epoch: int, params) -> None:
+        """The epoch's images or audio; a failed write (a full disk, a deleted workdir) is exit 3."""
+        try:
+            outputs.write(epoch, params)
+        except OSError as e:
+            raise self._failed(f"writing epoch {epoch}'s samples to {self.workdir}", e) from None
 
     def append_row(self, path: Path, row: dict) -> None:
         try:

@@ -11,6 +11,8 @@ shared leading axis (``image``, ``label``).
   downloaded once and verified against SHA-256 constants.
 * :mod:`~jvae.datasets.folders`: ``--data-source DIR``, images or audio, loaded as splits.
 * :mod:`~jvae.datasets.images`: a folder of images (splits, class labels).
+* :mod:`~jvae.datasets.reader`: one image file to pixels, the reader of training
+  and every mode (EXIF orientation, bit depth, resize and center crop).
 * :mod:`~jvae.datasets.cache`: decode-once memory-mapped caches of folders.
 * :mod:`~jvae.datasets.audio`: a folder of ``.wav`` files cut into chunks.
 * :mod:`~jvae.datasets.pixels`: uint8 to floats; stochastic binarization.
@@ -75,12 +77,10 @@ from jvae.datasets.idx import (
     write_idx,
 )
 from jvae.datasets.images import (
-    DECODE_ERRORS,
     IMAGE_SUFFIXES,
     DataWarning,
     FolderIndex,
     decode_image,
-    fit_array,
     holdout_is_test,
     holdout_score,
     index_folder,
@@ -99,6 +99,13 @@ from jvae.datasets.pixels import (
     binarize,
     static_binarize,
     to_float,
+)
+from jvae.datasets.reader import (
+    DECODE_ERRORS,
+    ImageReadError,
+    fit_array,
+    open_image,
+    read_image,
 )
 from jvae.datasets.sources import (
     fit_images,
@@ -133,6 +140,7 @@ __all__ = [
     "GatherSteps",
     "IMAGE_SUFFIXES",
     "ImageFiles",
+    "ImageReadError",
     "MODALITIES",
     "MemmapArray",
     "NUM_TEST",
@@ -174,10 +182,12 @@ __all__ = [
     "mirrors_for",
     "num_batches",
     "offline_message",
+    "open_image",
     "parse_image_size",
     "probe_images",
     "read_clips",
     "read_idx",
+    "read_image",
     "read_wav",
     "report_skipped",
     "resample",

@@ -26,7 +26,8 @@ from jvae.datasets.images import DECODE_ERRORS, decode_image
 
 __all__ = ["cache_key", "decode_all", "cached_decode"]
 
-_VERSION = 1
+# Bumped when decoding changes (2: EXIF orientation, 16-bit scaling by bit depth).
+_VERSION = 2
 
 
 def cache_key(root: Path, files: Sequence[str], size: tuple[int, int], channels: int) -> str:

@@ -12,14 +12,15 @@ Conventions of torchvision's ``ImageFolder`` and Hugging Face's
 * class sub-folders (the first path component under a split) become integer
   labels in sorted name order.
 
-Images are resized so the short side fits the target, then center-cropped
+Each file is read by :func:`~jvae.datasets.reader.read_image`, the reader
+every mode shares: upright by its EXIF orientation, 8-bit by its bit depth,
+resized so the short side fits the target, then center-cropped
 (torchvision's ``Resize`` + ``CenterCrop``), and converted to grey or RGB.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import warnings
 from pathlib import Path
@@ -27,9 +28,13 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from jvae.datasets.reader import DECODE_ERRORS, fit_array, open_image, read_image
+
 __all__ = ["IMAGE_SUFFIXES", "DataWarning", "walk_files", "FolderIndex", "index_folder",
-           "holdout_is_test", "holdout_score", "parse_image_size", "probe_images", "decode_image", "fit_array",
-           "DECODE_ERRORS", "report_skipped"]
+           "holdout_is_test", "holdout_score", "parse_image_size", "probe_images", "decode_image",
+           "report_skipped",
+           # The reader's (jvae.datasets.reader), still importable from here.
+           "DECODE_ERRORS", "fit_array"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _TEST_DIRS = ("test", "val")
@@ -198,12 +203,11 @@ def probe_images(paths: Sequence[Path], limit: int = 1024) -> tuple[int, int]:
       ``(size, channels)``: the median short side capped at
       :data:`MAX_DEFAULT_SIZE`, and 3 if any probed image has colour, else 1.
     """
-    from PIL import Image
     step = max(1, len(paths) // limit)
     sides, colour = [], False
     for path in paths[::step][:limit]:
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 sides.append(min(im.size))
                 colour |= im.mode not in _GREY_MODES
         except DECODE_ERRORS:
@@ -212,77 +216,17 @@ def probe_images(paths: Sequence[Path], limit: int = 1024) -> tuple[int, int]:
     return size, 3 if colour else 1
 
 
-def _to_8bit(im):
-    """16/32-bit integer and float grey images -> 8-bit ``L`` (0..65535 -> 0..255)."""
-    from PIL import Image
-    a = np.asarray(im)
-    if im.mode == "F":
-        a = np.clip(a, 0.0, 1.0) * 255.0 if a.max() <= 1.0 else np.clip(a, 0, 255)
-    else:
-        a = a.astype(np.float64) / 257.0 if a.max() > 255 else a
-    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
-
-
 def decode_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Reads one image (a GIF's first frame), resized and center-cropped.
-
-    JPEGs are decoded at a reduced scale (``Image.draft``) when the target is
-    at most half the source size: the DCT skips the detail the resize would
-    discard anyway.
-
-    Args:
-      path: image file.
-      size: ``(height, width)`` of the output.
-      channels: 1 (grey) or 3 (RGB; grey sources are repeated, alpha dropped).
+    """One file of a folder at the training size: :func:`~jvae.datasets.reader.read_image`
+    (upright, 8-bit, resized and center-cropped), in the argument order of the loaders.
 
     Returns:
       uint8 ``(height, width, channels)``.
 
     Raises:
-      One of :data:`DECODE_ERRORS` for an unreadable or truncated file.
+      ImageReadError: an unreadable or truncated file, or a decompression bomb.
     """
-    from PIL import Image
-    th, tw = size
-    mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as im:
-        w, h = im.size
-        scale = max(th / h, tw / w)
-        if im.format == "JPEG" and scale <= 0.5:
-            im.draft(mode, (math.ceil(w * scale), math.ceil(h * scale)))
-        im.load()
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            im = _to_8bit(im)
-        im = im.convert(mode)
-    return fit_array(np.asarray(im), size)
-
-
-def fit_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resizes a uint8 ``(H, W[, C])`` image so it covers ``size``, then center-crops.
-
-    Bilinear resampling with antialiasing (Pillow's), short side to the target.
-    """
-    from PIL import Image
-    th, tw = size
-    squeeze = image.ndim == 3 and image.shape[-1] == 1
-    arr = image[..., 0] if squeeze else image
-    h, w = arr.shape[:2]
-    if (h, w) != (th, tw):
-        scale = max(th / h, tw / w)
-        nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
-        im = Image.fromarray(arr)
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
-        left, top = (nw - tw) // 2, (nh - th) // 2
-        arr = np.asarray(im.crop((left, top, left + tw, top + th)))
-    return arr.reshape(th, tw, -1)
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    from PIL import Image
-    return (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-DECODE_ERRORS = _decode_errors()
+    return read_image(path, channels, size)
 
 
 def report_skipped(skipped: Sequence[str], total: int, strict: bool, what: str = "files") -> None:
@@ -294,5 +238,13 @@ def report_skipped(skipped: Sequence[str], total: int, strict: bool, what: str =
     if strict:
         raise DataError(f"{len(skipped)} of {total} {what} cannot be read ({shown}); remove them "
                         "or drop --strict to skip them")
-    warnings.warn(f"skipped {len(skipped)} of {total} {what} that cannot be read: {shown}",
-                  DataWarning, stacklevel=2)
+    _data_warning(f"skipped {len(skipped)} of {total} {what} that cannot be read: {shown}")
+
+
+def _data_warning(message: str) -> None:
+    """Issues a :class:`DataWarning` that shows as one line.
+
+    Its location is the package, not a file: Python prints the source line of
+    a warning's file beneath it, which would be jvae's own code, not the data.
+    """
+    warnings.warn_explicit(message, DataWarning, "jvae", 0, module="jvae.datasets")

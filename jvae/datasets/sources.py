@@ -156,7 +156,7 @@ def fit_images(images: np.ndarray, size: tuple[int, int] | None = None,
     Grey -> RGB repeats the channel; RGB -> grey uses ITU-R 601 luma (Pillow's
     ``convert("L")``); an alpha channel is dropped.
     """
-    from jvae.datasets.images import fit_array
+    from jvae.datasets.reader import fit_array
     if images.shape[-1] in (2, 4):  # grey+alpha, RGBA
         images = images[..., :-1]
     if channels == 1 and images.shape[-1] == 3:

@@ -7,6 +7,7 @@ afterwards from its checkpoints (:func:`serve`).
 * :mod:`~jvae.app.dashboard.explorer`: fixed-shape jitted encode and decode, the latent map.
 * :mod:`~jvae.app.dashboard.state`: what the page shows, shared between threads.
 * :mod:`~jvae.app.dashboard.server`: the HTTP/SSE server and its static files.
+* :mod:`~jvae.app.dashboard.limits`: the server's bounds (connections, timeouts, backlog).
 """
 
 from jvae.app.dashboard.explorer import (
@@ -22,6 +23,15 @@ from jvae.app.dashboard.explorer import (
 )
 from jvae.app.dashboard.hook import (
     Dashboard,
+)
+from jvae.app.dashboard.limits import (
+    LISTEN_BACKLOG,
+    MAX_CONNECTIONS,
+    READ_TIMEOUT_S,
+    RETRY_AFTER_S,
+    DeadlineReader,
+    Refuser,
+    connection_cap,
 )
 from jvae.app.dashboard.replay import (
     serve,
@@ -52,19 +62,26 @@ __all__ = [
     "DECODE_BATCH",
     "Dashboard",
     "DashboardServer",
+    "DeadlineReader",
     "ENCODE_BATCH",
     "Explorer",
     "IMAGE_KINDS",
+    "LISTEN_BACKLOG",
     "LatentMap",
     "MAP_POINTS",
     "MAX_BODY",
+    "MAX_CONNECTIONS",
     "MAX_IN_FLIGHT",
+    "READ_TIMEOUT_S",
+    "RETRY_AFTER_S",
+    "Refuser",
     "RunState",
     "STATIC_DIR",
     "Snapshot",
     "VIEWS",
     "VIEW_GAP_S",
     "check_view",
+    "connection_cap",
     "interpolate",
     "latent_map",
     "make_explorer",

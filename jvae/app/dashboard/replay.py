@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,28 @@ def _rows(path: Path) -> list[dict]:
         except json.JSONDecodeError:  # a line being written right now
             break
     return rows
+
+
+def _newest_checkpoint(ckpt: Checkpointer, template, seen: int | None):
+    """The newest checkpoint, when it is not step ``seen``.
+
+    Returns:
+      None, or ``(step, state, meta)``; ``state`` and ``meta`` are None when it
+      cannot be read (one warning; the caller moves on to the next one).
+    """
+    # orbax lists the steps once, when the manager opens: a running run's new
+    # checkpoints appear only after a fresh look (one directory listing).
+    ckpt.reload()
+    newest = ckpt.latest_step()
+    if newest is None or newest == seen:
+        return None
+    try:
+        state, meta = ckpt.restore(template, newest)
+    except Exception as e:  # gone in between (the run keeps only the newest few) or damaged
+        print(f"warning: serve skips checkpoint {newest}: it cannot be read "
+              f"({type(e).__name__})", file=sys.stderr, flush=True)
+        return newest, None, None
+    return newest, state, meta
 
 
 def serve(workdir: str | Path, host: str = "127.0.0.1", port: int = 2998, *,
@@ -60,7 +83,7 @@ def serve(workdir: str | Path, host: str = "127.0.0.1", port: int = 2998, *,
     dash = Dashboard(host, port)
     if dash.server is None:
         raise ConfigError(f"cannot serve on {host}:{port}; pick another --port (0 for any)")
-    state = run.state
+    template = state = run.state
     dash.on_start(hook_info(run.cfg, workdir, run.experiment, run.test, devices=1,
                             placement=None, start_epoch=int(run.meta.get("epoch", 0)),
                             step=int(state.step), params=averaged_params(state),
@@ -82,12 +105,12 @@ def serve(workdir: str | Path, host: str = "127.0.0.1", port: int = 2998, *,
                 if ready is not None and not seen:
                     ready(dash)
                 seen = len(rows)
-                newest = ckpt.latest_step()
-                if newest is not None and newest != latest:
-                    latest = newest
-                    state, meta = ckpt.restore(state)
-                    dash.publish_params(int(meta.get("epoch", newest)), int(state.step),
-                                        averaged_params(state))
+                found = _newest_checkpoint(ckpt, template, latest)
+                if found is not None:
+                    latest, state, meta = found
+                    if state is not None:
+                        dash.publish_params(int(meta.get("epoch", latest)), int(state.step),
+                                            averaged_params(state))
                 if stop is not None and stop.wait(poll_s):
                     break
                 if stop is None:

@@ -28,10 +28,18 @@ Requests whose ``Host`` header names neither the bound address nor
 ``localhost`` are refused (DNS rebinding). Decodes run from a fixed-batch
 jitted function on a private copy of the parameters; at most
 ``MAX_IN_FLIGHT`` at once, others are answered 503.
+
+The server shares the training process's file handles, so it is bounded
+(:mod:`~jvae.app.dashboard.limits`): at most ``connection_cap()`` connections,
+each request ``READ_TIMEOUT_S`` to arrive, a listen backlog of
+``LISTEN_BACKLOG``, and an immediate 503 (with ``Retry-After``) beyond the cap.
+Every failure of a request is answered with one line of JSON, ``{"error": ...}``;
+nothing reaches the run's terminal.
 """
 
 from __future__ import annotations
 
+import errno
 import http.server
 import io
 import ipaddress
@@ -49,6 +57,14 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from jvae.app.dashboard.explorer import DECODE_BATCH, decode_latents, interpolate, sample_images
+from jvae.app.dashboard.limits import (
+    LISTEN_BACKLOG,
+    READ_TIMEOUT_S,
+    RETRY_AFTER_S,
+    DeadlineReader,
+    Refuser,
+    connection_cap,
+)
 from jvae.app.dashboard.state import RunState
 from jvae.app.outputs import grid_png, spectrogram_png
 
@@ -67,6 +83,9 @@ VIEWS = ("audio", "spectrogram")
 # Silence between the decoded clips of a strip: each step of an interpolation
 # (or each sample) is heard on its own, yet ten of them stay one short clip.
 VIEW_GAP_S = 0.1
+_F32_MAX = float(np.finfo(np.float32).max)
+# Characters of an integer in a query string: no epoch, seed or label needs more.
+_INT_DIGITS = 20
 
 
 class BadRequest(Exception):
@@ -149,22 +168,54 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # no access log on the training terminal
         pass
 
+    # -- connection --------------------------------------------------------
+    def setup(self) -> None:
+        super().setup()
+        # Reads bounded by one deadline per request (an idle or trickling client is
+        # dropped); the file setup opened is closed, else it keeps the socket open.
+        self.rfile.close()
+        self._reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+        self._replied = False
+
+    def handle_one_request(self) -> None:
+        self._reader.start(self.server.read_timeout)
+        super().handle_one_request()
+
     # -- responses ---------------------------------------------------------
-    def _send(self, code: int, body: bytes, ctype: str, cache: bool = False) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def _send(self, code: int, body: bytes, ctype: str, cache: bool = False,
+              headers: dict[str, str] | None = None) -> None:
+        self._replied = True
+        try:
+            # A client that stops reading is dropped like one that stops sending.
+            self.connection.settimeout(self.server.read_timeout)
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:  # the client went away or stopped reading: no one to tell
+            self.close_connection = True
 
     def _json(self, code: int, obj: Any) -> None:
         self._send(code, json.dumps(obj).encode(), "application/json")
 
     def _error(self, code: int, message: str) -> None:
-        self._json(code, {"error": message})
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if code == 503 else None
+        self._send(code, json.dumps({"error": message}).encode(), "application/json",
+                   headers=headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """Malformed requests the base class refuses (request line, headers) get JSON too."""
+        self.close_connection = True
+        # An unparsed request line counts as HTTP/0.9, which has no status line.
+        self.request_version = "HTTP/1.0"
+        self._error(code, message or http.HTTPStatus(code).phrase)
 
     def _checked(self) -> bool:
         if not _host_allowed(self.headers.get("Host"), self.server.bound_host):
@@ -173,69 +224,80 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return False
         return True
 
-    # -- methods -----------------------------------------------------------
-    def do_GET(self):
+    def _respond(self, route) -> None:
+        """Runs ``route()`` and answers its failure: 400 for a bad request, 408 for
+        one that did not arrive in time, 500 for anything else (one JSON line each)."""
         if not self._checked():
             return
-        url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        route = url.path
         try:
-            if route in ("/", "/index.html", "/frontend.html"):
-                self._static("index.html")
-            elif route.startswith("/static/"):
-                self._static(route[len("/static/"):])
-            elif route == "/events":
-                self._events()
-            elif route == "/api/state":
-                self._json(200, self.server.state.summary())
-            elif route == "/api/latents":
-                lat = self.server.state.latents()
-                self._json(200, lat) if lat else self._error(404, "no latent map yet")
-            elif route == "/api/image":
-                self._image(query)
-            elif route == "/api/audio":
-                self._audio(query)
-            elif route == "/api/interpolate":
-                self._decoding(self._interpolate, query)
-            elif route == "/api/samples":
-                self._decoding(self._samples, query)
-            else:
-                self._error(404, f"no such page {route}")
+            route()
         except BadRequest as e:
             self._error(400, str(e))
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except TimeoutError:
+            self._error(408, "the request did not arrive in time")
+        except Exception as e:  # a bug of the page: the client hears of it, training does not
+            if not self._replied:
+                self._error(500, f"internal error ({type(e).__name__})")
+            self.close_connection = True
+
+    # -- methods -----------------------------------------------------------
+    def do_GET(self):
+        self._respond(self._get)
 
     do_HEAD = do_GET
 
     def do_POST(self):
-        if not self._checked():
+        self._respond(self._post)
+
+    def _read_only(self):
+        self._respond(lambda: self._error(405, "the page is read-only"))
+
+    do_PUT = do_DELETE = do_PATCH = _read_only
+
+    def _get(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        route = url.path
+        if route in ("/", "/index.html", "/frontend.html"):
+            self._static("index.html")
+        elif route.startswith("/static/"):
+            self._static(route[len("/static/"):])
+        elif route == "/events":
+            self._events()
+        elif route == "/api/state":
+            self._json(200, self.server.state.summary())
+        elif route == "/api/latents":
+            lat = self.server.state.latents()
+            self._json(200, lat) if lat else self._error(404, "no latent map yet")
+        elif route == "/api/image":
+            self._image(query)
+        elif route == "/api/audio":
+            self._audio(query)
+        elif route == "/api/interpolate":
+            self._decoding(self._interpolate, query)
+        elif route == "/api/samples":
+            self._decoding(self._samples, query)
+        else:
+            self._error(404, f"no such page {route}")
+
+    def _post(self) -> None:
+        if urlsplit(self.path).path != "/api/decode":
+            self._error(404 if self.path.startswith("/api/") else 405,
+                        "only /api/decode takes a POST")
             return
-        try:
-            if urlsplit(self.path).path != "/api/decode":
-                self._error(404 if self.path.startswith("/api/") else 405,
-                            "only /api/decode takes a POST")
-                return
-            body = self._body()
-            self._decoding(self._decode, body)
-        except BadRequest as e:
-            self._error(400, str(e))
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def _refuse(self):
-        if self._checked():
-            self._error(405, "the page is read-only")
-
-    do_PUT = do_DELETE = do_PATCH = _refuse
+        self._decoding(self._decode, self._body())
 
     # -- static files ------------------------------------------------------
     def _static(self, name: str) -> None:
-        path = (STATIC_DIR / name).resolve()
-        # Only files directly inside the package's static folder: no "..", no
-        # absolute paths, no links out of it.
-        if path.parent != STATIC_DIR or not path.is_file() or path.suffix not in _CONTENT_TYPES:
+        try:
+            path = (STATIC_DIR / name).resolve()
+            # Only files directly inside the package's static folder: no "..", no
+            # absolute paths, no links out of it.
+            found = (path.parent == STATIC_DIR and path.is_file()
+                     and path.suffix in _CONTENT_TYPES)
+        except (OSError, ValueError):  # a NUL byte, a name too long: no such file either
+            found = False
+        if not found:
             self._error(404, "not found")
             return
         self._send(200, path.read_bytes(), _CONTENT_TYPES[path.suffix], cache=False)
@@ -258,11 +320,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- Server-Sent Events --------------------------------------------------
     def _events(self) -> None:
+        self._replied = True
+        try:
+            self.connection.settimeout(self.server.read_timeout)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self._stream()
+        except OSError:  # the page was closed (or stopped reading)
+            self.close_connection = True
+
+    def _stream(self) -> None:
         state = self.server.state
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
         sent_train = sent_test = 0
         version = -1
         while not state.closed and not self.server.stopping:
@@ -290,7 +360,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise BadRequest(f"body of {n} bytes; at most {MAX_BODY}")
         try:
             body = json.loads(self.rfile.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except RecursionError:
+            raise BadRequest("body is nested too deeply") from None
+        except ValueError:  # not JSON, not UTF-8, or an integer of over 4,300 digits
             raise BadRequest("body is not JSON") from None
         if not isinstance(body, dict):
             raise BadRequest('body must be a JSON object like {"z": [...]}')
@@ -325,14 +397,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return label
 
     def _decode(self, ex, snap, body) -> np.ndarray:
-        z = body.get("z")
-        if not isinstance(z, list) or len(z) != ex.latent_size:
-            raise BadRequest(f"z must be a list of {ex.latent_size} numbers")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in z):
-            raise BadRequest("z must hold finite numbers only")
-        z = np.asarray(z, np.float32)[None]
-        return decode_latents(ex, snap.params, z, self._label(ex, body.get("label")))
+        z = _latent(body.get("z"), ex.latent_size)
+        return decode_latents(ex, snap.params, z[None], self._label(ex, body.get("label")))
 
     def _interpolate(self, ex, snap, query) -> np.ndarray:
         codes = snap.latents.codes
@@ -354,28 +420,105 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _int(value, name: str) -> int:
-    try:
+    """An integer from a query string or a JSON number (an integral one: 3.0 is 3)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():  # not NaN, not infinite
         return int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be an integer") from None
+    if isinstance(value, str) and len(value) <= _INT_DIGITS:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise BadRequest(f"{name} must be an integer")
+
+
+def _latent(z, size: int) -> np.ndarray:
+    """``z`` as float32: a list of ``size`` numbers, each finite in float32."""
+    if not isinstance(z, list) or len(z) != size:
+        raise BadRequest(f"z must be a list of {size} numbers")
+    out = np.empty(size, np.float32)
+    for i, v in enumerate(z):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BadRequest("z must hold numbers only")
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond any float
+            v = math.inf
+        if not math.isfinite(v) or abs(v) > _F32_MAX:
+            raise BadRequest(f"z must hold finite float32 numbers (|z| <= {_F32_MAX:.4g})")
+        out[i] = v
+    return out
 
 
 class DashboardServer(http.server.ThreadingHTTPServer):
-    """The page's server; ``serve_in_background`` runs it in a daemon thread."""
+    """The page's server; ``serve_in_background`` runs it in a daemon thread.
+
+    Args:
+      state: what the page shows.
+      host: address to bind.
+      port: port to bind (0: any free one).
+      max_connections: connections held at once, more are answered 503 at
+        once (default: :func:`~jvae.app.dashboard.limits.connection_cap`).
+      read_timeout: seconds each request has to arrive whole, and each reply
+        to be taken; a client slower than that is dropped.
+    """
 
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, state: RunState, host: str, port: int):
+    def __init__(self, state: RunState, host: str, port: int, *,
+                 max_connections: int | None = None, read_timeout: float = READ_TIMEOUT_S):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.state = state
         self.bound_host = host
         self.stopping = False
         self.slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self.max_connections = connection_cap() if max_connections is None else max_connections
+        self.read_timeout = read_timeout
+        self._connections = threading.BoundedSemaphore(self.max_connections)
+        self.refuse = Refuser()
         self._thread: threading.Thread | None = None
         super().__init__((host, port), _Handler)
 
+    # -- the cap -------------------------------------------------------------
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            # Out of handles (the cap keeps this from the page's own connections):
+            # a short pause instead of spinning on a listen socket still readable.
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                time.sleep(0.05)
+            raise
+
+    def process_request(self, request, client_address) -> None:
+        if not self._connections.acquire(blocking=False):
+            self.refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot is free again
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.refuse.close()
+
+    def handle_error(self, request, client_address) -> None:
+        """Nothing on the run's terminal: handlers answer their own failures, and a
+        client that vanishes mid-request is no news."""
+
+    # -- lifetime ------------------------------------------------------------
     @property
     def port(self) -> int:
         return self.server_address[1]

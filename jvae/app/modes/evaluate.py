@@ -43,6 +43,7 @@ import numpy as np
 
 from jvae.app import flags
 from jvae.app.runs import restore_run
+from jvae.app.write_guard import check_output_file, make_parents, writing
 from jvae.base import Array, ConfigError
 from jvae.devices.parallel import data_mesh
 from jvae.distributions.likelihoods import bits_per_dim
@@ -93,7 +94,8 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
     cfg, state, meta, test = run.cfg, run.state, run.meta, run.test
     params = averaged_params(state)
     vae, objective, cond_key = run.experiment.vae, run.experiment.objective, run.experiment.cond_key
-    mesh = data_mesh(cfg.num_devices or None)
+    # At most the devices there are: a run trained on more is evaluated on those at hand.
+    mesh = data_mesh(min(cfg.num_devices, jax.device_count()) or None)
     key_elbo, key_iw = jax.random.split(jax.random.key(seed))
     n_all = len(test["image"])
     report: dict[str, Any] = {
@@ -188,7 +190,7 @@ def _add_arguments(parser) -> None:
                         help="test images, and as many samples, scored by FID when the Inception "
                              "weights are installed (jvae weights fetch inception); 0: no FID "
                              "(int; default: 2000)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=flags.seed_int, default=0,
                         help="seed of the evaluation's samples (int; default: 0)")
     parser.add_argument("--output", default=None, metavar="FILE",
                         help="JSON file to write (default: WORKDIR/eval_k<K>.json)")
@@ -202,12 +204,16 @@ def _run(args) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    # Checked before the evaluation's minutes: a read-only workdir or a bad path is bad input.
+    out = (check_output_file(args.output) if args.output else check_output_file(
+        Path(args.workdir) / f"eval_k{args.iw_samples}.json", "the default --output"))
     report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
                           num_test_images=args.num_test_images, batch_size=args.batch_size,
                           chunk_size=args.chunk_size, seed=args.seed, fid_images=args.fid_images)
     text = json.dumps(report)
-    out = Path(args.output) if args.output else Path(args.workdir) / f"eval_k{args.iw_samples}.json"
-    out.write_text(text + "\n")
+    make_parents(out)
+    with writing(out):
+        out.write_text(text + "\n")
     print(text, flush=True)
     return 0
 

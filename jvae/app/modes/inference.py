@@ -28,6 +28,7 @@ from PIL import Image
 from jvae.app import flags
 from jvae.app.config import Config
 from jvae.app.latents import (
+    Latents,
     check_stackable,
     diffusion_scale,
     imported_record,
@@ -37,6 +38,7 @@ from jvae.app.latents import (
 from jvae.app.native import NativeNet, Tiling, total_stride
 from jvae.app.outputs import save_image_grid
 from jvae.app.runs import restore_run
+from jvae.app.write_guard import check_output_file, check_output_folder, make_parents, writing
 from jvae.datasets.audio import (
     AUDIO_SUFFIXES,
     Clips,
@@ -292,12 +294,38 @@ def _check_output(run: Loaded, out: Path, flag: str = "--output") -> None:
         raise InferenceError(f"this run was trained on {what}; {flag} {out} must end in {want}")
 
 
-def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
+def _output(path: str, suffixes: tuple[str, ...], flag: str = "--output", *,
+            npy: bool = False) -> Path:
+    """``--output``, checked before the run is read (:mod:`jvae.app.write_guard`): its suffix,
+    a run's files, a path that cannot be written; with ``npy`` its ``.npy`` siblings too.
+    Nothing is created here: the mode writes once it has its outputs."""
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise InferenceError(f"{flag} {path} must end in {' or '.join(suffixes)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    for target in (out, *(_npy_paths(out) if npy else ())):
+        check_output_file(target, flag)
     return out
+
+
+def _npy_paths(out: Path) -> tuple[Path, Path]:
+    """Where ``--npy`` writes the images and the codes beside ``out``."""
+    return out.with_suffix(".npy"), out.with_name(out.stem + "_z.npy")
+
+
+def _save_npy(out: Path, images: np.ndarray, z: np.ndarray) -> None:
+    """``--npy``: the images and their codes beside ``out``."""
+    for target, array in zip(_npy_paths(out), (images, z)):
+        with writing(target):
+            np.save(target, array)
+
+
+def _targets(out_dir: Path, root: str, files: list[Path], suffix: str) -> list[Path]:
+    """The outputs mirroring ``files`` under ``root`` into ``out_dir``, each checked (a
+    folder of outputs may hold a run further down)."""
+    targets = [(out_dir / path.relative_to(root)).with_suffix(suffix) for path in files]
+    for target in targets:
+        check_output_file(target)
+    return targets
 
 
 class _Groups(NamedTuple):
@@ -356,7 +384,7 @@ def _tile_flags(g: _Groups) -> None:
                              "pixels, a multiple of its total stride, blended linearly across "
                              "the overlaps; 0 never tiles (int; default: tile an image only when "
                              "its whole-image program would not fit the device's memory)")
-    g.mode.add_argument("--tile-overlap", type=float, default=0.25, metavar="F",
+    g.mode.add_argument("--tile-overlap", type=flags.finite_float, default=0.25, metavar="F",
                         help="overlap of neighbouring tiles as a fraction of the tile, in [0, 1) "
                              "(float; default: 0.25)")
 
@@ -469,7 +497,9 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
         codes = encode_all(run.inference, run.params, images, cond)
     if diffusion is not None:
         codes = {"latent": _map_codes(diffusion.to_diffusion, codes["mean"])}
-    save_latents(out, codes, extra, diffusion)
+    make_parents(out)
+    with writing(out):
+        save_latents(out, codes, extra, diffusion)
     shapes = {tuple(np.shape(c)) for c in codes[next(iter(codes))]}
     latent_shape = (list(run.inference.vae.latent_shape) if native is None
                     else list(shapes.pop()) if len(shapes) == 1 else None)
@@ -493,8 +523,23 @@ def add_decode_arguments(p: argparse.ArgumentParser) -> None:
     _label_flag(g.data, " for every code (default: the .npz's labels)")
 
 
+def _check_codes(path: str, codes: list[np.ndarray], latents: Latents) -> None:
+    """Refuses codes that are not finite float32 (values above float32's 3.4e38 become inf,
+    and a decoder would paint them as noise) and crop sizes that are not positive."""
+    for i, c in enumerate(codes):
+        if not np.all(np.isfinite(c)):
+            raise InferenceError(f"--input {path}: code {i} holds values that are not finite "
+                                 "as float32 (inf, nan, or beyond +-3.4e38); decode takes "
+                                 "finite codes")
+    for i, size in enumerate(latents.sizes or ()):
+        if len(size) != 2 or min(size) < 1:
+            raise InferenceError(f"--input {path}: sizes entry {i} is {tuple(size)}; each must "
+                                 "be a positive (height, width)")
+
+
 def decode(args: argparse.Namespace) -> dict[str, Any]:
     """One PNG per code of a latent file, each at its own size (a fully convolutional net)."""
+    out_dir = check_output_folder(args.output)
     forced = diffusion_scale(args.workdir) if args.for_diffusion else None
     run = _load(args, need_data=False)
     if run.audio:
@@ -502,10 +547,12 @@ def decode(args: argparse.Namespace) -> dict[str, Any]:
                              "interpolate write its .wav clips)")
     native, _ = _sizing(run, args)
     latent_shape = tuple(run.inference.vae.latent_shape)
-    latents = load_latents(args.input, len(latent_shape))
-    diffusion = latents.diffusion or forced  # what made the codes, if the file says
-    codes = latents.codes if diffusion is None else [diffusion.from_diffusion(c)
-                                                     for c in latents.codes]
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, one line
+        latents = load_latents(args.input, len(latent_shape))
+        diffusion = latents.diffusion or forced  # what made the codes, if the file says
+        codes = latents.codes if diffusion is None else [diffusion.from_diffusion(c)
+                                                         for c in latents.codes]
+    _check_codes(args.input, codes, latents)
     for i, c in enumerate(codes):
         fits = (c.ndim == 3 and c.shape[-1] == latent_shape[-1] if native is not None
                 else c.shape == latent_shape)
@@ -518,8 +565,10 @@ def decode(args: argparse.Namespace) -> dict[str, Any]:
     if args.label is not None or labels is None:
         _check_label(run, args.label, needed=True, why=" for the codes")
         labels = np.full(len(codes), args.label or 0)
+    elif run.cond_key is not None and not np.all((labels >= 0) & (labels < run.num_classes)):
+        raise InferenceError(f"--input {args.input} has labels outside 0-{run.num_classes - 1}, "
+                             f"the classes of this run; give --label K")
     cond = _one_hot(run, labels)
-    out_dir = Path(args.output)
     names = latents.names or [f"{i:05d}.png" for i in range(len(codes))]
     targets = [(out_dir / name).with_suffix(".png") for name in names]
     for name, target in zip(names, targets):
@@ -527,13 +576,13 @@ def decode(args: argparse.Namespace) -> dict[str, Any]:
         if not target.resolve().is_relative_to(out_dir.resolve()):
             raise InferenceError(f"--input {args.input} names an output outside --output: "
                                  f"{name!r}; rename its files entry")
+        check_output_file(target)
     if native is None:
         images = decode_all(run.inference, run.params, np.stack(codes), cond)
     else:
         sizes = latents.sizes or [None] * len(codes)
         images = [native.decode(c, _row(cond, i), size=sizes[i]) for i, c in enumerate(codes)]
     for image, target in zip(images, targets):
-        target.parent.mkdir(parents=True, exist_ok=True)
         _save_png(image, target)
     return {"output": str(out_dir), "count": len(codes), "for_diffusion": diffusion is not None,
             **_tiling(native)}
@@ -555,28 +604,28 @@ def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
 def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
     """One PNG per input image: the image beside its reconstruction; for an audio run,
     one ``.wav`` per input ``.wav``, at its own rate and length."""
+    out_dir = check_output_folder(args.output)
     run = _load(args, need_data=False)
     if run.audio:
         return _reconstruct_audio(run, args)
     native, size = _sizing(run, args)
     files, images, cond = _folder(run, args.input, args.label, native=native is not None,
                                   size=size)
+    targets = _targets(out_dir, args.input, files, ".png")
     if native is None:
         recon = reconstruct_all(run.inference, run.params, images, cond)
     else:
         recon = [native.reconstruct(x, _row(cond, i)) for i, x in enumerate(images)]
-    out_dir = Path(args.output)
-    for path, x, r in zip(files, images, recon):
-        target = (out_dir / path.relative_to(args.input)).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
+    for target, x, r in zip(targets, images, recon):
         _save_png(np.concatenate([x, r], axis=1), target)
     return {"output": str(out_dir), "count": len(files), **_tiling(native)}
 
 
 def _reconstruct_audio(run: Loaded, args: argparse.Namespace) -> dict[str, Any]:
     files, clips, cond = _clip_folder(run, args.input, args.label)
-    recon = reconstruct_all(run.inference, run.params, clips.chunks, cond)
     out_dir = Path(args.output)
+    targets = _targets(out_dir, args.input, files, ".wav")
+    recon = reconstruct_all(run.inference, run.params, clips.chunks, cond)
     for i, path in enumerate(files):
         rows = clips.file_index == i
         x = join_chunks(recon[rows], clips.offsets[rows], int(clips.samples[i]))
@@ -584,15 +633,17 @@ def _reconstruct_audio(run: Loaded, args: argparse.Namespace) -> dict[str, Any]:
         if rate != run.sample_rate:  # back to the input's own rate and length
             x = resample(x, run.sample_rate, rate)[:frames]
             x = np.pad(x, (0, frames - len(x)))
-        target = (out_dir / path.relative_to(args.input)).with_suffix(".wav")
-        write_wav(target, x, rate)
+        with writing(targets[i]):
+            write_wav(targets[i], x, rate)
     return {"output": str(out_dir), "count": len(files), "sample_rate": run.sample_rate}
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
     """Writes one ``(H, W, C)`` image in [0, 1] at its own resolution."""
     arr = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
-    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    make_parents(path)
+    with writing(path):
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -600,10 +651,10 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g.mode.add_argument("--num", type=_positive, default=64, metavar="N",
                         help="number of samples (int; default: 64)")
     _label_flag(g.data, " (a cvae without it draws one row per class)")
-    g.mode.add_argument("--temperature", type=float, default=1.0, metavar="T",
+    g.mode.add_argument("--temperature", type=flags.finite_float, default=1.0, metavar="T",
                         help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; "
                              "default: 1.0)")
-    g.run.add_argument("--seed", type=int, default=0, metavar="N",
+    g.run.add_argument("--seed", type=flags.seed_int, default=0, metavar="N",
                        help="seed of the prior draws (int; default: 0)")
     g.run.add_argument("--output", required=True, metavar="PATH",
                        help="PNG grid to write (str; required)")
@@ -616,7 +667,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
     """A grid of decoded prior samples, optionally of one class."""
-    out = _output(args.output, (".png", ".wav"))
+    out = _output(args.output, (".png", ".wav"), npy=args.npy)
     if not args.temperature > 0:
         raise InferenceError(f"--temperature must be positive, got {args.temperature}")
     run = _load(args, need_data=False)
@@ -645,8 +696,7 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     _save_strip(run, images, out, ncol)
     result = {"output": str(out), "count": args.num, **_tiling(native)}
     if args.npy:
-        np.save(out.with_suffix(".npy"), images)
-        np.save(out.with_name(out.stem + "_z.npy"), z)
+        _save_npy(out, images, z)
         result["npy"] = str(out.with_suffix(".npy"))
     if labels is not None:
         result["labels"] = labels.tolist()
@@ -698,7 +748,7 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
     The ends are the two reconstructions (decodes of the posterior means); a
     conditional model's one-hot label is interpolated linearly alongside.
     """
-    out = _output(args.output, (".png", ".wav"))
+    out = _output(args.output, (".png", ".wav"), npy=args.npy)
     if args.steps < 2:
         raise InferenceError(f"--steps must be at least 2, got {args.steps}")
     run = _load(args, need_data=_is_index(args.start) or _is_index(args.end))
@@ -732,8 +782,7 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
                            for i, code in enumerate(z)])
     _save_strip(run, images, out, args.steps)
     if args.npy:
-        np.save(out.with_suffix(".npy"), images)
-        np.save(out.with_name(out.stem + "_z.npy"), z)
+        _save_npy(out, images, z)
     return {"output": str(out), "steps": args.steps, "slerp": args.slerp, **_tiling(native)}
 
 
@@ -743,7 +792,8 @@ def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
                         help="flattened latent dimensions, one row each: ranges or lists such as "
                              "0-9 or 0,3,5 (str; default: 0-9, or every dimension of a "
                              "smaller code)")
-    g.mode.add_argument("--range", dest="radius", type=float, default=3.0, metavar="R",
+    g.mode.add_argument("--range", dest="radius", type=flags.finite_float, default=3.0,
+                        metavar="R",
                         help="each row moves its dimension from -RANGE to +RANGE around the centre "
                              "(float; default: 3.0)")
     g.mode.add_argument("--steps", type=int, default=9, metavar="N",
@@ -802,10 +852,12 @@ def traverse(args: argparse.Namespace) -> dict[str, Any]:
 def _save_strip(run: Loaded, decoded: np.ndarray, out: Path, ncol: int) -> None:
     """A PNG grid of ``ncol`` columns, or for an audio run one ``.wav`` of the clips in
     order (row by row), joined by short silences."""
-    if run.audio:
-        _write_clips(out, decoded, run)
-    else:
-        save_image_grid(decoded, out, ncol=ncol)
+    make_parents(out)
+    with writing(out):
+        if run.audio:
+            _write_clips(out, decoded, run)
+        else:
+            save_image_grid(decoded, out, ncol=ncol)
 
 
 def _printing(fn: Callable[[argparse.Namespace], dict[str, Any]]

@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 
 from jvae.app import flags
+from jvae.app.runs import check_num_devices
 from jvae.base import ConfigError
 from jvae.devices.budget import compiled_bytes, device_memory_budget
 from jvae.devices.parallel import data_mesh, replicated_sharding
@@ -190,25 +191,50 @@ def _add_arguments(parser) -> None:
                         help="per-example data shape (comma-separated ints; default: 28,28,1)")
     parser.add_argument("--num-classes", type=int, default=10, metavar="N",
                         help="labels of a conditional model's data (int; default: 10)")
-    parser.add_argument("--fraction", type=float, default=0.9,
+    parser.add_argument("--fraction", type=flags.finite_float, default=0.9,
                         help="share of each device's memory to plan for (float; default: 0.9)")
     parser.add_argument("--sizes", default="256,1024", metavar="B1,B2",
                         help="the two batch sizes compiled to fit the memory line "
                              "(comma-separated ints; default: 256,1024)")
-    parser.add_argument("--budget-mb", type=float, default=None, metavar="MB",
+    parser.add_argument("--budget-mb", type=flags.finite_float, default=None, metavar="MB",
                         help="plan for this many MiB per device instead of the devices' own "
                              "(float; default: the devices' memory)")
     flags.add_config_flags(parser, groups=("model", "objective", "optimisation", "run"))
 
 
+def _ints(text: str, flag: str, count: int | None = None) -> tuple[int, ...]:
+    """Comma-separated positive integers (``count`` of them when given)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1 or (count is not None and len(values) != count):
+        what = f"{count} comma-separated" if count else "comma-separated"
+        raise ConfigError(f"{flag} {text!r} must be {what} positive integers")
+    return values
+
+
+def _check_args(args) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The data shape and the two batch sizes; every flag checked before anything compiles."""
+    shape = _ints(args.data_shape, "--data-shape")
+    sizes = _ints(args.sizes, "--sizes", 2)
+    if sizes[0] == sizes[1]:
+        raise ConfigError(f"--sizes {args.sizes} must be two different batch sizes: the line "
+                          "through their memory plans is what is fitted")
+    if not 0 < args.fraction <= 1:
+        raise ConfigError(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.budget_mb is not None and not args.budget_mb > 0:
+        raise ConfigError(f"--budget-mb must be positive, got {args.budget_mb}")
+    if args.num_examples < 1 or args.num_classes < 0:
+        raise ConfigError("--num-examples must be positive and --num-classes >= 0")
+    return shape, sizes
+
+
 def _run(args) -> int:
     """Prints the max batch size estimate for the model flags given as one JSON object."""
     cfg, _ = flags.config_from_args(args)
-    try:
-        shape = tuple(int(d) for d in args.data_shape.split(","))
-        sizes = tuple(int(s) for s in args.sizes.split(","))
-    except ValueError:
-        raise ConfigError("--data-shape and --sizes take comma-separated integers") from None
+    shape, sizes = _check_args(args)
+    check_num_devices(cfg.num_devices)
     budget = None if args.budget_mb is None else int(args.budget_mb * 2**20)
     fit = estimate_max_batch_size(cfg, DataSpec(shape, args.num_classes), args.num_examples,
                                   sizes=sizes, fraction=args.fraction, budget=budget)

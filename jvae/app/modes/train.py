@@ -17,6 +17,7 @@ from jvae.app.config import Config, config_to_dict, make_config
 from jvae.app.hooks import watch_hooks
 from jvae.app.runs import data_options, saved_config
 from jvae.app.trainer import train_and_evaluate
+from jvae.app.write_guard import check_workdir
 from jvae.devices import distributed
 
 __all__ = ["default_workdir", "MODE", "main"]
@@ -42,6 +43,7 @@ _LAUNCH_SETTINGS = ("coordinator_address", "num_processes", "process_id")
 def _run(args) -> int:
     cfg, workdir = flags.config_from_args(args)
     workdir = workdir or default_workdir(cfg)
+    check_workdir(workdir)  # not inside another run's checkpoints/, images/, ...
     if not hasattr(args, "config") and (Path(workdir) / "config.json").is_file():
         # Resuming: the run's own settings are the base and flags change only what
         # they name, so `--workdir W` alone continues W where it stopped; a flag

@@ -34,6 +34,7 @@ from jvae.app.checkpoint import Checkpointer
 from jvae.app.config import Config, ConfigError, config_to_dict, load_config_file, make_config
 from jvae.app.latents import DIFFUSERS_RECORD
 from jvae.app.runs import saved_config
+from jvae.app.write_guard import check_output_file, check_output_folder, writing
 from jvae.layers.diffusers import (
     CONFIG_FILE,
     KL,
@@ -56,7 +57,7 @@ from jvae.training.experiment import DataSpec, build
 from jvae.training.state import TrainState, create_train_state
 
 __all__ = ["SIDECAR_FILE", "IMPORT_DEFAULTS", "import_diffusers", "restore_params",
-           "export_diffusers", "IMPORT_MODE", "EXPORT_MODE"]
+           "export_diffusers", "write_random_weights", "IMPORT_MODE", "EXPORT_MODE"]
 
 # The run directory's record of where its weights came from and how to go back.
 SIDECAR_FILE = DIFFUSERS_RECORD
@@ -158,14 +159,15 @@ def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
       ConfigError: settings that do not fit the weights.
     """
     src, workdir = Path(src_dir), Path(workdir)
+    if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
+        raise WeightsError(f"{workdir} already holds a run; import into a new --workdir")
+    check_output_folder(workdir, "--workdir")
     layout = diffusers_layout(_read_json(
         src / CONFIG_FILE, f"--from must be a folder saved by diffusers' save_pretrained, "
         f"holding {CONFIG_FILE} and {WEIGHTS_FILE}"))
     tensors = read_tensors(src / WEIGHTS_FILE)
     cfg = _import_config(layout, settings)
     shape = _data_shape(layout, data_shape)
-    if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
-        raise WeightsError(f"{workdir} already holds a run; import into a new --workdir")
     experiment, abstract = _model(cfg, shape)
     params = tensors_to_params(layout, tensors, abstract, source=str(src / WEIGHTS_FILE))
     extra = sorted(set(leaf_paths(abstract)) - {t.path for t in layout.tensors})
@@ -175,7 +177,8 @@ def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
                           "pixel (gaussian or bernoulli)")
     state = _train_state(cfg, experiment, params)
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    with writing(workdir, "--workdir"):
+        workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
     record = {"source": str(src.resolve()), "class": layout.kind,
               "scaling_factor": layout.config["scaling_factor"],
@@ -187,6 +190,34 @@ def import_diffusers(src_dir: str | os.PathLike, workdir: str | os.PathLike, *,
         ck.save(0, state, {"epoch": 0, "wall_s": 0.0, "last_row": {},
                            "config": config_to_dict(cfg), "imported_from": record["source"]})
     return workdir
+
+
+def write_random_weights(folder: str | os.PathLike, config: Mapping[str, Any], *,
+                         seed: int = 0) -> Path:
+    """Writes a diffusers folder of random weights for ``config``: what ``import-weights``
+    reads, without PyTorch or a download (for trying pipelines and drills).
+
+    Every tensor is standard normal (seeded): not a trained model, nor PyTorch's
+    initialisation.
+
+    Args:
+      folder: the folder to create (``config.json`` and the safetensors file).
+      config: a diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` config.
+      seed: seed of the draws.
+
+    Returns:
+      ``folder``.
+    """
+    from safetensors.numpy import save_file
+
+    layout = diffusers_layout(config)
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({t.name: rng.standard_normal(t.shape).astype(np.float32) for t in layout.tensors},
+              str(folder / WEIGHTS_FILE))
+    (folder / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2) + "\n")
+    return folder
 
 
 def _run_layout(workdir: Path) -> tuple[Config, Layout, tuple[int, int, int]]:
@@ -230,8 +261,12 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple
     if not folder.is_dir():
         raise WeightsError(f"no checkpoint in {folder}")
     with Checkpointer(folder, keep=cfg.keep_checkpoints) as ckpt:
-        if ckpt.latest_step() is None:
+        steps = ckpt.all_steps()
+        if not steps:
             raise WeightsError(f"no checkpoint in {folder}")
+        if step is not None and step not in steps:
+            raise WeightsError(f"no checkpoint of step {step} in {folder}; it holds steps "
+                               f"{', '.join(map(str, steps))} (--step, default: the newest)")
         state, _ = ckpt.restore(_train_state(cfg, experiment, zeros), step=step)
     return averaged_params(state), layout
 
@@ -255,19 +290,24 @@ def export_diffusers(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
       ``out_dir``.
 
     Raises:
-      WeightsError: the run is no diffusers layout, has no checkpoint, or
-        ``out_dir`` already holds weights.
+      WeightsError: the run is no diffusers layout, has no checkpoint (of
+        ``step``), or ``out_dir`` already holds weights.
+      OutputError: ``out_dir`` is a run directory, lies in a run's files or
+        cannot be written (checked before anything is read or written).
     """
     from safetensors.numpy import save_file
 
-    out = Path(out_dir)
+    out = check_output_folder(out_dir)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):  # a folder may hold a run further down
+        check_output_file(out / name)
     if (out / WEIGHTS_FILE).exists():
         raise WeightsError(f"{out / WEIGHTS_FILE} exists; export into a new --output folder")
     params, layout = restore_params(workdir, step)
     tensors = params_to_tensors(layout, params)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    (out / CONFIG_FILE).write_text(json.dumps(layout.config, indent=2) + "\n")
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+        (out / CONFIG_FILE).write_text(json.dumps(layout.config, indent=2) + "\n")
     return out
 
 
