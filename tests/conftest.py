@@ -12,6 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+
+def _jaxlib_version() -> tuple[int, ...]:
+    """The installed jaxlib's (major, minor), read without starting XLA."""
+    from importlib.metadata import version
+    return tuple(int(p) for p in version("jaxlib").split(".")[:2])
+
+
 # Tests are dominated by compiling many small programs, not by running them:
 # XLA's backend at -O0 compiles them in about 60% of the time, and every
 # property asserted (gradients, equalities between runs) holds at any level.
@@ -23,7 +30,10 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     # where a program puts its fusion boundaries (a step inside the epoch's loop, or
     # alone) would change the last bit of a result; capped at AVX (no FMA), every
     # multiply and add rounds on its own and equal math gives equal bits.
-    _FAST_COMPILE += " --xla_cpu_use_fusion_emitters=false --xla_cpu_max_isa=AVX"
+    _FAST_COMPILE += " --xla_cpu_max_isa=AVX"
+    # jaxlib 0.12's XLA has only the fusion emitters, and aborts on the flag.
+    if _jaxlib_version() < (0, 12):
+        _FAST_COMPILE += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8" + _FAST_COMPILE).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
