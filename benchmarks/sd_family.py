@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
             src = make_weights(weights, layout)
             import_diffusers(src, weights / f"{layout}-run", data_shape=(64, 64, 3))
         for layout in args.layouts:
-            for tile in (0, args.tile):
+            for tile in dict.fromkeys((0, args.tile)):
                 rows = {}
                 # jvae first, then diffusers: each in its own process.
                 for framework in ("jvae", "diffusers"):

@@ -60,8 +60,8 @@ MAX_GEMM_TAPS = 49
 
 
 # Set while tracing programs that only run forward, outside loops (inference):
-# there XLA:CPU's own convolution is 2-8x faster than im2col + GEMM (3x3, 64-512
-# channels, 64-512 pixels square: 147-177 against 19-84 GFLOP/s on a 2-core CPU,
+# there XLA:CPU's own convolution is 2-6x faster than im2col + GEMM (3x3, 64-512
+# channels, 64-512 pixels square: 168-205 against 30-107 GFLOP/s on a 2-core CPU,
 # benchmarks/sd_family.py).
 _NATIVE = contextvars.ContextVar("jvae_native_convolutions", default=False)
 
