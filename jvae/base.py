@@ -24,7 +24,7 @@ Params = dict[str, Array]
 LENGTH_KEY = "length"
 
 __all__ = ["Array", "PyTree", "Batch", "Params", "LENGTH_KEY", "JvaeError", "ConfigError",
-           "Posterior", "Likelihood", "VAE", "Objective", "Forward", "Term", "Weight",
+           "Posterior", "Likelihood", "Prior", "VAE", "Objective", "Forward", "Term", "Weight",
            "Discriminator"]
 
 
@@ -111,18 +111,52 @@ class Likelihood(NamedTuple):
     log_prob_elements: Callable[[Params, Array], Array] | None = None
 
 
+class Prior(NamedTuple):
+    """A prior p(z) with trainable parameters of its own, replacing the family's fixed one.
+
+    Its parameters live in ``params["prior"]``; its functions receive the whole
+    model and its parameters, so a prior may run the model's own networks (the
+    VampPrior encodes its pseudo-inputs). :func:`jvae.distributions.priors.log_prior`
+    and :func:`~jvae.distributions.priors.draw_prior` route every consumer to it.
+
+    Attributes:
+      name: short identifier.
+      init: ``(key, x, latent_shape) -> pytree``, its initial parameters;
+        ``x`` is an example batch ``(B, *data_shape)`` (only its shape and dtype count).
+      log_prob: ``(vae, params, z, key) -> z.shape[:-len(latent_shape)]``:
+        ``log p(z)``, or for a prior with latent variables of its own
+        (``exact=False``) a one-sample importance estimate of it drawn with ``key``.
+      sample: ``(vae, params, key, n) -> (n, *latent_shape)`` draws from p(z).
+      exact: whether ``log_prob`` is the exact log-density. When False its
+        expectation lower-bounds ``log p(z)``, so every ELBO and importance-weighted
+        bound built on it is still a bound on ``log p(x)``.
+      init_from_data: optional ``(key, prior_params, images) -> prior_params``,
+        re-initializing the prior from training data (the VampPrior's pseudo-inputs).
+    """
+
+    name: str
+    init: Callable[[Array, Array, tuple[int, ...]], PyTree]
+    log_prob: Callable[..., Array]
+    sample: Callable[..., Array]
+    exact: bool = True
+    init_from_data: Callable[[Array, PyTree, Any], PyTree] | None = None
+
+
 class VAE(NamedTuple):
     """An encoder/decoder pair with its posterior family and likelihood.
 
     Attributes:
       init: ``(key, x, cond=None) -> params`` with ``params`` a dict holding
         ``"encoder"`` and ``"decoder"`` subtrees (and ``"posterior"`` for a
-        family with shared parameters, see ``Posterior.init_shared``).
+        family with shared parameters, see ``Posterior.init_shared``; ``"prior"``
+        for a learned prior).
       encode: ``(params, x, cond=None) -> posterior parameters``.
       decode: ``(params, z, cond=None) -> likelihood parameters``.
       posterior: the :class:`~jvae.distributions.posteriors.Posterior` family.
       likelihood: the :class:`~jvae.distributions.likelihoods.Likelihood`.
       latent_shape: per-example latent shape.
+      prior: a learned :class:`Prior` replacing the posterior family's fixed
+        ``prior_log_prob``/``prior_sample``, or None (the family's own).
     """
 
     init: Callable[..., PyTree]
@@ -131,6 +165,7 @@ class VAE(NamedTuple):
     posterior: Posterior
     likelihood: Likelihood
     latent_shape: tuple[int, ...]
+    prior: Prior | None = None
 
 
 class Objective(NamedTuple):
@@ -159,13 +194,17 @@ class Forward(NamedTuple):
       post: posterior parameters (per example, plus ``"shared"`` if the family has any).
       z: posterior samples ``(S, B, *latent_shape)``.
       log_q: ``log q(z|x)`` of the samples, ``(S, B)``.
-      log_pz: ``log p(z)`` of the samples, ``(S, B)``.
+      log_pz: ``log p(z)`` of the samples, ``(S, B)`` (for a learned prior with
+        latent variables of its own, a one-sample estimate, see :class:`Prior`).
       lik: likelihood parameters for every sample, ``(S, B, ...)``.
       log_px: ``log p(x|z)``, ``(S, B)``; only valid elements count (see ``valid``).
       valid: ``(B, T)`` 1 for the real elements along the data's first axis, 0
         for padding (a clip shorter than the batch's length is padded with
         silence), or None (every element real). Built from the batch's
         ``"length"`` entry by :func:`jvae.terms.masked.valid_mask`.
+      key: a PRNG key independent of the draws of ``z``, for terms that draw
+        randomness of their own (prior samples for an MMD, a permutation of the
+        codes); None where the pass was built without one.
     """
 
     vae: VAE
@@ -180,6 +219,7 @@ class Forward(NamedTuple):
     lik: dict
     log_px: Array
     valid: Array | None = None
+    key: Array | None = None
 
 
 class Term(NamedTuple):

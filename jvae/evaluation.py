@@ -8,7 +8,9 @@ The library half of ``jvae evaluate`` (the command is
 
       log p(x) >= log (1/k) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x),
 
-  evaluated in chunks of samples with a running log-sum-exp, so k = 5000 needs
+  with the model's prior p(z), learned (the VampPrior, a second stochastic
+  layer: :func:`~jvae.distributions.priors.log_prior`) or fixed, evaluated in
+  chunks of samples with a running log-sum-exp, so k = 5000 needs
   the memory of one chunk (:func:`iwae_log_likelihood`);
 * ``active_units``: latent dimensions whose posterior mean varies across the
   test set, ``Cov_x(E_q[z_u|x]) > 0.01`` (Burda et al., 2015, Section 5.2);
@@ -30,6 +32,7 @@ from jvae.base import Array
 from jvae.devices.parallel import batch_sharding, data_mesh, replicated_sharding
 from jvae.distributions.likelihoods import masked_log_prob
 from jvae.distributions.posteriors import sample_and_log_prob
+from jvae.distributions.priors import log_prior
 from jvae.model import VAE, decode_samples
 from jvae.terms.masked import masked_sums, valid_mask
 from jvae.training.program import evaluate_split
@@ -73,11 +76,15 @@ def iwae_log_likelihood(vae: VAE, params: Any, x: Array, key: Array, num_samples
     chunk_size = min(chunk_size, num_samples)
     full, rest = divmod(num_samples, chunk_size)
 
+    def draw(k):
+        z, log_q = sample_and_log_prob(vae.posterior, k, post, 1)
+        # The model's prior, learned or fixed; a stochastic one draws with sample i's key.
+        return z[0], log_q[0], log_prior(vae, params, z, k)[0]
+
     def log_weights(keys):
-        z, log_q = jax.vmap(lambda k: sample_and_log_prob(vae.posterior, k, post, 1))(keys)
-        z, log_q = z[:, 0], log_q[:, 0]
+        z, log_q, log_pz = jax.vmap(draw)(keys)
         log_px = masked_log_prob(vae.likelihood, decode_samples(vae, params, z, cond), x, valid)
-        return log_px + vae.posterior.prior_log_prob(z, vae.latent_shape) - log_q
+        return log_px + log_pz - log_q
 
     def accumulate(carry, lw):
         m, s, total = carry

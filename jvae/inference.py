@@ -30,11 +30,11 @@ from jvae.datasets.images import IMAGE_SUFFIXES as _FOLDER_SUFFIXES
 from jvae.datasets.images import walk_files
 from jvae.datasets.pixels import to_float
 from jvae.datasets.reader import ImageReadError, read_image
-from jvae.distributions.posteriors import sample_prior
+from jvae.distributions.priors import draw_prior
 from jvae.layers.convolution import native_convolutions
 
 __all__ = ["InferenceError", "Inference", "make_inference", "posterior_scale", "encode_all",
-           "decode_all", "reconstruct_all", "sample_all", "interpolate_latents",
+           "decode_all", "reconstruct_all", "sample_all", "scales_prior", "interpolate_latents",
            "traverse_latents", "make_sampler", "make_reconstructor", "IMAGE_SUFFIXES",
            "list_images", "load_images", "read_images"]
 
@@ -80,7 +80,7 @@ class Inference(NamedTuple):
       reconstruct: ``(params, x, cond) -> E[x|z = mean of q(z|x)]``.
       sample: ``(params, key, num, cond=None, temperature=1.0) -> (z, E[x|z])``
         for ``num`` (static) codes ``z`` from the prior; a Normal prior's draws
-        are scaled by ``temperature``.
+        are scaled by ``temperature`` (a learned prior's are not: see :func:`scales_prior`).
       vae: the model.
       batch_size: the fixed batch shape of the host helpers.
     """
@@ -117,14 +117,22 @@ def make_inference(vae: VAE, batch_size: int = 256) -> Inference:
         return decode(params, vae.posterior.mean(vae.encode(params, x, cond)), cond)
 
     def sample(params, key, num, cond=None, temperature=1.0):
-        z = sample_prior(vae.posterior, key, vae.latent_shape, num, params)
-        if vae.posterior.name not in ("dirichlet", "vq"):
+        z = draw_prior(vae, key, num, params)
+        if scales_prior(vae):
             z = z * temperature  # a N(0, I) prior (normal, flow, point): N(0, T^2 I)
         return z, decode(params, z, cond)
 
     return Inference(_forward_jit(encode), _forward_jit(decode), _forward_jit(reconstruct),
                      _forward_jit(sample, static_argnames="num"),
                      vae, int(batch_size))
+
+
+def scales_prior(vae: VAE) -> bool:
+    """Whether a temperature scales the model's prior draws: a fixed N(0, I) prior
+    (normal, flow, point) becomes N(0, T^2 I); a Dirichlet, a codebook, the uniform
+    prior on a sphere (vmf, whose codes have unit norm) and a learned prior (a
+    mixture, a second stochastic layer) have no such scale."""
+    return vae.prior is None and vae.posterior.name not in ("dirichlet", "vq", "vmf")
 
 
 def _forward_jit(fn: Callable, **jit_kwargs) -> Callable:
@@ -348,7 +356,7 @@ def make_sampler(vae: VAE, num: int, *, repeats: int = 1) -> Callable[..., Array
         raise ValueError(f"num={num} is not a multiple of repeats={repeats}")
 
     def sample(params, key, cond=None):
-        z = sample_prior(vae.posterior, key, vae.latent_shape, num // repeats, params)
+        z = draw_prior(vae, key, num // repeats, params)
         z = jax.numpy.tile(z, (repeats,) + (1,) * (z.ndim - 1))
         return vae.likelihood.mean(vae.decode(params, z, cond))
 

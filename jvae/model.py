@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jvae.base import VAE, Array, Likelihood, Posterior, PyTree
+from jvae.base import VAE, Array, Likelihood, Posterior, Prior, PyTree
 
 __all__ = ["VAE", "make_vae", "decode_samples", "COMPUTE_DTYPES", "INFERENCE_DTYPES",
            "inference_dtype", "mixed_precision"]
@@ -82,7 +82,7 @@ def _bind(module) -> tuple[Callable, Callable]:
 
 
 def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
-             latent_shape: tuple[int, ...]) -> VAE:
+             latent_shape: tuple[int, ...], prior: Prior | None = None) -> VAE:
     """Wraps an encoder and decoder that follow jvae's call contract.
 
     Args:
@@ -91,6 +91,8 @@ def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
       posterior: posterior family matching the encoder's output.
       likelihood: observation model matching the decoder's output.
       latent_shape: per-example latent shape, e.g. ``(20,)``.
+      prior: a learned :class:`~jvae.base.Prior` (its parameters are stored under
+        ``params["prior"]``), or None for the posterior family's fixed prior.
 
     Returns:
       A :class:`VAE` of pure functions.
@@ -120,6 +122,8 @@ def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
         params = {"encoder": enc, "decoder": dec_init(k_dec, jnp.zeros(z.shape, z.dtype), cond)}
         if shared is not None:
             params["posterior"] = shared
+        if prior is not None:
+            params["prior"] = prior.init(jax.random.fold_in(key, 2), x, latent_shape)
         return params
 
     def encode(params, x, cond=None):
@@ -133,7 +137,7 @@ def make_vae(encoder, decoder, posterior: Posterior, likelihood: Likelihood,
     def decode(params, z, cond=None):
         return dec_apply(params["decoder"], z, cond)
 
-    return VAE(init, encode, decode, posterior, likelihood, latent_shape)
+    return VAE(init, encode, decode, posterior, likelihood, latent_shape, prior)
 
 
 def decode_samples(vae: VAE, params: PyTree, z: Array, cond: Array | None = None) -> dict:

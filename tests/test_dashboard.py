@@ -586,3 +586,59 @@ def test_a_client_gone_before_the_error_reply_prints_nothing(page, capfd):
     _Handler(ours, ("127.0.0.1", 0), page.server)
     ours.close()
     assert capfd.readouterr().err == ""
+
+
+# -- fitted samplers beside the prior -----------------------------------------------
+def _get(dash, path):
+    conn = http.client.HTTPConnection("127.0.0.1", dash.server.port, timeout=120)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    out = r.status, r.getheader("X-Jvae-Sampler"), r.read()
+    conn.close()
+    return out
+
+
+def test_fitted_sampler_samples_come_from_a_preview_or_the_saved_fit(page):
+    from jvae.app.dashboard.samplers import PageSamplers
+    from jvae.app.samplers import run_sampler
+
+    status, note, prior = _get(page, "/api/samples?seed=3")
+    assert status == 200 and note is None
+    status, note, body = _get(page, "/api/samples?seed=3&sampler=gmm")
+    assert status == 200 and _png_size(body) == _png_size(prior) and body != prior
+    assert note.startswith("gmm fitted here on 40 test codes, a preview")
+    assert _get(page, "/api/samples?seed=3&sampler=gmm")[2] == body  # the same fit, kept
+    status, _, error = _get(page, "/api/samples?seed=3&sampler=kde")
+    assert status == 400 and b"sampler must be one of prior, gmm" in error
+    # A fit jvae sample saved for the snapshot's checkpoint is the one used.
+    state = page.state
+    snap = state.snapshot
+    images, cond = state.map_images
+    saved = run_sampler(state.workdir, "gmm", step=snap.step, vae=state.vae, params=snap.params,
+                        images=images[:30], cond=cond, source="train")
+    fitted, note = PageSamplers().get("gmm", snap, state.vae, state.map_images, state.workdir)
+    assert note == f"gmm fitted on 30 training codes at step {snap.step} ({saved.path.name})"
+    np.testing.assert_array_equal(fitted.state["means"], saved.fitted.state["means"])
+
+
+def test_the_page_switches_samples_to_a_fitted_sampler(page):
+    from playwright.sync_api import sync_playwright
+    from test_dashboard_live import CHROMIUM_FLAGS, _browser_path
+    executable = _browser_path()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                     headless=True)
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 1500})
+            errors = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(page.url)
+            tab.wait_for_function("window.jvae.samples > 0")  # prior samples on load
+            assert tab.locator("#sampler-note").inner_text() == ""
+            tab.select_option("#sampler-select", "gmm")
+            tab.wait_for_function("window.jvae.samples > 1", timeout=120_000)
+            assert "gmm fitted" in tab.locator("#sampler-note").inner_text()
+            assert tab.evaluate("document.getElementById('fresh-samples').naturalWidth") > 0
+            assert errors == []
+        finally:
+            browser.close()

@@ -46,10 +46,24 @@ def _launch(data_dir, workdir):
             for i in range(2)]
 
 
+@pytest.fixture
+def launched():
+    """The processes a test starts: any still running at its end (a failed or timed-out
+    wait) are killed and their pipes closed, so none outlives the test."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()  # SIGKILL: a process hung in a collective outlives SIGTERM
+        if not p.stdout.closed:  # not yet read to its end by the test
+            p.communicate()
+
+
 def test_two_processes_killed_and_resumed_equal_one_process_with_eight(tiny_mnist_dir,
-                                                                      tmp_path):
+                                                                      tmp_path, launched):
     work = tmp_path / "two"
     procs = _launch(tiny_mnist_dir, work)
+    launched += procs
     deadline = time.monotonic() + 300
     while not any(p.name.isdigit() for p in (work / "checkpoints").glob("*")):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
@@ -64,6 +78,7 @@ def test_two_processes_killed_and_resumed_equal_one_process_with_eight(tiny_mnis
     assert killed_at < 16
 
     procs = _launch(tiny_mnist_dir, work)
+    launched += procs
     out = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in out]
     assert f"(step {killed_at})" in out[0] and "resumed" not in out[1]  # process 0 speaks

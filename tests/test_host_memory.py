@@ -42,6 +42,7 @@ def _probe(policy: str, env: dict | None = None, runs: int = 16) -> dict:
 
 
 @pytest.mark.skipif(host_memory._glibc() is None, reason="the policy is glibc's mallopt")
+@pytest.mark.slow
 def test_reuse_removes_the_page_faults_of_each_run():
     system, reuse = _probe("system"), _probe("reuse")
     assert reuse["applied"] and not system["applied"]

@@ -23,6 +23,7 @@ def planned():
     return lambda b: cache.setdefault(b, fn(b))
 
 
+@pytest.mark.slow
 def test_linear_model_predicts_a_third_compiled_size(planned):
     fit = fit_memory(planned, (512, 1024), budget=10**12, refine=0)
     assert fit.slope > 4 * 64  # at least the batch's own float32 pixels per example
@@ -30,6 +31,7 @@ def test_linear_model_predicts_a_third_compiled_size(planned):
     assert abs(fit.predict(2048) - planned(2048)) < 0.02 * planned(2048)
 
 
+@pytest.mark.slow
 def test_max_batch_size_fits_the_budget_and_is_nearly_the_largest(planned):
     budget = (planned(1024) + planned(2048)) // 2
     fit = fit_memory(planned, (512, 1024), budget)

@@ -201,6 +201,7 @@ def _narrow(spec, divisor=4):
     return out
 
 
+@pytest.mark.slow
 def test_sd_style_vae_jitted_train_step():
     # sd_vae_mnist has sd_vae's layout (residual blocks, GroupNorm, attention,
     # stride-2 convs, upsampling) at a third of the depth: the step compiles in

@@ -169,6 +169,7 @@ def _band_mask(size, plan, width):
     return band[:, None] | band[None, :]
 
 
+@pytest.mark.slow
 def test_tiled_sd_decode_at_512_matches_the_whole_image_without_seams(sd):
     """A 64x64x4 code decoded to 512x512 in tiles of at most 256 pixels overlapping by 64
     (three of 216 a side, starting at 0, 152 and 296) against the whole image. GroupNorm and
@@ -205,6 +206,7 @@ def test_tiled_sd_decode_at_512_matches_the_whole_image_without_seams(sd):
     assert naive[naive_band].mean() > 3 * naive[~naive_band].mean()
 
 
+@pytest.mark.slow
 def test_automatic_tiling_follows_the_compiled_memory_plan(sd):
     """No --tile: an image is tiled when its whole program's planned bytes exceed the
     budget, with the largest tile whose program fits."""

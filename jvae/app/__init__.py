@@ -16,7 +16,8 @@ The library below never imports it.
 * :mod:`~jvae.app.outputs`: image grids and each epoch's samples.
 * :mod:`~jvae.app.native`: a fully convolutional run at each image's own size, whole or
   in tiles; :mod:`~jvae.app.latents`: the latent files ``encode`` writes and ``decode``
-  reads.
+  reads; :mod:`~jvae.app.samplers`: samplers fitted to a run's codes, kept beside its
+  checkpoints.
 """
 
 from jvae.app.checkpoint import (
@@ -40,6 +41,12 @@ from jvae.app.config import (
     config_to_dict,
     load_config_file,
     make_config,
+)
+from jvae.app.factors import (
+    GroundTruth,
+    disentanglement_report,
+    factor_representation,
+    ground_truth,
 )
 from jvae.app.flags import (
     ArgumentParser,
@@ -131,6 +138,16 @@ from jvae.app.runs import (
     saved_config,
     write_data_info,
 )
+from jvae.app.samplers import (
+    SAMPLER_CHOICES,
+    SAMPLERS_DIR,
+    RunSampler,
+    check_sampler_family,
+    params_digest,
+    run_sampler,
+    sampler_path,
+    saved_sampler,
+)
 from jvae.app.tensorboard import (
     AUDIO_IMAGE_TAGS,
     AUDIO_TAGS,
@@ -176,6 +193,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_RUN_FAILED",
     "GROUPS",
+    "GroundTruth",
     "Hook",
     "Latents",
     "LockError",
@@ -188,6 +206,9 @@ __all__ = [
     "RUN_ENTRIES",
     "Run",
     "RunFailed",
+    "RunSampler",
+    "SAMPLERS_DIR",
+    "SAMPLER_CHOICES",
     "SaveFailed",
     "StopSignals",
     "Stopped",
@@ -207,6 +228,7 @@ __all__ = [
     "check_output_folder",
     "check_resized_fits",
     "check_resumable",
+    "check_sampler_family",
     "check_stackable",
     "check_state_fits",
     "check_workdir",
@@ -217,8 +239,11 @@ __all__ = [
     "data_options",
     "describe",
     "diffusion_scale",
+    "disentanglement_report",
+    "factor_representation",
     "finite_float",
     "grid_png",
+    "ground_truth",
     "hook_info",
     "image_grid",
     "imported_record",
@@ -233,6 +258,7 @@ __all__ = [
     "make_config",
     "make_parents",
     "make_parser",
+    "params_digest",
     "parse_interval",
     "read_metrics",
     "recipe",
@@ -244,13 +270,16 @@ __all__ = [
     "run_containing",
     "run_mode",
     "run_sample_rate",
+    "run_sampler",
     "sample_condition",
+    "sampler_path",
     "save_epoch_audio",
     "save_epoch_images",
     "save_image_grid",
     "save_latents",
     "save_spectrograms",
     "saved_config",
+    "saved_sampler",
     "seed_int",
     "spectrogram_image",
     "spectrogram_png",

@@ -237,8 +237,7 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError("no checkpoint to restore")
         sharding = replicated_sharding(mesh) if mesh is not None else None
-        # The default device's sharding, named the same way by every supported JAX.
-        default = jax.numpy.zeros(()).sharding
+        default = jax.sharding.make_single_device_sharding(jax.devices()[0])
 
         def abstract(x):
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or getattr(

@@ -26,9 +26,13 @@ from jvae.app.run_guard import parse_interval
 from jvae.base import ConfigError
 from jvae.datasets.pixels import BINARIZE_MODES
 from jvae.distributions.posteriors import NORMAL_SCALES
+from jvae.distributions.priors import VAMP_INITS
 from jvae.layers.spec import SpecError
 from jvae.layers.spec_nets import resolve_spec_pair
-from jvae.objectives import CVAE_PRIOR_WEIGHT
+from jvae.objectives import CIWAE_BETA, CVAE_PRIOR_WEIGHT
+from jvae.terms.mmd import MMD_KERNELS
+from jvae.terms.regularized import RAE_REGULARIZERS
+from jvae.terms.total_correlation import FACTORVAE_LR, TC_ESTIMATORS
 from jvae.training import experiment as ex
 
 __all__ = ["Config", "ConfigError", "GROUPS", "load_config_file", "make_config",
@@ -61,7 +65,8 @@ class Config:
 
     # data
     dataset: str = _setting(
-        "mnist", "Dataset name: digits (scikit-learn's bundled 8x8 digits, offline), mnist, "
+        "mnist", "Dataset name: digits (scikit-learn's bundled 8x8 digits, offline), dsprites "
+        "(64x64 shapes with five known factors, drawn offline), mnist, "
         "fashion_mnist or kmnist (--data-dir IDX files, a prepared tfds copy, or a verified "
         "download), or any prepared tfds image dataset.", "data")
     data_source: str | None = _setting(
@@ -77,6 +82,12 @@ class Config:
     channels: int = _setting(
         0, "1 (grey) or 3 (RGB); 0 keeps the data's (a folder: 3 if any image has colour).",
         "data", choices=(0, 1, 3))
+    train_examples: int = _setting(
+        0, "Train on the training split's first N examples (dsprites: of its fixed shuffle, "
+        "drawing only those); 0: all of them.", "data", check="non_negative")
+    test_examples: int = _setting(
+        0, "Evaluate on the test split's first N examples (dsprites: of its fixed shuffle); "
+        "0: all of them.", "data", check="non_negative")
     test_fraction: float = _setting(
         0.1, "A folder's test share without split sub-folders, chosen by a hash of each "
         "file's path (adding files never moves old ones).", "data", check="non_negative")
@@ -111,15 +122,24 @@ class Config:
     # model
     model: str = _setting(
         "vae", "Model family: vae (beta-VAE), cvae (encoder and decoder conditioned on the "
-        "one-hot label), iwae (importance-weighted bound with --num-samples k), ae "
-        "(deterministic autoencoder) or vq (vector-quantized latents).", "model",
+        "one-hot label), iwae (importance-weighted bound with --num-samples k), vamp (VampPrior: "
+        "the prior a mixture of the posterior at --vamp-components learned inputs), ae "
+        "(deterministic autoencoder), vq (vector-quantized latents), btcvae (beta-TCVAE: the "
+        "KL split into mutual information, total correlation and dimension-wise KL), "
+        "factorvae (ELBO plus a critic's total correlation), infovae (ELBO plus MMD), wae "
+        "(WAE-MMD, deterministic code), rae (regularized deterministic autoencoder), miwae "
+        "(--iw-groups M averaged --num-samples K IWAE bounds), piwae (IWAE gradient for the "
+        "decoder, MIWAE for the encoder), ciwae (--ciwae-beta mix of ELBO and IWAE) or svae "
+        "(von Mises-Fisher codes on the sphere S^(d-1), uniform prior; d = --latent-dim).",
+        "model",
         choices=ex.MODELS)
     latent_dim: int = _setting(
         20, "Number of latent dimensions (a spatial spec architecture takes its latent "
         "shape from the encoder instead).", "model", check="positive")
     posterior: str = _setting(
-        "normal", "Posterior family of vae, cvae and iwae: normal (diagonal Gaussian, "
-        "N(0, I) prior) or dirichlet (symmetric Dirichlet prior).", "model",
+        "normal", "Posterior family of vae, cvae, iwae and the families built on them (miwae, "
+        "piwae, ciwae, ...): normal (diagonal Gaussian, N(0, I) prior) or dirichlet (symmetric "
+        "Dirichlet prior).", "model",
         choices=ex.POSTERIORS)
     posterior_scale: str = _setting(
         "softplus", "How the normal posterior reads the encoder's raw scale: softplus "
@@ -187,6 +207,25 @@ class Config:
     vq_code_dim: int = _setting(
         4, "Dimension of one code vector of --model vq (--latent-dim must be a multiple).",
         "model", check="positive")
+    vamp_components: int = _setting(
+        500, "Pseudo-inputs K of --model vamp, whose prior is the mixture p(z) = (1/K) sum_k "
+        "q(z|u_k) of the encoder's posterior at K learned inputs (Tomczak & Welling 2018).",
+        "model", check="positive")
+    vamp_init: str = _setting(
+        "random", "Initial pseudo-inputs of --model vamp: random (N(0.05, 0.01), clipped to "
+        "the data's range) or data (K training examples chosen by --seed).", "model",
+        choices=VAMP_INITS)
+    stochastic_layers: int = _setting(
+        1, "Stochastic layers of --model vae or iwae: 2 adds a Gaussian layer h2 above z = h1 "
+        "(Burda et al. 2015's second architecture: p(h2) = N(0, I), p(h1|h2) and q(h2|h1) "
+        "MLPs of --top-hidden with --activation; theirs: --hidden 100,100 --latent-dim 100 "
+        "--activation tanh).", "model", choices=(1, 2))
+    top_latent_dim: int = _setting(
+        50, "Dimension of the second stochastic layer h2 of --stochastic-layers 2.", "model",
+        check="positive")
+    top_hidden: tuple[int, ...] = _setting(
+        (50, 50), "Hidden widths of q(h2|h1) under --stochastic-layers 2; p(h1|h2) mirrors "
+        "them.", "model")
     compute_dtype: str = _setting(
         "float32", "Dtype the networks compute in; parameters, optimizer state and the "
         "loss stay float32 (bfloat16 is for GPU and TPU).", "model",
@@ -199,7 +238,16 @@ class Config:
         1.0, "Weight of the reconstruction term.", "objective", check="non_negative")
     num_samples: int = _setting(
         1, "Posterior samples per example in the training objective (the k of --model "
-        "iwae).", "objective", check="positive")
+        "iwae and ciwae, the K of miwae and piwae, which draw --iw-groups times as many).",
+        "objective", check="positive")
+    iw_groups: int = _setting(
+        1, "M of --model miwae and piwae (Rainforth et al. 2018): M independent K-sample "
+        "importance-weighted bounds (K = --num-samples) averaged, M * K posterior draws per "
+        "example (1: the IWAE bound).", "objective", check="positive")
+    ciwae_beta: float = _setting(
+        CIWAE_BETA, "beta of --model ciwae's objective beta * ELBO + (1 - beta) * IWAE with "
+        "K = --num-samples draws (Rainforth et al. 2018; 1: the ELBO, 0: IWAE).", "objective",
+        check="non_negative")
     kl_warmup_steps: int = _setting(
         0, "Steps over which the KL weight ramps linearly from 0 to --beta (0: none).",
         "objective", check="non_negative")
@@ -257,6 +305,55 @@ class Config:
         check="non_negative")
     vq_commitment: float = _setting(
         0.25, "Weight of the VQ commitment loss.", "objective", check="non_negative")
+    tcvae_alpha: float = _setting(
+        1.0, "Weight of --model btcvae's index-code mutual information (Chen et al. 2018's "
+        "alpha).", "objective", check="non_negative")
+    tcvae_beta: float = _setting(
+        6.0, "Weight of --model btcvae's total correlation (Chen et al.'s beta; 1, with alpha "
+        "and gamma 1, is the ELBO).", "objective", check="non_negative")
+    tcvae_gamma: float = _setting(
+        1.0, "Weight of --model btcvae's dimension-wise KL (Chen et al.'s gamma).", "objective",
+        check="non_negative")
+    tcvae_estimator: str = _setting(
+        "mws", "How --model btcvae estimates log q(z) from a batch of posteriors over the "
+        "training split: mws (minibatch-weighted sampling) or mss (minibatch-stratified "
+        "sampling).", "objective", choices=TC_ESTIMATORS)
+    factorvae_gamma: float = _setting(
+        10.0, "Weight of --model factorvae's total correlation, a critic's mean logit "
+        "(Kim & Mnih 2018's gamma).", "objective", check="non_negative")
+    factorvae_hidden: tuple[int, ...] = _setting(
+        (256, 256, 256), "Hidden widths of --model factorvae's MLP critic of the codes "
+        "(leaky ReLU 0.2). The paper's, 1000,1000,1000,1000,1000,1000, costs about 37 times "
+        "the multiply-adds of the default on a 10-d code.", "objective")
+    factorvae_lr: float = _setting(
+        FACTORVAE_LR, "Adam learning rate of --model factorvae's critic (betas 0.5, 0.9; "
+        "the paper's).", "objective", check="positive")
+    mmd_kernel: str = _setting(
+        "imq", "Kernel of the MMD of --model infovae and wae: imq (C / (C + |x - y|^2)) or rbf "
+        "(exp(-|x - y|^2 / C)), with C = 2 d --mmd-scale for d latent dimensions.",
+        "objective", choices=MMD_KERNELS)
+    mmd_scale: float = _setting(
+        1.0, "sigma^2 in the MMD kernel's C = 2 d sigma^2 (1: WAE's choice for a N(0, I) "
+        "prior).", "objective", check="positive")
+    infovae_alpha: float = _setting(
+        0.0, "InfoVAE's alpha (Zhao et al. 2017): --model infovae weighs the KL 1 - alpha and "
+        "the MMD alpha + lambda - 1 (alpha <= 1).", "objective")
+    infovae_lambda: float = _setting(
+        1000.0, "InfoVAE's lambda: the MMD's weight is alpha + lambda - 1 (alpha + lambda >= "
+        "1).", "objective", check="non_negative")
+    wae_lambda: float = _setting(
+        10.0, "Weight of --model wae's MMD between codes and prior draws (Tolstikhin et al. "
+        "2018: 10 on MNIST).", "objective", check="non_negative")
+    rae_beta: float = _setting(
+        1.0, "Weight of --model rae's code norm |z|^2 / 2 (1: the MAP objective under a "
+        "N(0, I) prior).", "objective", check="non_negative")
+    rae_lambda: float = _setting(
+        1e-3, "Weight of --model rae's decoder regularizer.", "objective",
+        check="non_negative")
+    rae_regularizer: str = _setting(
+        "l2", "--model rae's decoder regularizer (Ghosh et al. 2020): l2 (weight decay on the "
+        "decoder) or gp (the squared norm of the decoder's Jacobian at the code; one decoder "
+        "pass per latent dimension).", "objective", choices=RAE_REGULARIZERS)
     # optimisation
     epochs: int = _setting(
         0, "Total epochs; a resumed run continues up to this number (0: 10, or more for a "
@@ -419,9 +516,9 @@ def _validate(cfg: Config) -> None:
     if cfg.posterior == "dirichlet" and cfg.latent_dim < 2:
         raise ConfigError("a Dirichlet posterior needs latent_dim >= 2")
     if cfg.posterior_scale != "softplus" and (cfg.posterior != "normal"
-                                              or cfg.model not in ("vae", "cvae", "iwae")):
+                                              or cfg.model not in _SCALED_NORMAL):
         raise ConfigError(f"posterior_scale={cfg.posterior_scale} applies to a normal "
-                          "posterior (--posterior normal, --model vae, cvae or iwae)")
+                          f"posterior (--posterior normal, --model {', '.join(_SCALED_NORMAL)})")
     if cfg.dirichlet_reparam != "exact" and cfg.posterior != "dirichlet":
         raise ConfigError(f"dirichlet_reparam={cfg.dirichlet_reparam} applies to "
                           "--posterior dirichlet only")
@@ -431,7 +528,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"dashboard_port must be a port number in 0..65535, got "
                           f"{cfg.dashboard_port}")
     _validate_model(cfg)
+    _validate_priors(cfg)
+    _validate_regularized(cfg)
+    _validate_importance(cfg)
     _validate_net(cfg)
+
+
+# The families whose normal posterior reads --posterior-scale.
+_SCALED_NORMAL = ("vae", "cvae", "iwae", "btcvae", "factorvae", "infovae", "miwae", "piwae",
+                  "ciwae")
 
 
 def _validate_model(cfg: Config) -> None:
@@ -461,6 +566,108 @@ def _validate_model(cfg: Config) -> None:
     if cfg.model == "vq" and cfg.latent_dim % cfg.vq_code_dim:
         raise ConfigError(f"latent_dim={cfg.latent_dim} must be a multiple of "
                           f"vq_code_dim={cfg.vq_code_dim} (latent_dim / vq_code_dim code vectors)")
+
+
+def _validate_priors(cfg: Config) -> None:
+    """The learned priors' settings belong to their families and need a density on R^d."""
+    if cfg.model != "vamp" and (cfg.vamp_components != 500 or cfg.vamp_init != "random"):
+        raise ConfigError(f"vamp_components and vamp_init configure --model vamp; "
+                          f"model={cfg.model} has no VampPrior (use --model vamp)")
+    if cfg.stochastic_layers == 1:
+        if cfg.top_latent_dim != 50 or cfg.top_hidden != (50, 50):
+            raise ConfigError("top_latent_dim and top_hidden shape the second stochastic "
+                              "layer; add --stochastic-layers 2")
+        return
+    if cfg.model not in ("vae", "iwae"):
+        raise ConfigError(f"stochastic_layers=2 applies to --model vae or iwae, not "
+                          f"{cfg.model} (use --stochastic-layers 1)")
+    if cfg.posterior != "normal":
+        raise ConfigError("stochastic_layers=2 puts a Gaussian p(h1|h2) over h1 in R^d; a "
+                          "Dirichlet h1 lives on the simplex (use --posterior normal)")
+    if not cfg.top_hidden or any(h <= 0 for h in cfg.top_hidden):
+        raise ConfigError(f"top_hidden must be positive widths, got {cfg.top_hidden}")
+
+
+# The settings each of these families alone reads.
+_FAMILY_SETTINGS = {
+    "btcvae": ("tcvae_alpha", "tcvae_beta", "tcvae_gamma", "tcvae_estimator"),
+    "factorvae": ("factorvae_gamma", "factorvae_hidden", "factorvae_lr"),
+    "infovae": ("infovae_alpha", "infovae_lambda"),
+    "wae": ("wae_lambda",),
+    "rae": ("rae_beta", "rae_lambda", "rae_regularizer"),
+}
+
+
+def _validate_regularized(cfg: Config) -> None:
+    """beta-TCVAE, FactorVAE, InfoVAE, WAE and RAE: settings of theirs belong to them,
+    and each needs a posterior its terms are defined for."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for model, names in (*_FAMILY_SETTINGS.items(),
+                         ("infovae or wae", ("mmd_kernel", "mmd_scale"))):
+        changed = [n for n in names if getattr(cfg, n) != defaults[n]]
+        if changed and cfg.model not in model.split(" or "):
+            verb = "configures" if len(changed) == 1 else "configure"
+            raise ConfigError(f"{', '.join(changed)} {verb} --model {model}; "
+                              f"model={cfg.model} does not read them (drop them)")
+    if cfg.model in ("btcvae", "factorvae") and cfg.posterior != "normal":
+        raise ConfigError(f"model={cfg.model} measures the total correlation of codes in R^d; a "
+                          f"{cfg.posterior} code lives on the simplex (use --posterior normal)")
+    if cfg.model == "btcvae" and cfg.flow_layers:
+        raise ConfigError("model=btcvae estimates q(z) from diagonal normal posteriors; a flow "
+                          "posterior has no per-dimension density (use --flow-layers 0)")
+    if cfg.model in ("wae", "rae"):
+        if cfg.posterior != "normal" or cfg.flow_layers:
+            raise ConfigError(f"model={cfg.model} has a deterministic code, not a posterior "
+                              "distribution; drop --posterior and --flow-layers")
+        if cfg.num_samples != 1:
+            raise ConfigError(f"model={cfg.model} is deterministic; num_samples must be 1")
+    if cfg.model in ("btcvae", "infovae", "wae", "rae") and (cfg.beta != 1.0
+                                                             or cfg.kl_warmup_steps):
+        own = {"btcvae": "--tcvae-alpha/beta/gamma", "infovae": "--infovae-alpha",
+               "wae": "--wae-lambda", "rae": "--rae-beta"}[cfg.model]
+        raise ConfigError(f"beta and kl_warmup_steps weight the ELBO's KL term; model="
+                          f"{cfg.model} weighs its regularizers with {own}")
+    if cfg.model == "factorvae" and (not cfg.factorvae_hidden
+                                     or any(h <= 0 for h in cfg.factorvae_hidden)):
+        raise ConfigError(f"factorvae_hidden must be positive widths, got {cfg.factorvae_hidden}")
+    if cfg.model == "infovae" and not (cfg.infovae_alpha <= 1.0
+                                       and cfg.infovae_alpha + cfg.infovae_lambda >= 1.0):
+        raise ConfigError(f"InfoVAE weighs the KL 1 - alpha and the MMD alpha + lambda - 1, so "
+                          f"it needs alpha <= 1 and alpha + lambda >= 1; got infovae_alpha="
+                          f"{cfg.infovae_alpha}, infovae_lambda={cfg.infovae_lambda}")
+
+
+# The importance-weighted families of Rainforth et al. (2018).
+_IW_FAMILIES = ("miwae", "piwae", "ciwae")
+
+
+def _validate_importance(cfg: Config) -> None:
+    """MIWAE/PIWAE/CIWAE's settings belong to them and weigh no ELBO terms; svae has its own
+    posterior on the sphere."""
+    if cfg.iw_groups != 1 and cfg.model not in ("miwae", "piwae"):
+        raise ConfigError(f"iw_groups configures --model miwae and piwae; model={cfg.model} "
+                          "does not read it (drop it)")
+    if cfg.ciwae_beta != CIWAE_BETA and cfg.model != "ciwae":
+        raise ConfigError(f"ciwae_beta configures --model ciwae; model={cfg.model} does not "
+                          "read it (drop it)")
+    if cfg.ciwae_beta > 1.0:
+        raise ConfigError(f"ciwae_beta must be in [0, 1] (beta * ELBO + (1 - beta) * IWAE), "
+                          f"got {cfg.ciwae_beta}")
+    if cfg.model in _IW_FAMILIES and (cfg.beta != 1.0 or cfg.kl_warmup_steps or cfg.alpha != 1.0):
+        own = " (its ELBO's weight is --ciwae-beta)" if cfg.model == "ciwae" else ""
+        raise ConfigError(f"alpha, beta and kl_warmup_steps weight the ELBO's terms; "
+                          f"model={cfg.model} optimizes importance-weighted bounds as a whole"
+                          f"{own}; drop them")
+    if cfg.model == "svae":
+        if cfg.posterior != "normal":
+            raise ConfigError("model=svae has its own von Mises-Fisher posterior on the sphere; "
+                              "drop --posterior")
+        if cfg.flow_layers:
+            raise ConfigError("a flow acts on R^d; model=svae's codes live on the sphere "
+                              "S^(d-1) (use --flow-layers 0)")
+        if cfg.latent_dim < 2:
+            raise ConfigError("model=svae needs latent_dim >= 2: its codes lie on the sphere "
+                              "S^(d-1) in R^d, d = latent_dim")
 
 
 def _validate_net(cfg: Config) -> None:

@@ -39,7 +39,8 @@ __all__ = ["data_options", "check_data_info", "write_data_info", "check_num_devi
 # object (or one without these fields) works.
 DATA_OPTIONS = {"data_source": None, "image_size": None, "channels": None, "modality": "auto",
                 "sample_rate": None, "chunk_size": None, "chunk_hop": None, "test_fraction": 0.1,
-                "strict": False, "cache": True, "mirror": None}
+                "strict": False, "cache": True, "mirror": None, "train_examples": 0,
+                "test_examples": 0}
 
 
 def data_options(cfg: Any) -> dict[str, Any]:
@@ -52,7 +53,8 @@ def data_options(cfg: Any) -> dict[str, Any]:
         opts[k] = opts[k] or None
     opts["data_source"] = opts["data_source"] or os.environ.get("DATA_SOURCE") or None
     if not opts["data_source"]:
-        opts = {k: opts[k] for k in ("image_size", "channels", "mirror")}
+        opts = {k: opts[k] for k in ("image_size", "channels", "mirror", "train_examples",
+                                     "test_examples")}
     return opts
 
 

@@ -358,7 +358,7 @@ def _train(cfg, workdir, experiment, train, test, data_info, mesh, quiet, hooks,
     primary = distributed.is_primary()
     init_key, eval_key, sample_key = jax.random.split(jax.random.key(cfg.seed), 3)
     example = {k: v[:cfg.batch_size] for k, v in train.items() if k != "label"}
-    state = replicate(init_state(experiment, init_key, example), mesh)
+    state = replicate(init_state(experiment, init_key, example, images=train["image"]), mesh)
     ckpt = stack.enter_context(Checkpointer(workdir / "checkpoints", keep=cfg.keep_checkpoints))
     start = _restore(workdir, ckpt, state, mesh, quiet)
     state, start_batch, sums, wall_total = start.state, start.batch, start.sums, start.wall_s

@@ -43,7 +43,7 @@ __all__ = ["OutputError", "WriteFailed", "RUN_ENTRIES", "is_run_dir", "run_conta
 # Everything a run directory holds that modes read or a resumed run continues.
 RUN_ENTRIES = frozenset({"config.json", "data.json", "classes.json", "metrics.jsonl",
                          "diffusers.json", ".lock", "checkpoints", "checkpoints.unreadable",
-                         "images", "audio", "tb", "fid"})
+                         "images", "audio", "tb", "fid", "samplers"})
 # Files only a run has; a config.json alone is as likely diffusers' or another tool's,
 # and data.json or .lock too common a name to tell.
 _MARKERS = ("metrics.jsonl", "diffusers.json")

@@ -7,6 +7,8 @@ shared leading axis (``image``, ``label``).
   (named datasets, tfds, folders).
 * :mod:`~jvae.datasets.idx`: MNIST-format IDX files.
 * :mod:`~jvae.datasets.digits`: scikit-learn's bundled 8x8 digits (offline).
+* :mod:`~jvae.datasets.dsprites`: 2-D shapes with five known factors, drawn on
+  demand into a memory-mapped cache (offline).
 * :mod:`~jvae.datasets.download`: MNIST, Fashion-MNIST and KMNIST IDX files,
   downloaded once and verified against SHA-256 constants.
 * :mod:`~jvae.datasets.folders`: ``--data-source DIR``, images or audio, loaded as splits.
@@ -61,6 +63,19 @@ from jvae.datasets.download import (
     fetch_idx,
     mirrors_for,
     offline_message,
+)
+from jvae.datasets.dsprites import (
+    DSPRITES_FACTORS,
+    DSPRITES_SHAPES,
+    DSPRITES_SIZES,
+    DSPRITES_TEST,
+    DSpritesCache,
+    dsprites_factor_values,
+    dsprites_images,
+    factors_to_index,
+    index_to_factors,
+    load_dsprites,
+    render_dsprites,
 )
 from jvae.datasets.errors import (
     DataError,
@@ -132,6 +147,11 @@ __all__ = [
     "CHUNK_PERCENTILE",
     "Clips",
     "DECODE_ERRORS",
+    "DSPRITES_FACTORS",
+    "DSPRITES_SHAPES",
+    "DSPRITES_SIZES",
+    "DSPRITES_TEST",
+    "DSpritesCache",
     "DataError",
     "DataWarning",
     "Feed",
@@ -160,20 +180,25 @@ __all__ = [
     "default_chunk_size",
     "default_sample_rate",
     "detect_modality",
+    "dsprites_factor_values",
+    "dsprites_images",
     "epoch_order",
     "epoch_permutation",
     "epoch_rows",
+    "factors_to_index",
     "fetch_idx",
     "fit_array",
     "fit_images",
     "holdout_is_test",
     "holdout_score",
     "index_folder",
+    "index_to_factors",
     "is_lazy",
     "join_chunks",
     "join_clips",
     "load_dataset",
     "load_digits",
+    "load_dsprites",
     "load_folder",
     "load_mnist_idx",
     "load_splits",
@@ -189,6 +214,7 @@ __all__ = [
     "read_idx",
     "read_image",
     "read_wav",
+    "render_dsprites",
     "report_skipped",
     "resample",
     "save_waveforms",

@@ -5,6 +5,8 @@ A split is a dict of arrays with a shared leading axis: ``image`` (uint8,
 (int32, ``(N,)``). Sources:
 
 * ``digits``: scikit-learn's bundled 8x8 digits, no network needed;
+* ``dsprites``: 2-D shapes with five known factors, drawn by jvae
+  (:mod:`jvae.datasets.dsprites`), no network needed;
 * a folder of images or ``.wav`` files (``data_source``), with a decode-once cache;
 * local MNIST-format IDX files, when a data directory is given;
 * ``mnist``, ``fashion_mnist``, ``kmnist``: a tfds copy if one is prepared,
@@ -107,15 +109,17 @@ def load_tfds(name: str, split: str, data_dir: str | None = None, *,
 
 
 # Names load_dataset serves without tfds.
-_BUILTIN = ("digits", "mnist", "fashion_mnist", "kmnist")
+_BUILTIN = ("digits", "dsprites", "mnist", "fashion_mnist", "kmnist")
 
 
 def load_dataset(name: str, split: str, *, data_dir: str | None = None,
-                 tfds_data_dir: str | None = None, mirror: str | None = None
-                 ) -> dict[str, np.ndarray]:
+                 tfds_data_dir: str | None = None, mirror: str | None = None,
+                 examples: int | None = None) -> dict[str, np.ndarray]:
     """Loads ``split`` of a named dataset.
 
     * ``digits``: scikit-learn's bundled digits (:mod:`jvae.datasets.digits`).
+    * ``dsprites``: shapes with known factors, drawn on demand and cached
+      (:mod:`jvae.datasets.dsprites`); its splits also hold ``factors``.
     * with ``data_dir``: MNIST-format IDX files there (MNIST, Fashion-MNIST, KMNIST).
     * ``mnist``, ``fashion_mnist``, ``kmnist``: tfds' copy when one is prepared,
       else the IDX files downloaded into ``$JVAE_DATA_DIR`` and verified
@@ -128,10 +132,30 @@ def load_dataset(name: str, split: str, *, data_dir: str | None = None,
       data_dir: local folder of IDX files, or None.
       tfds_data_dir: tfds data directory.
       mirror: base URL(s) overriding the download mirrors.
+      examples: the split's first this-many examples (None or 0: all).
 
     Returns:
       ``{"image": uint8 (N, H, W, C), "label": int32 (N,)}``.
     """
+    if name == "dsprites":
+        from jvae.datasets.dsprites import load_dsprites
+        return load_dsprites(split, examples=examples or None)
+    return _first(_load_named(name, split, data_dir=data_dir, tfds_data_dir=tfds_data_dir,
+                              mirror=mirror), examples)
+
+
+def _first(split: dict[str, Any], n: int | None) -> dict[str, Any]:
+    """A split's first ``n`` examples (all of them when ``n`` is None or 0)."""
+    from jvae.datasets.stream import SplitView
+    if not n:
+        return split
+    return {k: SplitView(v.source, v.rows[:n], as_float=v.as_float)
+            if isinstance(v, SplitView) else v[:n] for k, v in split.items()}
+
+
+def _load_named(name: str, split: str, *, data_dir: str | None, tfds_data_dir: str | None,
+                mirror: str | None) -> dict[str, np.ndarray]:
+    """:func:`load_dataset` of every name but dsprites, whole."""
     from jvae.datasets.download import REMOTES, fetch_idx
     if name == "digits":
         from jvae.datasets.digits import load_digits
@@ -171,8 +195,9 @@ def fit_images(images: np.ndarray, size: tuple[int, int] | None = None,
 
 def load_splits(name: str, *, data_source: str | None = None, data_dir: str | None = None,
                 tfds_data_dir: str | None = None, image_size=None, channels: int | None = None,
-                lazy: bool = False, **folder_options) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                           dict[str, Any]]:
+                lazy: bool = False, train_examples: int | None = None,
+                test_examples: int | None = None, **folder_options
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
     """Train and test splits of a named dataset or of a folder, plus what identifies them.
 
     Args:
@@ -184,6 +209,8 @@ def load_splits(name: str, *, data_source: str | None = None, data_dir: str | No
       channels: 1, 3 or None (unchanged).
       lazy: a folder's training images stay on disk (a
         :class:`~jvae.datasets.stream.SplitView`, for ``--data-placement stream``).
+      train_examples, test_examples: keep each split's first this-many
+        examples (None or 0: all); dsprites draws only those.
       **folder_options: ``modality``, ``sample_rate``, ``chunk_size``,
         ``test_fraction``, ``strict``, ``cache``, ``cache_dir``, ``progress``; the
         download ``mirror`` for named datasets.
@@ -199,13 +226,19 @@ def load_splits(name: str, *, data_source: str | None = None, data_dir: str | No
         folder = load_folder(data_source, image_size=image_size, channels=channels, lazy=lazy,
                              **folder_options)
         info = {**folder.info, "classes": list(folder.classes)}
-        return folder.split("train", lazy), folder.split("test"), info
+        return (_first(folder.split("train", lazy), train_examples),
+                _first(folder.split("test"), test_examples), info)
     mirror = folder_options.get("mirror")
     size = parse_image_size(image_size)
     splits = []
     for split in ("train", "test"):
         raw = load_dataset(name, split, data_dir=data_dir, tfds_data_dir=tfds_data_dir,
-                           mirror=mirror)
+                           mirror=mirror,
+                           examples=train_examples if split == "train" else test_examples)
         raw["image"] = fit_images(raw["image"], size, channels)
         splits.append(raw)
+    if name == "dsprites":
+        from jvae.datasets.dsprites import DSPRITES_FACTORS, DSPRITES_SHAPES
+        return splits[0], splits[1], {"modality": "image", "classes": list(DSPRITES_SHAPES),
+                                      "factors": list(DSPRITES_FACTORS)}
     return splits[0], splits[1], {"modality": "image", "classes": []}

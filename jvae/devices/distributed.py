@@ -36,6 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Sharding
 
+from jvae._compat import settle_compilation_cache
 from jvae.base import ConfigError
 
 PyTree = Any
@@ -73,6 +74,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
     With no arguments, a job started by a cluster launcher (:func:`cluster_detected`)
     is joined with JAX's auto-detection; otherwise nothing happens (one process).
+    A job of several processes on CPUs under jax 0.12 compiles without the persistent
+    compilation cache, whose executables would hang there
+    (:func:`jvae._compat.settle_compilation_cache`).
 
     Args:
       coordinator_address: ``host:port`` of process 0's coordinator service.
@@ -91,6 +95,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         if not cluster_detected():
             return False
         jax.distributed.initialize()
+        settle_compilation_cache()
         return jax.process_count() > 1
     if not cluster_detected():
         missing = [k for k, v in given.items() if v is None]
@@ -107,6 +112,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise DistributedError(f"process_id={process_id} must be in [0, {num_processes})")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
+    settle_compilation_cache()
     return jax.process_count() > 1
 
 

@@ -18,6 +18,7 @@ front door.
 * :mod:`~jvae.layers.pqmf`: the PQMF filter bank (a signal as decimated sub-bands).
 * :mod:`~jvae.layers.diffusers`: diffusers ``AutoencoderKL`` layouts and tensor maps.
 * :mod:`~jvae.layers.patchgan`: the PatchGAN discriminator of pix2pix and latent diffusion.
+* :mod:`~jvae.layers.latent_discriminator`: an MLP critic of latent codes (FactorVAE's).
 * :mod:`~jvae.layers.tiling`: a function of one tile shape over larger images, blended
   across overlapping tiles.
 """
@@ -87,6 +88,11 @@ from jvae.layers.diffusers import (
 )
 from jvae.layers.heads import (
     with_cond,
+)
+from jvae.layers.latent_discriminator import (
+    PAPER_HIDDEN,
+    LatentMLP,
+    mlp_discriminator,
 )
 from jvae.layers.patchgan import (
     PatchGAN,
@@ -183,6 +189,7 @@ __all__ = [
     "KNOWN_LAYOUTS",
     "KNOWN_TOKENS",
     "LATENT_LAYOUTS",
+    "LatentMLP",
     "LayerSpec",
     "Layout",
     "MAX_ELEMENTS",
@@ -192,6 +199,7 @@ __all__ = [
     "MIN_GEMM_FEATURES",
     "MLPDecoder",
     "MLPEncoder",
+    "PAPER_HIDDEN",
     "PQMF",
     "PQMFAnalysis",
     "PQMFSynthesis",
@@ -245,6 +253,7 @@ __all__ = [
     "make_rnn_nets",
     "make_spec_nets",
     "matching_layouts",
+    "mlp_discriminator",
     "native_convolutions",
     "output_shape",
     "output_size",

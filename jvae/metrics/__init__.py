@@ -7,12 +7,26 @@
   v3 and the Fréchet distance, with on-device statistics and their cache.
 * :mod:`~jvae.metrics.quality`: all of them over a split, for ``evaluate``,
   ``metrics.jsonl`` and the live page.
+* :mod:`~jvae.metrics.disentanglement`: the BetaVAE and FactorVAE scores, MIG, SAP and
+  DCI of a code against known factors of variation (NumPy and scikit-learn).
 * :mod:`~jvae.metrics.weights`, :mod:`~jvae.metrics.torch_files`: the local store of
   pretrained weights (``jvae weights fetch``) and a reader of PyTorch weight files
   that needs no PyTorch.
 """
 
 
+from jvae.metrics.disentanglement import (
+    Representation,
+    beta_vae_score,
+    dci,
+    disentanglement_metrics,
+    factor_vae_score,
+    histogram_discretize,
+    mig,
+    mutual_information,
+    sample_factors,
+    sap,
+)
 from jvae.metrics.fid import (
     ActivationStats,
     FidError,
@@ -115,6 +129,7 @@ __all__ = [
     "MS_SSIM_WEIGHTS",
     "MomentSums",
     "QUALITY_METRICS",
+    "Representation",
     "SCALE",
     "SHIFT",
     "STORAGE_DTYPES",
@@ -128,8 +143,12 @@ __all__ = [
     "activation_statistics",
     "as_rgb",
     "backbone_features",
+    "beta_vae_score",
     "cached_stats",
     "convert",
+    "dci",
+    "disentanglement_metrics",
+    "factor_vae_score",
     "feature_distances",
     "fetch",
     "fid_score",
@@ -137,6 +156,7 @@ __all__ = [
     "frechet_distance",
     "high_frequency_energy",
     "high_frequency_ratio",
+    "histogram_discretize",
     "image_quality",
     "inception_features",
     "init_moments",
@@ -148,9 +168,11 @@ __all__ = [
     "lpips_distance",
     "lpips_fn",
     "manual_steps",
+    "mig",
     "moments_to_stats",
     "ms_ssim",
     "ms_ssim_scales",
+    "mutual_information",
     "normalize_channels",
     "params_from_state_dict",
     "params_from_state_dicts",
@@ -159,6 +181,8 @@ __all__ = [
     "read_torch_file",
     "reconstruct_mean",
     "resize_bilinear",
+    "sample_factors",
+    "sap",
     "save_params",
     "save_stats",
     "scale_inputs",

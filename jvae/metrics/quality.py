@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 from jvae.base import VAE, Array, PyTree
 from jvae.datasets.batching import batches
 from jvae.devices.parallel import batch_sharding, data_mesh, replicated_sharding
-from jvae.distributions.posteriors import sample_prior
+from jvae.distributions.priors import draw_prior
 from jvae.metrics.fid import activation_statistics, cached_stats, fid_score, split_fingerprint
 from jvae.metrics.image import high_frequency_energy, ms_ssim, ms_ssim_scales, psnr
 from jvae.metrics.inception import inception_features
@@ -162,11 +162,14 @@ def _fids(vae, params, data, n, batch_size, mesh, cond_key, inception_params, ke
         vae.likelihood.mean(decode_samples(vae, p, z[None], c))[0].astype(jnp.float32), 0.0, 1.0),
         in_shardings=(rep, shard, shard), out_shardings=shard)
 
+    # Jitted: a learned prior runs networks (the VampPrior encodes its pseudo-inputs).
+    draw = jax.jit(lambda p, k: draw_prior(vae, k, batch_size, p))
+
     def samples():
         for i in range(0, n, batch_size):
             count = min(batch_size, n - i)
             k_z = jax.random.fold_in(key, i)
-            z = sample_prior(vae.posterior, k_z, vae.latent_shape, batch_size, params)
+            z = draw(params, k_z)
             cond = None
             if cond_key is not None:
                 # The split's own labels, in order: samples of the same classes as the originals.

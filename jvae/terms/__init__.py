@@ -13,6 +13,15 @@
 * :mod:`~jvae.terms.perceptual`: a learned image distance (LPIPS) as a loss.
 * :mod:`~jvae.terms.adversarial`: latent diffusion's PatchGAN term, its
   discriminator trained inside the objective, with the adaptive weight.
+* :mod:`~jvae.terms.total_correlation`: beta-TCVAE's batch estimates of the KL's
+  mutual information, total correlation and dimension-wise KL, and FactorVAE's
+  total-correlation critic trained inside the objective.
+* :mod:`~jvae.terms.mmd`: the unbiased MMD (IMQ or RBF kernel) between codes and
+  prior draws (InfoVAE, WAE).
+* :mod:`~jvae.terms.regularized`: RAE's code norm and decoder regularizers (L2,
+  gradient penalty).
+* :mod:`~jvae.terms.importance`: MIWAE's grouped importance-weighted bound and
+  PIWAE's split gradient (IWAE for the decoder, MIWAE for the encoder).
 """
 
 from jvae.terms.adversarial import (
@@ -33,13 +42,35 @@ from jvae.terms.composition import (
     linear_warmup,
     stateless,
 )
+from jvae.terms.importance import (
+    INFERENCE_PARAMS,
+    group_log_weights,
+    miwae_bound,
+    split_gradient,
+)
 from jvae.terms.masked import (
     masked_mean,
     masked_sums,
     valid_mask,
 )
+from jvae.terms.mmd import (
+    MMD_KERNELS,
+    imq_kernel,
+    kernel_matrix,
+    mmd_to_prior,
+    mmd_u,
+    rbf_kernel,
+)
 from jvae.terms.perceptual import (
     perceptual_loss,
+)
+from jvae.terms.regularized import (
+    JVP_CHUNK,
+    RAE_REGULARIZERS,
+    decoder_gradient_penalty,
+    decoder_jacobian_sq_norm,
+    latent_norm,
+    rae_regularizer,
 )
 from jvae.terms.similarity import (
     gaussian_blur,
@@ -74,6 +105,18 @@ from jvae.terms.standard import (
     reconstruction,
     ssim_loss,
 )
+from jvae.terms.total_correlation import (
+    FACTORVAE_LR,
+    TC_ESTIMATORS,
+    aggregate_log_densities,
+    batch_dimensionwise_kl,
+    batch_mutual_information,
+    batch_total_correlation,
+    discriminator_tc,
+    log_importance_weights,
+    permute_dims,
+    tc_decomposition,
+)
 from jvae.terms.vq import (
     vq_codebook_loss,
     vq_commitment_loss,
@@ -82,48 +125,74 @@ from jvae.terms.vq import (
 __all__ = [
     "AdversarialState",
     "DEFAULT_RESOLUTIONS",
+    "FACTORVAE_LR",
     "Forward",
     "GAN_LOSSES",
+    "INFERENCE_PARAMS",
+    "JVP_CHUNK",
+    "MMD_KERNELS",
     "MelScale",
+    "RAE_REGULARIZERS",
     "Resolution",
     "SHORT_CLIP_RESOLUTIONS",
+    "TC_ESTIMATORS",
     "Term",
     "Weight",
     "adaptive_weight",
     "adversarial_loss",
+    "aggregate_log_densities",
     "audio_metric_terms",
     "audio_metrics",
+    "batch_dimensionwise_kl",
+    "batch_mutual_information",
+    "batch_total_correlation",
     "compose",
+    "decoder_gradient_penalty",
+    "decoder_jacobian_sq_norm",
     "decoder_l2",
     "discriminator_optimizer",
+    "discriminator_tc",
     "elbo_terms",
     "forward",
     "gaussian_blur",
     "gaussian_window",
+    "group_log_weights",
     "hann_window",
+    "imq_kernel",
     "iwae_bound",
+    "kernel_matrix",
     "kl_divergence",
     "last_layer_index",
+    "latent_norm",
     "latent_sparsity",
     "linear_warmup",
+    "log_importance_weights",
     "log_mean_exp",
     "log_spectral_distance",
     "masked_mean",
     "masked_sums",
     "mel_filterbank",
     "mel_stft",
+    "miwae_bound",
+    "mmd_to_prior",
+    "mmd_u",
     "multi_resolution_stft",
     "multi_resolution_stft_distance",
     "neg_elbo_metric",
     "perceptual_loss",
+    "permute_dims",
+    "rae_regularizer",
+    "rbf_kernel",
     "reconstruction",
     "redecode",
     "snr_db",
+    "split_gradient",
     "ssim",
     "ssim_loss",
     "stateless",
     "stft_distance",
     "stft_magnitude",
+    "tc_decomposition",
     "valid_mask",
     "vq_codebook_loss",
     "vq_commitment_loss",

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jvae.base import VAE, Array, Batch, Forward, Objective, PyTree, Term, Weight
 from jvae.distributions.likelihoods import masked_log_prob
 from jvae.distributions.posteriors import sample_and_log_prob
+from jvae.distributions.priors import log_prior
 from jvae.model import decode_samples
 from jvae.terms.masked import valid_mask
 
@@ -52,8 +53,11 @@ def forward(vae: VAE, params: PyTree, batch: Batch, key: Array, *, num_samples: 
     """Runs the shared pass: encode, ``num_samples`` reparameterized draws, decode.
 
     ``z`` is ``posterior.sample(key, ...)`` (the same draws for the same key),
-    so compositions reproduce the values of the core ELBO exactly. Quantities
-    no term uses (e.g. ``log_q`` under an analytic KL) are removed by XLA.
+    so compositions reproduce the values of the core ELBO exactly; ``fwd.key``
+    is ``fold_in(key, 2)``, for terms that draw randomness of their own.
+    Quantities no term uses (e.g. ``log_q`` under an analytic KL) are removed by XLA.
+    ``log_pz`` is :func:`~jvae.distributions.priors.log_prior`, the model's
+    learned prior when it has one.
     """
     x = batch["image"]
     cond = None if cond_key is None else batch[cond_key]
@@ -61,9 +65,11 @@ def forward(vae: VAE, params: PyTree, batch: Batch, key: Array, *, num_samples: 
     z, log_q = sample_and_log_prob(vae.posterior, key, post, num_samples)
     lik = decode_samples(vae, params, z, cond)
     valid = valid_mask(batch, x)
+    # The terms' own stream: 1 is the cvae's prior draw (jvae.objectives.cvae).
     return Forward(vae, params, x, cond, batch.get("mask"), post, z, log_q,
-                   vae.posterior.prior_log_prob(z, vae.latent_shape),
-                   lik, masked_log_prob(vae.likelihood, lik, x, valid), valid)
+                   log_prior(vae, params, z, key),
+                   lik, masked_log_prob(vae.likelihood, lik, x, valid), valid,
+                   jax.random.fold_in(key, 2))
 
 
 def compose(vae: VAE, terms: Mapping[str, tuple[Weight, Term]], *, num_samples: int = 1,

@@ -37,11 +37,12 @@ def reconstruction() -> Term:
 def kl_divergence(analytic: bool | None = None) -> Term:
     """``KL(q(z|x) || p(z))``: closed form when the family has one (and
     ``analytic`` is not False), else the Monte Carlo estimate
-    ``mean_s log q(z_s|x) - log p(z_s)`` on the forward pass's samples."""
+    ``mean_s log q(z_s|x) - log p(z_s)`` on the forward pass's samples (always
+    under a learned prior, such as the VampPrior, whose KL has no closed form)."""
 
     def value(fwd):
         post = fwd.vae.posterior
-        if analytic is False or not post.analytic_kl:
+        if analytic is False or not post.analytic_kl or fwd.vae.prior is not None:
             return jnp.mean(fwd.log_q - fwd.log_pz, axis=0)
         return kl_estimate(post, fwd.post, fwd.log_q, fwd.log_pz)
     return stateless(value)

@@ -15,6 +15,9 @@
 * :mod:`~jvae.training.epoch`: whole epochs on device (``lax.scan``).
 * :mod:`~jvae.training.program`: where the data lives, one AOT compile, the
   epoch driver, split evaluation.
+* :mod:`~jvae.training.samplers`: densities fitted to a trained model's codes
+  (a Gaussian mixture, a second-stage VAE, a masked autoregressive flow),
+  drawn in place of the prior.
 """
 
 from jvae.training.defaults import (

@@ -6,7 +6,7 @@ choice a run's settings make is looked up in one registry here:
 ==================  =====================================================
 registry            what a name selects
 ==================  =====================================================
-:data:`MODELS`      the family: posterior, latent shape and objective
+:data:`MODELS`      the family: posterior, latent shape, objective, prior
 :data:`POSTERIORS`  the posterior distribution of ``vae``/``cvae``/``iwae``
 :data:`LIKELIHOODS` the observation model p(x|z)
 :data:`NETS`        the encoder/decoder pair
@@ -33,15 +33,18 @@ import numpy as np
 import optax
 
 from jvae import objectives
-from jvae.base import VAE, Batch, ConfigError, Likelihood, Objective, Posterior
+from jvae.base import VAE, Batch, ConfigError, Likelihood, Objective, Posterior, Prior
 from jvae.distributions.flows import COUPLINGS as FLOW_COUPLINGS
 from jvae.distributions.flows import flow_posterior
 from jvae.distributions.likelihoods import bernoulli, discretized_logistic_mixture, gaussian, laplace
 from jvae.distributions.posteriors import DIRICHLET_REPARAMS, dirichlet_posterior, normal_posterior, point_posterior
+from jvae.distributions.priors import hierarchical_prior, init_prior_from_data, vamp_prior
+from jvae.distributions.vmf import vmf_posterior
 from jvae.distributions.vq import vq_posterior
 from jvae.layers.audio import make_audio_nets
 from jvae.layers.builtin import make_nets
 from jvae.layers.heads import ACTIVATIONS
+from jvae.layers.latent_discriminator import mlp_discriminator
 from jvae.layers.patchgan import output_size, patchgan_discriminator
 from jvae.layers.sequence import DECODER_MODES, RNN_CELLS, make_rnn_nets
 from jvae.layers.spec_nets import make_spec_nets
@@ -74,18 +77,23 @@ class DataSpec(NamedTuple):
       shape: per-example data shape, e.g. ``(28, 28, 1)``; ``(T, C)`` for audio.
       num_classes: number of labels (for conditional families), or None.
       sample_rate: audio sample rate in Hz, or None.
+      num_examples: size of the training split (the ``N`` of beta-TCVAE's
+        estimators), or None where the data was not loaded (a run restored for
+        files only): those estimators then treat each batch as the data set.
     """
 
     shape: tuple[int, ...]
     num_classes: int | None = None
     sample_rate: int | None = None
+    num_examples: int | None = None
 
     @classmethod
     def of(cls, split: dict[str, np.ndarray], sample_rate: int | None = None) -> DataSpec:
         """The spec of a loaded split (``"image"`` and optional integer ``"label"``)."""
         labels = split.get("label")
         num_classes = None if labels is None or not len(labels) else int(np.max(labels)) + 1
-        return cls(tuple(int(d) for d in split["image"].shape[1:]), num_classes, sample_rate)
+        return cls(tuple(int(d) for d in split["image"].shape[1:]), num_classes, sample_rate,
+                   int(split["image"].shape[0]))
 
 
 class Experiment(NamedTuple):
@@ -115,12 +123,18 @@ class Family(NamedTuple):
         encoder overrides it).
       objective: ``(cfg, vae, cond_key, extra_terms) -> Objective``.
       conditional: whether encoder and decoder are fed the one-hot label.
+      sized: whether ``objective`` also takes ``num_examples=``, the training
+        split's size (:attr:`DataSpec.num_examples`).
+      prior: ``(cfg, data_spec) -> Prior | None``, a learned prior
+        (:class:`~jvae.base.Prior`), or None: the posterior family's fixed one.
     """
 
     posterior: Callable[[Any], Posterior]
     latent_shape: Callable[[Any], tuple[int, ...]]
     objective: Callable[[Any, VAE, str | None, dict], Objective]
     conditional: bool = False
+    sized: bool = False
+    prior: Callable[[Any, DataSpec], Prior | None] | None = None
 
 
 POSTERIORS: dict[str, Callable[[Any], Posterior]] = {
@@ -161,8 +175,53 @@ def _beta_vae(cfg, vae, cond_key, extra):
                         cond_key=cond_key, extra=extra)
 
 
+def _stochastic_layers(cfg, data_spec) -> Prior | None:
+    """``stochastic_layers=2``: a second Gaussian layer h2 above z = h1 (Burda et al., 2015)."""
+    if cfg.stochastic_layers == 1:
+        return None
+    return hierarchical_prior(cfg.top_latent_dim, cfg.top_hidden, ACTIVATIONS[cfg.activation])
+
+
+def _vamp(cfg, data_spec) -> Prior:
+    """The VampPrior of ``vamp_components`` pseudo-inputs in the data's range."""
+    bounds = (-1.0, 1.0) if is_audio_shape(data_spec.shape) else (0.0, 1.0)
+    return vamp_prior(cfg.vamp_components, init=cfg.vamp_init, bounds=bounds)
+
+
+def _btcvae(cfg, vae, cond_key, extra, *, num_examples=None):
+    return objectives.beta_tcvae(
+        vae, mi_weight=cfg.tcvae_alpha, tc_weight=cfg.tcvae_beta, dim_kl_weight=cfg.tcvae_gamma,
+        estimator=cfg.tcvae_estimator, dataset_size=num_examples, alpha=cfg.alpha,
+        num_samples=cfg.num_samples, cond_key=cond_key, extra=extra)
+
+
+def _factorvae(cfg, vae, cond_key, extra):
+    return objectives.factor_vae(
+        vae, mlp_discriminator(cfg.factorvae_hidden), gamma=cfg.factorvae_gamma,
+        beta=_kl_weight(cfg), alpha=cfg.alpha, optimizer=discriminator_optimizer(cfg.factorvae_lr),
+        seed=cfg.seed, num_samples=cfg.num_samples, cond_key=cond_key, extra=extra)
+
+
+def _infovae(cfg, vae, cond_key, extra):
+    return objectives.info_vae(
+        vae, alpha=cfg.infovae_alpha, lam=cfg.infovae_lambda, kernel=cfg.mmd_kernel,
+        scale=cfg.mmd_scale, recon_weight=cfg.alpha, num_samples=cfg.num_samples,
+        cond_key=cond_key, extra=extra)
+
+
+def _wae(cfg, vae, cond_key, extra):
+    return objectives.wae(vae, lam=cfg.wae_lambda, kernel=cfg.mmd_kernel, scale=cfg.mmd_scale,
+                          alpha=cfg.alpha, cond_key=cond_key, extra=extra)
+
+
+def _rae(cfg, vae, cond_key, extra):
+    return objectives.rae(vae, beta=cfg.rae_beta, lam=cfg.rae_lambda,
+                          regularizer=cfg.rae_regularizer, alpha=cfg.alpha, cond_key=cond_key,
+                          extra=extra)
+
+
 MODELS: dict[str, Family] = {
-    "vae": Family(_distribution, _flat_latent, _beta_vae),
+    "vae": Family(_distribution, _flat_latent, _beta_vae, prior=_stochastic_layers),
     "cvae": Family(_distribution, _flat_latent,
                    lambda cfg, vae, cond_key, extra: objectives.cvae(
                        vae, cond_key=cond_key, prior_weight=cfg.cvae_prior_weight,
@@ -171,7 +230,27 @@ MODELS: dict[str, Family] = {
                    conditional=True),
     "iwae": Family(_distribution, _flat_latent,
                    lambda cfg, vae, cond_key, extra: objectives.iwae(
-                       vae, num_samples=cfg.num_samples, cond_key=cond_key, extra=extra)),
+                       vae, num_samples=cfg.num_samples, cond_key=cond_key, extra=extra),
+                   prior=_stochastic_layers),
+    "vamp": Family(_distribution, _flat_latent, _beta_vae, prior=_vamp),
+    "btcvae": Family(_distribution, _flat_latent, _btcvae, sized=True),
+    "factorvae": Family(_distribution, _flat_latent, _factorvae),
+    "infovae": Family(_distribution, _flat_latent, _infovae),
+    "wae": Family(lambda cfg: point_posterior(), _flat_latent, _wae),
+    "rae": Family(lambda cfg: point_posterior(), _flat_latent, _rae),
+    "miwae": Family(_distribution, _flat_latent,
+                    lambda cfg, vae, cond_key, extra: objectives.miwae(
+                        vae, num_samples=cfg.num_samples, groups=cfg.iw_groups,
+                        cond_key=cond_key, extra=extra)),
+    "piwae": Family(_distribution, _flat_latent,
+                    lambda cfg, vae, cond_key, extra: objectives.piwae(
+                        vae, num_samples=cfg.num_samples, groups=cfg.iw_groups,
+                        cond_key=cond_key, extra=extra)),
+    "ciwae": Family(_distribution, _flat_latent,
+                    lambda cfg, vae, cond_key, extra: objectives.ciwae(
+                        vae, num_samples=cfg.num_samples, beta=cfg.ciwae_beta,
+                        cond_key=cond_key, extra=extra)),
+    "svae": Family(lambda cfg: vmf_posterior(), _flat_latent, _beta_vae),
     "ae": Family(lambda cfg: point_posterior(), _flat_latent,
                  lambda cfg, vae, cond_key, extra: objectives.autoencoder(
                      vae, alpha=cfg.alpha, cond_key=cond_key, extra=extra)),
@@ -319,9 +398,11 @@ def build(cfg, data_spec: DataSpec) -> Experiment:
         raise
     except ValueError as e:  # a spec or net that does not fit the data is a settings mistake
         raise ConfigError(str(e)) from None
-    vae = mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape),
+    prior = None if family.prior is None else family.prior(cfg, data_spec)
+    vae = mixed_precision(make_vae(encoder, decoder, posterior, likelihood, latent_shape, prior),
                           cfg.compute_dtype)
-    objective = family.objective(cfg, vae, cond_key, _extra_terms(cfg, data_spec))
+    sized = {"num_examples": data_spec.num_examples} if family.sized else {}
+    objective = family.objective(cfg, vae, cond_key, _extra_terms(cfg, data_spec), **sized)
     return Experiment(vae, objective, make_optimizer(cfg.lr, ema_decay=cfg.ema_decay), cond_key,
                       data_spec)
 
@@ -335,13 +416,24 @@ def example_batch(experiment: Experiment, batch_size: int) -> Batch:
     return batch
 
 
-def init_state(experiment: Experiment, key: jax.Array, example: Batch) -> TrainState:
+def init_state(experiment: Experiment, key: jax.Array, example: Batch, *,
+               images: Any = None) -> TrainState:
     """A fresh :class:`~jvae.train_state.TrainState` for ``experiment``.
 
     Args:
       experiment: from :func:`build`.
       key: typed PRNG key of the run.
       example: a batch with the data's shapes (see :func:`example_batch`).
+      images: the training split's inputs, for a prior initialized from data
+        (``vamp_init=data``: pseudo-inputs are training examples chosen by
+        ``key``, so by the run's seed); None or any other model: unused.
     """
-    return create_train_state(experiment.vae, experiment.objective, experiment.optimizer, key,
-                              example, cond_key=experiment.cond_key)
+    vae, params = experiment.vae, None
+    if images is not None and vae.prior is not None and vae.prior.init_from_data is not None:
+        # create_train_state's own split: the same network initialization either way.
+        init_key = jax.random.split(key)[0]
+        cond = None if experiment.cond_key is None else example[experiment.cond_key]
+        params = init_prior_from_data(vae, vae.init(init_key, example["image"], cond),
+                                      jax.random.fold_in(init_key, 3), images)
+    return create_train_state(vae, experiment.objective, experiment.optimizer, key,
+                              example, cond_key=experiment.cond_key, params=params)

@@ -8,6 +8,7 @@ afterwards from its checkpoints (:func:`serve`).
 * :mod:`~jvae.app.dashboard.state`: what the page shows, shared between threads.
 * :mod:`~jvae.app.dashboard.server`: the HTTP/SSE server and its static files.
 * :mod:`~jvae.app.dashboard.limits`: the server's bounds (connections, timeouts, backlog).
+* :mod:`~jvae.app.dashboard.samplers`: fitted samplers as an alternative to prior samples.
 """
 
 from jvae.app.dashboard.explorer import (
@@ -35,6 +36,10 @@ from jvae.app.dashboard.limits import (
 )
 from jvae.app.dashboard.replay import (
     serve,
+)
+from jvae.app.dashboard.samplers import (
+    SAMPLER_HEADER,
+    PageSamplers,
 )
 from jvae.app.dashboard.server import (
     MAX_BODY,
@@ -72,10 +77,12 @@ __all__ = [
     "MAX_BODY",
     "MAX_CONNECTIONS",
     "MAX_IN_FLIGHT",
+    "PageSamplers",
     "READ_TIMEOUT_S",
     "RETRY_AFTER_S",
     "Refuser",
     "RunState",
+    "SAMPLER_HEADER",
     "STATIC_DIR",
     "Snapshot",
     "VIEWS",

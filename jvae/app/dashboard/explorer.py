@@ -68,7 +68,8 @@ def make_explorer(vae, num_classes: int | None = None) -> Explorer:
     size = math.prod(latent_shape)
     # KL(q || p) splits over dimensions only for a factorized family with a
     # closed form; the family's own kl is applied to each dimension alone.
-    factorized = vae.posterior.name == "normal" and vae.posterior.analytic_kl
+    factorized = (vae.posterior.name == "normal" and vae.posterior.analytic_kl
+                  and vae.prior is None)
 
     @jax.jit
     def decode(params, z, cond):

@@ -77,7 +77,8 @@ class Dashboard:
         workdir = info.get("workdir")
         self.state.start(card, make_explorer(vae, num_classes),
                          np.asarray(test["label"][:n]).astype(int),
-                         None if workdir is None else Path(workdir), sample_rate)
+                         None if workdir is None else Path(workdir), sample_rate,
+                         vae=vae, map_images=self._map_images)
         self._worker = threading.Thread(target=self._work, name="jvae-dashboard-maps",
                                         daemon=True)
         self._worker.start()

@@ -13,7 +13,10 @@ Endpoints (all read-only; none changes training or writes a file):
   epoch clips (WAV; reconstructions alternate with the test clips they rebuild);
 * ``POST /api/decode`` ``{"z": [D numbers], "label": k}``: the decoded latent;
 * ``GET /api/interpolate?a=I&b=J&mode=linear|slerp``: a strip between test images;
-* ``GET /api/samples?seed=S&label=k``: fresh prior samples.
+* ``GET /api/samples?seed=S&label=k&sampler=NAME``: fresh samples of the prior
+  (``sampler=prior``, the default) or of a fitted sampler (``gmm``, ``two-stage``,
+  ``maf``; :mod:`~jvae.app.dashboard.samplers`), which says in its
+  ``X-Jvae-Sampler`` header what it was fitted on.
 
 The three decoding endpoints answer a PNG (an image, or a strip of them) for
 image runs. For audio runs (the card has a ``sample_rate``) they answer a
@@ -54,6 +57,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jax
 import numpy as np
 
 from jvae.app.dashboard.explorer import DECODE_BATCH, decode_latents, interpolate, sample_images
@@ -65,8 +69,11 @@ from jvae.app.dashboard.limits import (
     Refuser,
     connection_cap,
 )
+from jvae.app.dashboard.samplers import SAMPLER_HEADER, PageSamplers
 from jvae.app.dashboard.state import RunState
 from jvae.app.outputs import grid_png, spectrogram_png
+from jvae.app.samplers import SAMPLER_CHOICES
+from jvae.training.samplers import SamplerError
 
 __all__ = ["DashboardServer", "start_server", "MAX_BODY", "MAX_IN_FLIGHT", "STATIC_DIR",
            "VIEWS", "VIEW_GAP_S", "wav_bytes", "render", "check_view"]
@@ -383,8 +390,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             x = fn(ex, snap, args)
         finally:
             self.server.slots.release()
+        headers = None
+        if isinstance(x, tuple):  # (decoded, response headers)
+            x, headers = x
         body, ctype = render(x, state.sample_rate, view=view)
-        self._send(200, body, ctype)
+        self._send(200, body, ctype, headers=headers)
 
     def _label(self, ex, value) -> int:
         if ex.num_classes is None:
@@ -416,7 +426,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         seed = _int(query.get("seed", 0), "seed")
         if not 0 <= seed < 2 ** 31:
             raise BadRequest("seed must be in [0, 2**31)")
-        return sample_images(ex, snap.params, seed, self._label(ex, query.get("label")))
+        label = self._label(ex, query.get("label"))
+        name = query.get("sampler", "prior")
+        if name == "prior":
+            return sample_images(ex, snap.params, seed, label)
+        if name not in SAMPLER_CHOICES:
+            raise BadRequest(f"sampler must be one of {', '.join(SAMPLER_CHOICES)}")
+        state = self.server.state
+        try:
+            fitted, note = self.server.samplers.get(name, snap, state.vae, state.map_images,
+                                                    state.workdir)
+        except SamplerError as e:
+            raise BadRequest(str(e)) from None
+        z = np.asarray(fitted.sample(jax.random.key(seed), DECODE_BATCH), np.float32)
+        return decode_latents(ex, snap.params, z, label), {SAMPLER_HEADER: note}
 
 
 def _int(value, name: str) -> int:
@@ -476,6 +499,7 @@ class DashboardServer(http.server.ThreadingHTTPServer):
         self.bound_host = host
         self.stopping = False
         self.slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self.samplers = PageSamplers()
         self.max_connections = connection_cap() if max_connections is None else max_connections
         self.read_timeout = read_timeout
         self._connections = threading.BoundedSemaphore(self.max_connections)

@@ -66,6 +66,9 @@ class RunState:
         self.info: dict[str, Any] = {}
         self.workdir: Path | None = None
         self.explorer: Explorer | None = None
+        # The model and the images the map encodes: what a fitted sampler's preview is fit to.
+        self.vae: Any = None
+        self.map_images: tuple[np.ndarray, np.ndarray | None] | None = None
         self.labels: np.ndarray | None = None
         self.sample_rate: int | None = None
         self.train: list[dict[str, Any]] = []
@@ -80,10 +83,13 @@ class RunState:
         self._cond.notify_all()
 
     def start(self, info: dict[str, Any], explorer: Explorer, labels: np.ndarray,
-              workdir: Path | None, sample_rate: int | None = None) -> None:
-        """Records the run card and the model's explorer."""
+              workdir: Path | None, sample_rate: int | None = None, *, vae: Any = None,
+              map_images: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
+        """Records the run card, the model's explorer and (for fitted samplers) the model
+        and the mapped images with their conditions."""
         with self._cond:
             self.info, self.explorer, self.labels = info, explorer, labels
+            self.vae, self.map_images = vae, map_images
             self.workdir, self.sample_rate = workdir, sample_rate
             self.status = "training"
             self._t_start = time.monotonic()

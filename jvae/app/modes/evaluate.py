@@ -25,8 +25,13 @@ Restores the run's ``config.json`` and newest checkpoint and reports, as JSON:
   and ``fid_samples`` on the first ``--fid-images`` images (``fid_images`` in
   the output says how many). A run that keeps a parameter average is evaluated
   with it.
+* for a dataset with known factors (``dsprites``), ``disentanglement``: the
+  BetaVAE and FactorVAE scores, MIG, SAP and DCI of the encoder mean
+  (:mod:`jvae.metrics.disentanglement`) on combinations drawn from ``--seed``,
+  as many as ``--factor-points``, ``--dci-points`` and ``--score-points`` say.
 
-An autoencoder has no likelihood bound; only its reconstruction error is reported.
+An autoencoder with a deterministic code (``ae``, ``wae``, ``rae``) has no likelihood
+bound: its reconstruction error and its regularizers are reported, no ``nll_bound``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jvae.app import flags
+from jvae.app.factors import disentanglement_report, ground_truth
 from jvae.app.runs import restore_run
 from jvae.app.write_guard import check_output_file, make_parents, writing
 from jvae.base import Array, ConfigError
@@ -71,7 +77,9 @@ def _round_up(n: int, multiple: int) -> int:
 
 def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str | None = None,
                  num_test_images: int | None = None, batch_size: int = 100,
-                 chunk_size: int = 250, seed: int = 0, fid_images: int = 2000) -> dict[str, Any]:
+                 chunk_size: int = 250, seed: int = 0, fid_images: int = 2000,
+                 factor_points: int = 10_000, dci_points: int = 1_000, score_points: int = 1_000,
+                 score_batch: int = 64) -> dict[str, Any]:
     """Evaluates a run's newest checkpoint on its test split.
 
     Args:
@@ -85,6 +93,10 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
       seed: seed of the evaluation's samples.
       fid_images: images (the test split's first) and samples the FIDs are
         computed on when the Inception weights are installed (0: no FID).
+      factor_points, dci_points, score_points, score_batch: sample sizes of the
+        disentanglement metrics of a dataset with factors (see
+        :func:`jvae.metrics.disentanglement.disentanglement_metrics`);
+        ``factor_points=0`` skips them.
 
     Returns:
       The JSON-serializable report.
@@ -141,7 +153,8 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
                                           jax.random.fold_in(jax.random.key(seed), 2), seed))
     if cfg.likelihood == "logistic_mixture":
         dims = int(np.prod(test["image"].shape[1:]))
-        report["bits_per_dim_elbo"] = bits_per_dim(report["neg_elbo"], dims)
+        if "neg_elbo" in report:  # a deterministic code (ae, wae, rae) has no bound
+            report["bits_per_dim_elbo"] = bits_per_dim(report["neg_elbo"], dims)
         if "nll_bound" in report:
             report["bits_per_dim_bound"] = bits_per_dim(report["nll_bound"], dims)
     quality = quality_evaluator(vae, test, batch_size=eval_bs, mesh=mesh, cond_key=cond_key,
@@ -151,6 +164,13 @@ def evaluate_run(workdir: str | Path, *, iw_samples: int = 5000, data_dir: str |
         report.update(quality(params))
         if "fid_recon" in report:
             report["fid_images"] = min(fid_images, n_all)
+    truth = ground_truth(cfg)
+    if truth is not None and factor_points > 0:
+        report["disentanglement"] = disentanglement_report(
+            vae, params, truth, seed=seed, factor_points=factor_points, dci_points=dci_points,
+            score_points=score_points, score_batch=score_batch, image_size=cfg.image_size,
+            channels=cfg.channels or None,
+            num_classes=None if cond_key is None else run.experiment.data_spec.num_classes)
     report["wall_s"] = time.perf_counter() - t_start
     return report
 
@@ -190,6 +210,21 @@ def _add_arguments(parser) -> None:
                         help="test images, and as many samples, scored by FID when the Inception "
                              "weights are installed (jvae weights fetch inception); 0: no FID "
                              "(int; default: 2000)")
+    parser.add_argument("--factor-points", type=int, default=10_000, metavar="N",
+                        help="a dataset with known factors (dsprites): factor combinations MIG "
+                             "is computed on and SAP trained on (tested on N/2 more), and the "
+                             "FactorVAE score's variances are estimated on; 0: no "
+                             "disentanglement metrics (int; default: 10000)")
+    parser.add_argument("--dci-points", type=int, default=1_000, metavar="N",
+                        help="combinations DCI's boosted trees are trained on (tested on N/2 "
+                             "more); about a minute per 1000 on a CPU (int; default: 1000)")
+    parser.add_argument("--score-points", type=int, default=1_000, metavar="N",
+                        help="training points of the BetaVAE and FactorVAE scores, each a "
+                             "batch of --score-batch combinations (evaluated on N/2 more) "
+                             "(int; default: 1000)")
+    parser.add_argument("--score-batch", type=int, default=64, metavar="N",
+                        help="combinations per point of the BetaVAE and FactorVAE scores "
+                             "(int; default: 64)")
     parser.add_argument("--seed", type=flags.seed_int, default=0,
                         help="seed of the evaluation's samples (int; default: 0)")
     parser.add_argument("--output", default=None, metavar="FILE",
@@ -204,12 +239,21 @@ def _run(args) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    # Fewer points leave most factor values unseen by the classifiers.
+    for name, least in (("factor_points", 100), ("dci_points", 100), ("score_points", 10),
+                        ("score_batch", 2)):
+        value = getattr(args, name)
+        if value < least and not (name == "factor_points" and value == 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least {least}"
+                              f"{' (0: none)' if name == 'factor_points' else ''}, got {value}")
     # Checked before the evaluation's minutes: a read-only workdir or a bad path is bad input.
     out = (check_output_file(args.output) if args.output else check_output_file(
         Path(args.workdir) / f"eval_k{args.iw_samples}.json", "the default --output"))
     report = evaluate_run(args.workdir, iw_samples=args.iw_samples, data_dir=args.data_dir,
                           num_test_images=args.num_test_images, batch_size=args.batch_size,
-                          chunk_size=args.chunk_size, seed=args.seed, fid_images=args.fid_images)
+                          chunk_size=args.chunk_size, seed=args.seed, fid_images=args.fid_images,
+                          factor_points=args.factor_points, dci_points=args.dci_points,
+                          score_points=args.score_points, score_batch=args.score_batch)
     text = json.dumps(report)
     make_parents(out)
     with writing(out):
@@ -220,7 +264,8 @@ def _run(args) -> int:
 
 MODE = flags.Mode("evaluate", "Evaluate a run's newest checkpoint on its test split: -ELBO, "
                   "the k-sample IWAE bound, active units, a cvae's conditional accuracy, image "
-                  "quality (PSNR, SSIM, MS-SSIM, LPIPS, FID).",
+                  "quality (PSNR, SSIM, MS-SSIM, LPIPS, FID), and on dsprites the "
+                  "disentanglement metrics (BetaVAE, FactorVAE, MIG, SAP, DCI).",
                   _add_arguments, _run)
 
 

@@ -38,6 +38,7 @@ from jvae.app.latents import (
 from jvae.app.native import NativeNet, Tiling, total_stride
 from jvae.app.outputs import save_image_grid
 from jvae.app.runs import restore_run
+from jvae.app.samplers import SAMPLER_CHOICES, run_sampler
 from jvae.app.write_guard import check_output_file, check_output_folder, make_parents, writing
 from jvae.datasets.audio import (
     AUDIO_SUFFIXES,
@@ -65,6 +66,7 @@ from jvae.inference import (
     read_images,
     reconstruct_all,
     sample_all,
+    scales_prior,
     traverse_latents,
 )
 from jvae.model import INFERENCE_DTYPES, inference_dtype, mixed_precision
@@ -89,6 +91,7 @@ class Loaded(NamedTuple):
       info: what identifies its data (``modality``; for audio ``sample_rate``
         and ``chunk_size``).
       dtype: the compute dtype inference runs in, when ``--dtype`` chose one.
+      step: the checkpoint's optimizer step.
     """
 
     cfg: Config
@@ -100,6 +103,7 @@ class Loaded(NamedTuple):
     num_classes: int
     info: dict = {}
     dtype: str | None = None
+    step: int = 0
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -143,7 +147,7 @@ def load_run(workdir: str | Path, *, data_dir: str | None = None, batch_size: in
         vae = mixed_precision(build(dataclasses.replace(run.cfg, compute_dtype="float32"),
                                     exp.data_spec).vae, compute)
     return Loaded(run.cfg, averaged_params(run.state), make_inference(vae, batch_size), run.train,
-                  run.test, exp.cond_key, num_classes, run.info, compute)
+                  run.test, exp.cond_key, num_classes, run.info, compute, int(run.state.step))
 
 
 def _load(args: argparse.Namespace, need_data: bool) -> Loaded:
@@ -654,8 +658,21 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g.mode.add_argument("--temperature", type=flags.finite_float, default=1.0, metavar="T",
                         help="scale of the Normal prior's draws, z ~ N(0, T^2 I) (float; "
                              "default: 1.0)")
+    g.mode.add_argument("--sampler", choices=SAMPLER_CHOICES, default="prior",
+                        help="where the codes come from: the prior, or a density fitted to the "
+                             "training set's codes (one posterior draw per image), saved as "
+                             "WORKDIR/samplers/NAME-STEP.msgpack for the checkpoint and reused "
+                             "while it matches: gmm, a full-covariance Gaussian mixture (EM); "
+                             "two-stage, a second-stage VAE (Dai & Wipf 2019); maf, a masked "
+                             "autoregressive flow (choice; default: prior)")
+    g.mode.add_argument("--components", type=_positive, default=None, metavar="K",
+                        help="components of --sampler gmm (int; default: 10)")
+    g.mode.add_argument("--refit", action="store_true",
+                        help="fit --sampler again even when a fit of this checkpoint is saved "
+                             "(flag; default: off)")
     g.run.add_argument("--seed", type=flags.seed_int, default=0, metavar="N",
-                       help="seed of the prior draws (int; default: 0)")
+                       help="seed of the draws of the prior or the fitted sampler (int; "
+                            "default: 0)")
     g.run.add_argument("--output", required=True, metavar="PATH",
                        help="PNG grid to write (str; required)")
     g.run.add_argument("--npy", action="store_true",
@@ -666,16 +683,18 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
-    """A grid of decoded prior samples, optionally of one class."""
+    """A grid of decoded samples (of the prior or a fitted sampler), optionally of one class."""
     out = _output(args.output, (".png", ".wav"), npy=args.npy)
     if not args.temperature > 0:
         raise InferenceError(f"--temperature must be positive, got {args.temperature}")
+    _check_sampler_flags(args)
     run = _load(args, need_data=False)
     _check_output(run, out)
     _check_label(run, args.label, needed=False)
     vae = run.inference.vae
-    if args.temperature != 1.0 and vae.posterior.name in ("dirichlet", "vq"):
-        raise InferenceError(f"--temperature scales a Normal prior; the {vae.posterior.name} "
+    if args.temperature != 1.0 and not scales_prior(vae):
+        name = vae.posterior.name if vae.prior is None else f"learned {vae.prior.name}"
+        raise InferenceError(f"--temperature scales a Normal prior; the {name} "
                              "prior has none (leave it at 1)")
     ncol = 8
     if run.cond_key is None:
@@ -687,20 +706,61 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
         labels = np.repeat(np.arange(run.num_classes), ncol)[:args.num]
     cond = _one_hot(run, labels)
     native, size = _sizing(run, args)
+    fitted: dict[str, Any] = {}
     if native is None or size is None or size == run.data_shape[:2]:
         native = None  # the training size: the batched programs
-        z, images = sample_all(run.inference, run.params, jax.random.key(args.seed), args.num,
-                               cond, args.temperature)
+        if args.sampler == "prior":
+            z, images = sample_all(run.inference, run.params, jax.random.key(args.seed),
+                                   args.num, cond, args.temperature)
+        else:
+            z, images, fitted = _sample_fitted(run, args, cond)
+    elif args.sampler != "prior":
+        raise InferenceError(f"--sampler {args.sampler} draws codes of the training size; "
+                             "drop --image-size")
     else:
         z, images = _sample_native(run, native, size, args, cond)
     _save_strip(run, images, out, ncol)
-    result = {"output": str(out), "count": args.num, **_tiling(native)}
+    result = {"output": str(out), "count": args.num, "sampler": args.sampler, **fitted,
+              **_tiling(native)}
     if args.npy:
         _save_npy(out, images, z)
         result["npy"] = str(out.with_suffix(".npy"))
     if labels is not None:
         result["labels"] = labels.tolist()
     return result
+
+
+def _check_sampler_flags(args: argparse.Namespace) -> None:
+    """Refuses flags that do not apply to ``--sampler`` (before the run is read)."""
+    if args.sampler == "prior":
+        for flag, value in (("--components", args.components), ("--refit", args.refit or None)):
+            if value is not None:
+                raise InferenceError(f"{flag} applies to a fitted --sampler (gmm, two-stage, "
+                                     "maf); the prior is not fitted")
+        return
+    if args.temperature != 1.0:
+        raise InferenceError(f"--temperature scales the prior's draws; --sampler {args.sampler} "
+                             "draws codes as fitted (leave it at 1)")
+    if args.components is not None and args.sampler != "gmm":
+        raise InferenceError(f"--components applies to --sampler gmm, not {args.sampler}")
+
+
+def _sample_fitted(run: Loaded, args: argparse.Namespace, cond: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Codes of ``--sampler`` (:func:`~jvae.app.samplers.run_sampler`: read back or fitted to
+    the training split and saved), decoded; with what the JSON line reports of the fit."""
+    vae = run.inference.vae
+    options = {} if args.components is None else {"num_components": args.components}
+    train_cond = None if run.cond_key is None else run.train[run.cond_key]
+    fit = run_sampler(args.workdir, args.sampler, step=run.step, vae=vae, params=run.params,
+                      images=run.train["image"], cond=train_cond, options=options,
+                      refit=args.refit, batch_size=args.batch_size)
+    z = np.asarray(fit.fitted.sample(jax.random.key(args.seed), args.num))
+    z = z.reshape(args.num, *vae.latent_shape)
+    images = decode_all(run.inference, run.params, z, cond)
+    return z, images, {"sampler_file": None if fit.path is None else str(fit.path),
+                       "refitted": fit.refitted, "fitted_on": fit.meta.get("codes"),
+                       "step": run.step}
 
 
 def _sample_native(run: Loaded, native: NativeNet, size: tuple[int, int],
@@ -713,10 +773,13 @@ def _sample_native(run: Loaded, native: NativeNet, size: tuple[int, int],
         raise InferenceError(f"--image-size {size[0]}x{size[1]}: sample draws whole codes, so "
                              f"both sides must be multiples of the net's stride {native.stride}")
     vae = run.inference.vae
+    if vae.prior is not None:
+        raise InferenceError(f"the learned {vae.prior.name} prior draws codes of the training "
+                             "size only; sample without --image-size")
     latent = (size[0] // native.stride, size[1] // native.stride, vae.latent_shape[-1])
     z = np.asarray(sample_prior(vae.posterior, jax.random.key(args.seed), latent, args.num,
                                 run.params))
-    if vae.posterior.name not in ("dirichlet", "vq"):
+    if scales_prior(vae):
         z = z * args.temperature
     images = np.stack([native.decode(code, _row(cond, i)) for i, code in enumerate(z)])
     return z, images
@@ -876,8 +939,9 @@ DECODE = flags.Mode("decode", "One PNG per code of an .npz or .npy of latents (e
                     "a diffusion model's).", add_decode_arguments, _printing(decode))
 RECONSTRUCT = flags.Mode("reconstruct", "One PNG per input image: the original beside its "
                          "reconstruction.", add_reconstruct_arguments, _printing(reconstruct))
-SAMPLE = flags.Mode("sample", "A PNG grid of prior samples; with --label, of one class "
-                    "(conditional models).", add_sample_arguments, _printing(sample))
+SAMPLE = flags.Mode("sample", "A PNG grid of samples of the prior or of a sampler fitted to the "
+                    "training codes; with --label, of one class (conditional models).",
+                    add_sample_arguments, _printing(sample))
 INTERPOLATE = flags.Mode("interpolate", "A PNG strip decoding the path between two images' "
                          "codes (linear or --slerp).", add_interpolate_arguments,
                          _printing(interpolate))

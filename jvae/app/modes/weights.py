@@ -66,7 +66,7 @@ IMPORT_DEFAULTS = {"likelihood": "gaussian", "gaussian_scale": 0.1}
 # Settings the imported weights fix, per diffusers class: an AutoencoderKL's
 # encoder emits a Normal's mean and log-variance; an AutoencoderTiny's, the code.
 _FIXED = {KL: {"net": "spec", "posterior": "normal", "posterior_scale": "logvar",
-               "decoder_spec": None, "flow_layers": 0},
+               "decoder_spec": None, "flow_layers": 0, "stochastic_layers": 1},
           TINY: {"net": "spec", "model": "ae", "posterior": "normal", "decoder_spec": None,
                  "flow_layers": 0}}
 # The models each class's weights fit.
@@ -242,6 +242,9 @@ def _run_layout(workdir: Path) -> tuple[Config, Layout, tuple[int, int, int]]:
         raise WeightsError(f"the run in {workdir} has posterior {cfg.posterior} with "
                            f"posterior_scale={cfg.posterior_scale}; AutoencoderKL needs a "
                            "normal posterior with posterior_scale=logvar and no flow")
+    if cfg.stochastic_layers != 1:
+        raise WeightsError(f"the run in {workdir} has a second stochastic layer (its prior "
+                           "p(h1|h2)); AutoencoderKL has an N(0, I) prior only")
     return cfg, layout, _data_shape(layout, record.get("data_shape"))
 
 

@@ -14,7 +14,8 @@ const NUM_SLIDERS = 16;
 
 // Everything the page knows; tests read window.jvae.
 const S = window.jvae = { train: [], test: [], info: {}, latents: null, map: null, z: null,
-                          label: 0, decodes: 0, updates: 0, imageEpochs: [], audio: false };
+                          label: 0, decodes: 0, updates: 0, imageEpochs: [], audio: false,
+                          sampler: "prior", samples: 0 };
 
 // ---------------------------------------------------------------- streaming
 function connect() {
@@ -392,9 +393,28 @@ function labelQuery() { return S.info.num_classes ? `&label=${S.label}` : ""; }
 
 let sampleSeed = 0;
 function freshSamples() {
-  const url = `/api/samples?seed=${sampleSeed++}${labelQuery()}`;
-  if (S.audio) showAudio("samples", getRequest(url));
-  else $("fresh-samples").src = `${url}&v=${Date.now()}`;
+  // sampler=prior draws z ~ p(z); gmm, two-stage and maf draw from a density fitted to the
+  // codes (the first request for a checkpoint fits it), which the answer's header describes.
+  const url = `/api/samples?seed=${sampleSeed++}&sampler=${S.sampler}${labelQuery()}`;
+  if (S.audio) { showAudio("samples", getRequest(url)); return; }
+  $("sampler-note").textContent = S.sampler === "prior" ? "" : `drawing from ${S.sampler}...`;
+  fetchSamples(url);
+}
+
+function fetchSamples(url, tries = 40) {
+  // 503: the decode slots are busy (a fit takes seconds): wait and ask again.
+  return fetch(url).then((r) => {
+    if (r.status === 503 && tries > 1) return sleep(500).then(() => fetchSamples(url, tries - 1));
+    if (!r.ok) {
+      return r.json().then((e) => { $("sampler-note").textContent = e.error || r.statusText; });
+    }
+    const note = r.headers.get("X-Jvae-Sampler") || "";
+    return r.blob().then((blob) => {
+      setBlob($("fresh-samples"), blob);
+      $("sampler-note").textContent = note;
+      S.samples += 1;
+    });
+  });
 }
 
 function interpolateStrip() {
@@ -415,6 +435,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("map").addEventListener("click", onMapClick);
   $("epoch-slider").addEventListener("input", showEpochImages);
   $("samples-btn").addEventListener("click", freshSamples);
+  $("sampler-select").addEventListener("change", (ev) => { S.sampler = ev.target.value; freshSamples(); });
   $("interp-btn").addEventListener("click", interpolateStrip);
   $("interp-random").addEventListener("click", randomPair);
   $("class-select").addEventListener("change", (ev) => {

@@ -1,0 +1,306 @@
+"""The zoo side by side with Pythae: every family both libraries have, one recipe.
+
+Recipe (Pythae's default MLP, so neither library's architecture is favoured):
+encoder 784-512-z and decoder z-512-784 with ReLU, ``z = 16``, Adam 1e-3 with
+betas (0.9, 0.99), batch 100, ``--epochs`` epochs over the 20,000 shared
+MNIST training images, binarized afresh for every batch (dynamic
+binarization), Bernoulli likelihood (Pythae's ``reconstruction_loss="bce"``).
+The families without a likelihood (``ae``, ``wae``, ``rae_*``) use Pythae's
+only loss, the squared error, and jvae's ``gaussian`` likelihood at scale
+``1/sqrt(2)`` (the same loss up to a constant). Each family's own settings are
+Pythae's defaults unless the row says otherwise, and jvae is given the same.
+
+Both libraries see the same images: the training split as loaded by jvae and
+the test split binarized once with jvae's fixed evaluation seed. Per family
+and library one JSON row reports
+
+* ``neg_elbo``: test -ELBO, nats, one posterior draw per image, over all 10,000
+  test images (the families with a likelihood);
+* ``nll``: the importance-sampled NLL with ``k = --iw-samples`` (1000) on the
+  first ``--nll-images`` (1000) test images, jvae's ``jvae evaluate`` bound against
+  Pythae's own ``get_nll``;
+* ``test_mse``: squared error per image (summed over pixels) of the mean
+  reconstruction, for every family;
+* ``train_s``: wall time of training alone (jvae: the epochs' ``epoch_s``
+  plus the train program's compile time; Pythae: its trainer's ``train()``
+  call, after one untimed warm-up training).
+
+Rows are appended to ``--out``; a (family, library) pair already there is
+skipped, so an interrupted comparison resumes::
+
+    python -m benchmarks.zoo_pythae --out /tmp/zoo_pythae.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.zoo import DEFAULT_DATA_DIR
+
+LATENT_DIM = 16
+HIDDEN = 512
+BATCH = 100
+LR = 1e-3
+
+RECIPE = {"dataset": "mnist", "batch_size": BATCH, "hidden": (HIDDEN,), "latent_dim": LATENT_DIM,
+          "lr": LR, "likelihood": "bernoulli", "binarize": "dynamic", "activation": "relu",
+          "net": "mlp"}
+# The squared-error families: -log N(x; m, 1/2) = ||x - m||^2 + const, Pythae's sum of squares.
+MSE_LIKELIHOOD = {"likelihood": "gaussian", "gaussian_scale": 1 / math.sqrt(2)}
+
+# name -> (jvae settings, Pythae model class name, Pythae config, has a likelihood bound).
+FAMILIES: dict[str, tuple[dict, str, dict, bool]] = {
+    "vae": ({}, "VAE", {}, True),
+    "beta_vae": ({"beta": 2.0}, "BetaVAE", {"beta": 2.0}, True),
+    "iwae": ({"model": "iwae", "num_samples": 10}, "IWAE", {"number_samples": 10}, True),
+    # M = 2 groups of K = 5 (Pythae's default 5 x 10 costs five IWAE-10 steps per step).
+    "miwae": ({"model": "miwae", "num_samples": 5, "iw_groups": 2}, "MIWAE",
+              {"number_samples": 5, "number_gradient_estimates": 2}, True),
+    "piwae": ({"model": "piwae", "num_samples": 5, "iw_groups": 2}, "PIWAE",
+              {"number_samples": 5, "number_gradient_estimates": 2}, True),
+    "ciwae": ({"model": "ciwae", "num_samples": 10, "ciwae_beta": 0.5}, "CIWAE",
+              {"number_samples": 10, "beta": 0.5}, True),
+    "vamp": ({"model": "vamp", "vamp_components": 500}, "VAMP", {"number_components": 500}, True),
+    "svae": ({"model": "svae"}, "SVAE", {}, True),
+    "btcvae": ({"model": "btcvae", "tcvae_alpha": 1.0, "tcvae_beta": 6.0, "tcvae_gamma": 1.0,
+                "tcvae_estimator": "mss"}, "BetaTCVAE",
+               {"alpha": 1.0, "beta": 6.0, "gamma": 1.0, "use_mss": True}, True),
+    "factorvae": ({"model": "factorvae", "factorvae_gamma": 10.0}, "FactorVAE",
+                  {"gamma": 10.0}, True),
+    # Pythae's default lambda (1e-3, with alpha = 0) weights the MMD by alpha + lambda - 1 < 0;
+    # both get the InfoVAE paper's lambda = 1000 instead.
+    "infovae": ({"model": "infovae", "infovae_alpha": 0.0, "infovae_lambda": 1000.0,
+                 "mmd_kernel": "imq", "mmd_scale": 1.0}, "INFOVAE_MMD",
+                {"kernel_choice": "imq", "alpha": 0.0, "lbd": 1000.0, "kernel_bandwidth": 1.0},
+                True),
+    "ae": ({"model": "ae", **MSE_LIKELIHOOD}, "AE", {}, False),
+    # The WAE paper's lambda = 10 for both (Pythae's default is 3e-2).
+    "wae": ({"model": "wae", "wae_lambda": 10.0, "mmd_kernel": "imq", "mmd_scale": 1.0,
+             **MSE_LIKELIHOOD}, "WAE_MMD",
+            {"kernel_choice": "imq", "reg_weight": 10.0, "kernel_bandwidth": 1.0}, False),
+    "rae_l2": ({"model": "rae", "rae_regularizer": "l2", "rae_beta": 1e-4,
+                "rae_lambda": 1e-7, **MSE_LIKELIHOOD}, "RAE_L2",
+               {"embedding_weight": 1e-4, "reg_weight": 1e-7}, False),
+    "rae_gp": ({"model": "rae", "rae_regularizer": "gp", "rae_beta": 1e-4,
+                "rae_lambda": 1e-7, **MSE_LIKELIHOOD}, "RAE_GP",
+               {"embedding_weight": 1e-4, "reg_weight": 1e-7}, False),
+}
+
+
+def _data(args):
+    """The train split (float pixels) and the binarized test split jvae evaluates on."""
+    from jvae.app.config import make_config
+    from jvae.app.runs import load_data
+    cfg = make_config(RECIPE, {"data_dir": str(args.data_dir), "seed": args.seed})
+    train, test = load_data(cfg)
+    return train["image"], test["image"]
+
+
+def _pythae_model(name: str, input_dim):
+    import pythae.models as pm
+    _, cls_name, settings, bound = FAMILIES[name]
+    config_cls = getattr(pm, f"{cls_name}Config", None) or getattr(pm, f"{cls_name}_Config")
+    extra = {"reconstruction_loss": "bce"} if bound else {}
+    config = config_cls(input_dim=input_dim, latent_dim=LATENT_DIM, **extra, **settings)
+    return getattr(pm, cls_name)(config)
+
+
+def _pythae_trainer_config(name: str, out: str, epochs: int, seed: int):
+    from pythae.trainers import BaseTrainerConfig, CoupledOptimizerTrainerConfig
+    common = dict(output_dir=out, num_epochs=epochs, learning_rate=LR,
+                  per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
+                  optimizer_cls="Adam", optimizer_params={"betas": (0.9, 0.99)}, seed=seed,
+                  no_cuda=True, steps_saving=None)
+    if name == "rae_l2":  # Pythae's RAE-L2 decays the decoder's weights through its own optimizer
+        _, _, settings, _ = FAMILIES[name]
+        return CoupledOptimizerTrainerConfig(
+            **{k: v for k, v in common.items() if k not in ("learning_rate", "optimizer_cls",
+                                                            "optimizer_params")},
+            encoder_learning_rate=LR, decoder_learning_rate=LR,
+            encoder_optimizer_cls="Adam", decoder_optimizer_cls="Adam",
+            encoder_optimizer_params={"betas": (0.9, 0.99)},
+            decoder_optimizer_params={"betas": (0.9, 0.99),
+                                      "weight_decay": settings["reg_weight"]})
+    return BaseTrainerConfig(**common)
+
+
+def _binarizing_dataset(images: np.ndarray):
+    """Pythae's dataset, drawing fresh binary pixels every time an image is read."""
+    import torch
+    from pythae.data.datasets import BaseDataset, DatasetOutput
+
+    class Binarized(BaseDataset):
+        def __getitem__(self, index):
+            x = self.data[index]
+            return DatasetOutput(data=torch.bernoulli(x), labels=self.labels[index])
+
+    data = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return Binarized(data, torch.zeros(len(data)))
+
+
+def _pythae_eval(name: str, model, test: np.ndarray, args) -> dict:
+    """-ELBO (one draw), NLL by Pythae's ``get_nll`` and the reconstruction error."""
+    import torch
+    import torch.nn.functional as F
+    model.eval()
+    _, _, _, bound = FAMILIES[name]
+    x_all = torch.from_numpy(np.ascontiguousarray(test.transpose(0, 3, 1, 2)))
+    neg_elbo, sq = [], []
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        for i in range(0, len(x_all), 500):
+            x = x_all[i:i + 500]
+            flat = x.reshape(len(x), -1)
+            out = model.encoder(x)
+            if name == "svae":
+                loc = out.embedding / out.embedding.norm(dim=-1, keepdim=True)
+                conc = F.softplus(out.log_concentration) + 1
+                z = model._sample_von_mises(loc, conc)
+                mean_z = loc
+                kl = model._compute_kl(loc.shape[-1], conc)
+            elif bound:
+                mu, log_var = out.embedding, out.log_covariance
+                z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+                mean_z = mu
+                if name == "vamp":
+                    log_q = (-0.5 * (log_var + (z - mu) ** 2 / log_var.exp())
+                             - 0.5 * math.log(2 * math.pi)).sum(-1)
+                    kl = log_q - model._log_p_z(z)
+                else:
+                    kl = -0.5 * torch.sum(1 + log_var - mu ** 2 - log_var.exp(), dim=-1)
+            else:
+                mean_z = z = out.embedding
+            if bound:
+                recon = model.decoder(z)["reconstruction"].reshape(len(x), -1)
+                rec = F.binary_cross_entropy(recon, flat, reduction="none").sum(-1)
+                neg_elbo.append((rec + kl).numpy())
+            mean = model.decoder(mean_z)["reconstruction"].reshape(len(x), -1)
+            sq.append(((mean - flat) ** 2).sum(-1).numpy())
+        row = {"test_mse": float(np.mean(np.concatenate(sq)))}
+        if bound:
+            row["neg_elbo"] = float(np.mean(np.concatenate(neg_elbo)))
+            t0 = time.perf_counter()
+            sub = x_all[:args.nll_images]
+            row["nll"] = float(-model.get_nll(sub, n_samples=args.iw_samples,
+                                              batch_size=min(args.iw_samples, 1000)))
+            row["nll_s"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def run_pythae(name: str, args, train: np.ndarray, test: np.ndarray, *,
+               evaluate: bool = True) -> dict:
+    import torch
+    from pythae.trainers import BaseTrainer, CoupledOptimizerTrainer
+    torch.manual_seed(args.seed)
+    model = _pythae_model(name, (1, 28, 28))
+    with tempfile.TemporaryDirectory() as out:
+        config = _pythae_trainer_config(name, out, args.epochs, args.seed)
+        trainer_cls = CoupledOptimizerTrainer if name == "rae_l2" else BaseTrainer
+        trainer = trainer_cls(model=model, train_dataset=_binarizing_dataset(train),
+                              training_config=config)
+        t0 = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - t0
+    row = {"library": "pythae", "train_s": round(train_s, 1),
+           "torch_threads": torch.get_num_threads()}
+    if evaluate:
+        row.update(_pythae_eval(name, trainer.model, test, args))
+    return row
+
+
+def _jvae_mse(workdir: Path, test: np.ndarray) -> float:
+    from jvae.app.runs import restore_run
+    from jvae.inference import make_reconstructor
+    from jvae.training import averaged_params
+    run = restore_run(workdir)
+    recon = make_reconstructor(run.experiment.vae)
+    params = averaged_params(run.state)
+    sq = []
+    for i in range(0, len(test), 500):
+        x = test[i:i + 500]
+        r = np.asarray(recon(params, x))
+        sq.append(((r - x) ** 2).reshape(len(x), -1).sum(-1))
+    return float(np.mean(np.concatenate(sq)))
+
+
+def run_jvae(name: str, args, test: np.ndarray, *, evaluate: bool = True) -> dict:
+    from jvae.app.config import make_config
+    from jvae.app.modes.evaluate import evaluate_run
+    from jvae.train import train_and_evaluate
+    settings, _, _, bound = FAMILIES[name]
+    cfg = make_config(RECIPE, settings, {"data_dir": str(args.data_dir), "epochs": args.epochs,
+                                         "seed": args.seed})
+    workdir = Path(args.workdir) / (f"time-{name}" if args.time_only else name)
+    train_and_evaluate(cfg, workdir, quiet=True)
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    # Compiling is part of what jvae costs: the first epoch's compile time is counted.
+    row = {"library": "jvae",
+           "train_s": round(sum(r["epoch_s"] for r in rows) + rows[0]["compile_s"], 1),
+           "compile_s": round(rows[0]["compile_s"], 1)}
+    if not evaluate:
+        return row
+    row["test_mse"] = _jvae_mse(workdir, test)
+    if bound:
+        t0 = time.perf_counter()
+        report = evaluate_run(workdir, iw_samples=args.iw_samples,
+                              num_test_images=args.nll_images, batch_size=100,
+                              chunk_size=250, seed=args.seed, fid_images=0)
+        row.update(neg_elbo=report["neg_elbo"], nll=report["nll_bound"],
+                   nll_s=round(time.perf_counter() - t0, 1))
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    p.add_argument("--workdir", default="/tmp/jvae_zoo_pythae", help="jvae's run folders")
+    p.add_argument("--out", default="/tmp/zoo_pythae.jsonl", help="JSON rows, appended")
+    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--libraries", default="jvae,pythae")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--iw-samples", type=int, default=1000)
+    p.add_argument("--nll-images", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-only", action="store_true",
+                   help="train and time only (no evaluation): a paired speed run")
+    args = p.parse_args()
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        done = {(r["family"], r["library"]) for r in map(json.loads, out.read_text().splitlines())}
+    train, test = _data(args)
+    if "pythae" in args.libraries.split(","):
+        # PyTorch's first training pays one-off setup costs; pay them outside the timings.
+        run_pythae("vae", argparse.Namespace(**{**vars(args), "epochs": 1}), train[:1000],
+                   test[:10], evaluate=False)
+    for name in args.families.split(","):
+        if name not in FAMILIES:
+            raise SystemExit(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
+        for library in args.libraries.split(","):
+            if (name, library) in done:
+                continue
+            if library == "pythae":
+                row = run_pythae(name, args, train, test, evaluate=not args.time_only)
+            elif library == "jvae":
+                row = run_jvae(name, args, test, evaluate=not args.time_only)
+            else:
+                raise SystemExit(f"unknown library {library!r}; choose jvae or pythae")
+            row = {"benchmark": "zoo_pythae_time" if args.time_only else "zoo_pythae",
+                   "family": name, "epochs": args.epochs,
+                   "train_images": len(train), "nll_images": args.nll_images,
+                   "iw_samples": args.iw_samples, "seed": args.seed, **row}
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

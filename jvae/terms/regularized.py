@@ -1,0 +1,114 @@
+"""The regularized autoencoder's terms: a code norm and a smooth decoder.
+
+RAE (Ghosh et al., 2020, "From variational to deterministic autoencoders",
+arXiv:1903.12436) trains a deterministic autoencoder on
+
+    L_RAE = L_rec + beta * L_z + lambda * L_reg,      L_z = ||z||^2 / 2,
+
+where ``L_z`` keeps the codes near the origin (with ``beta = 1`` it is
+``-log N(z; 0, I)`` up to a constant: the MAP objective under a standard normal
+prior) and ``L_reg`` keeps the decoder smooth, so that codes between the
+training codes decode sensibly (samples then come from a density fitted to the
+codes afterwards). The paper's regularizers (:data:`RAE_REGULARIZERS`):
+
+* ``l2``: weight decay on the decoder, ``sum ||theta||^2``
+  (:func:`jvae.terms.standard.decoder_l2`);
+* ``gp``: the gradient penalty ``||grad_z D(z)||^2``, the squared Frobenius norm
+  of the decoder's Jacobian at the code, ``sum_{k, p} (d E[x_p|z] / d z_k)^2``
+  (:func:`decoder_gradient_penalty`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jvae.base import Array, Term
+from jvae.model import decode_samples
+from jvae.terms.composition import stateless
+from jvae.terms.standard import decoder_l2
+
+__all__ = ["RAE_REGULARIZERS", "latent_norm", "decoder_jacobian_sq_norm",
+           "decoder_gradient_penalty", "rae_regularizer", "JVP_CHUNK"]
+
+# Jacobian columns computed side by side (memory: this many decoder passes at once).
+JVP_CHUNK = 32
+
+
+def latent_norm() -> Term:
+    """``||z||^2 / 2`` per example, the mean over the pass's samples (one code for a point posterior)."""
+
+    def value(fwd):
+        z = fwd.z.reshape(*fwd.z.shape[:2], -1).astype(jnp.float32)
+        return jnp.mean(0.5 * jnp.sum(jnp.square(z), axis=-1), axis=0)
+    return stateless(value)
+
+
+def decoder_jacobian_sq_norm(fn, z: Array, latent_ndim: int, valid: Array | None = None) -> Array:
+    """``||d fn(z) / d z||_F^2`` per code, for a ``fn`` that maps each code on its own.
+
+    One Jacobian-vector product per latent element: the tangent ``e_k`` at every
+    code of the batch at once gives each code's ``k``-th Jacobian column (the
+    codes do not interact), so the cost is ``prod(latent_shape)`` products,
+    vectorized :data:`JVP_CHUNK` at a time. Each product is the transpose of
+    the decoder's vector-Jacobian product (``J t`` is the VJP of ``u -> J^T u``),
+    not forward mode, so decoders with custom gradients (the im2col
+    convolutions of :mod:`jvae.layers`) work as well.
+
+    Args:
+      fn: ``z (..., *latent_shape) -> (..., *data_shape)``.
+      z: codes with leading axes ``lead`` and ``latent_ndim`` latent axes.
+      latent_ndim: number of trailing latent axes of ``z``.
+      valid: ``(B, T)`` 1 for the real elements along the data's first axis
+        (``lead`` must end in ``B``), or None: every output element counts.
+
+    Returns:
+      ``lead``-shaped squared norms.
+    """
+    latent_shape = z.shape[z.ndim - latent_ndim:]
+    size = math.prod(latent_shape)
+    basis = jnp.eye(size, dtype=z.dtype).reshape(size, *latent_shape)
+    out, vjp = jax.vjp(fn, z)
+    _, transpose = jax.vjp(lambda u: vjp(u)[0], jnp.zeros_like(out))
+    lead = z.ndim - latent_ndim
+
+    def column_sq(e):
+        (col,) = transpose(jnp.broadcast_to(e, z.shape))
+        col = jnp.square(col.astype(jnp.float32))
+        if valid is not None:
+            col = col * valid.reshape(valid.shape + (1,) * (col.ndim - lead - 1))
+        return jnp.sum(col, axis=tuple(range(lead, col.ndim)))
+
+    return jnp.sum(jax.lax.map(column_sq, basis, batch_size=min(size, JVP_CHUNK)), axis=0)
+
+
+def decoder_gradient_penalty() -> Term:
+    """RAE-GP's ``||grad_z E[x|z]||_F^2`` at the pass's codes, the mean over samples.
+
+    The decoder's output is the likelihood's mean ``E[x|z]`` (pixel probabilities
+    for a Bernoulli decoder); its gradient reaches the decoder's weights and,
+    through ``z``, the encoder.
+    """
+
+    def value(fwd):
+        vae = fwd.vae
+
+        def mean_of(z):
+            return vae.likelihood.mean(decode_samples(vae, fwd.params, z, fwd.cond))
+
+        sq = decoder_jacobian_sq_norm(mean_of, fwd.z, len(vae.latent_shape), fwd.valid)
+        return jnp.mean(sq, axis=0)
+    return stateless(value)
+
+
+RAE_REGULARIZERS = {"l2": decoder_l2, "gp": decoder_gradient_penalty}
+
+
+def rae_regularizer(name: str) -> Term:
+    """The decoder regularizer ``name`` of :data:`RAE_REGULARIZERS`."""
+    if name not in RAE_REGULARIZERS:
+        raise ValueError(f"unknown RAE regularizer {name!r}; choose one of "
+                         f"{', '.join(RAE_REGULARIZERS)}")
+    return RAE_REGULARIZERS[name]()
