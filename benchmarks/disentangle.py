@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/disentangle.jsonl", help="JSON rows, appended")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--train-examples", type=int, default=50_000)
     p.add_argument("--factor-points", type=int, default=10_000)
     p.add_argument("--dci-points", type=int, default=1_000)

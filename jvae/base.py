@@ -205,6 +205,12 @@ class Forward(NamedTuple):
       key: a PRNG key independent of the draws of ``z``, for terms that draw
         randomness of their own (prior samples for an MMD, a permutation of the
         codes); None where the pass was built without one.
+      shared: scratch of this one pass for values several terms compute from it
+        (beta-TCVAE's pairwise densities,
+        :func:`jvae.terms.composition.shared_value`), or None. A term
+        that reuses the first term's traced value instead of recomputing it
+        leaves one copy in the program, so autodiff sums the terms' cotangents
+        and differentiates it once.
     """
 
     vae: VAE
@@ -220,6 +226,8 @@ class Forward(NamedTuple):
     log_px: Array
     valid: Array | None = None
     key: Array | None = None
+    shared: dict | None = None
+
 
 
 class Term(NamedTuple):

@@ -405,18 +405,19 @@ def wae(vae: VAE, *, lam: float = 10.0, kernel: str = "imq", scale: float = 1.0,
 
 
 def rae(vae: VAE, *, beta: float = 1.0, lam: float = 1e-3, regularizer: str = "l2",
-        alpha: float = 1.0, cond_key: str | None = None,
+        gp_probes: int = 1, alpha: float = 1.0, cond_key: str | None = None,
         extra: Terms | None = None) -> Objective:
     """RAE (Ghosh et al., 2020, arXiv:1903.12436):
     ``alpha * recon + beta * ||z||^2 / 2 + lam * reg``.
 
     ``reg`` is ``"l2"``, the decoder's weight decay, or ``"gp"``, the squared
     Frobenius norm of the decoder's Jacobian at the code
-    (:mod:`jvae.terms.regularized`). Reports ``latent_norm`` and ``decoder_reg``.
+    (:mod:`jvae.terms.regularized`): Hutchinson's estimate over ``gp_probes``
+    random probes per code, or exact with ``gp_probes=0``. Reports ``latent_norm`` and ``decoder_reg``.
     No ELBO: the evaluator reports no likelihood bound. Use it with
     :func:`~jvae.distributions.posteriors.point_posterior`.
     """
     _deterministic(vae, "RAE")
     terms = {"recon": (alpha, reconstruction()), "latent_norm": (beta, latent_norm()),
-             "decoder_reg": (lam, rae_regularizer(regularizer))}
+             "decoder_reg": (lam, rae_regularizer(regularizer, gp_probes))}
     return compose(vae, _merge(terms, extra), cond_key=cond_key)

@@ -14,7 +14,7 @@ from jvae.app.modes.evaluate import evaluate_run
 from jvae.distributions.posteriors import dirichlet_posterior, point_posterior
 from jvae.model import decode_samples
 from jvae.objectives import rae
-from jvae.terms.regularized import decoder_jacobian_sq_norm
+from jvae.terms.regularized import decoder_jacobian_sq_norm, decoder_jacobian_sq_norm_estimate
 
 from helpers import random_images, run_cli, tiny_vae
 
@@ -69,12 +69,36 @@ def test_gradient_penalty_works_through_custom_gradients():
     np.testing.assert_allclose(got, np.sum(np.square(jac), axis=(1, 2, 3)), rtol=1e-5)
 
 
+def test_hutchinson_estimate_is_unbiased_with_the_rademacher_variance():
+    vae = tiny_vae(point_posterior(), latent_shape=(3,))
+    params = vae.init(jax.random.key(0), random_images(4))
+    mean = _decoder_mean(vae, params)
+    z = jax.random.normal(jax.random.key(1), (4, 3))
+    exact = np.asarray(decoder_jacobian_sq_norm(mean, z, 1), np.float64)
+    jac = np.asarray(jax.vmap(jax.jacobian(lambda zi: mean(zi[None])[0]))(z), np.float64)
+    gram = np.einsum("bxyck,bxycl->bkl", jac, jac)
+    # One Rademacher probe: Var ||J v||^2 = 2 sum_{k != l} (J^T J)_kl^2.
+    var = 2 * (np.sum(gram ** 2, axis=(1, 2)) - np.sum(np.diagonal(gram, axis1=1, axis2=2) ** 2,
+                                                       axis=1))
+    probes = 4096
+    est = np.asarray(jax.jit(lambda z, k: decoder_jacobian_sq_norm_estimate(
+        mean, z, 1, k, probes))(z, jax.random.key(3)), np.float64)
+    assert np.all(np.abs(est - exact) < 5 * np.sqrt(var / probes) + 1e-6)
+    # The same probes one at a time: the spread of single-probe estimates is the formula's.
+    singles = np.asarray(jax.jit(jax.vmap(lambda k: decoder_jacobian_sq_norm_estimate(
+        mean, z, 1, k)))(jax.random.split(jax.random.key(4), 400)), np.float64)
+    np.testing.assert_allclose(singles.var(axis=0), var, rtol=0.35)
+    assert np.all(singles.std(axis=0) > 0)  # a random estimate, not the exact norm
+    with pytest.raises(ValueError, match="probes"):
+        decoder_jacobian_sq_norm_estimate(mean, z, 1, jax.random.key(0), 0)
+
+
 @pytest.mark.parametrize("regularizer", ["l2", "gp"])
 def test_rae_loss_is_recon_plus_code_norm_plus_decoder_regularizer(regularizer):
     vae = tiny_vae(point_posterior(), latent_shape=(3,))
     x = random_images(8)
     params = vae.init(jax.random.key(0), x)
-    objective = rae(vae, beta=0.7, lam=0.01, regularizer=regularizer, alpha=1.0)
+    objective = rae(vae, beta=0.7, lam=0.01, regularizer=regularizer, gp_probes=0, alpha=1.0)
     out, _ = jax.jit(objective.terms)(params, {"image": x}, jax.random.key(2), ())
     code = np.asarray(vae.encode(params, x)["loc"], np.float64)
     np.testing.assert_allclose(out["latent_norm"], 0.5 * np.sum(code ** 2, axis=1), rtol=1e-5)
@@ -93,6 +117,13 @@ def test_rae_loss_is_recon_plus_code_norm_plus_decoder_regularizer(regularizer):
                                                                 jax.random.key(2), ())[0]["loss"])))(
         params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    if regularizer == "gp":  # the default: one probe, a key-dependent estimate of the same norm
+        estimated = rae(vae, beta=0.7, lam=0.01, regularizer="gp", alpha=1.0)
+        draws = np.asarray(jax.jit(jax.vmap(lambda k: estimated.terms(
+            params, {"image": x}, k, ())[0]["decoder_reg"]))(jax.random.split(jax.random.key(5),
+                                                                            64)))
+        assert np.all(draws.std(axis=0) > 0)
+        np.testing.assert_allclose(draws.mean(axis=0), out["decoder_reg"], rtol=0.5)
 
 
 def test_rae_refuses_a_posterior_distribution(capsys):

@@ -352,8 +352,12 @@ class Config:
         check="non_negative")
     rae_regularizer: str = _setting(
         "l2", "--model rae's decoder regularizer (Ghosh et al. 2020): l2 (weight decay on the "
-        "decoder) or gp (the squared norm of the decoder's Jacobian at the code; one decoder "
-        "pass per latent dimension).", "objective", choices=RAE_REGULARIZERS)
+        "decoder) or gp (the squared Frobenius norm of the decoder's Jacobian at the code, "
+        "see --rae-gp-probes).", "objective", choices=RAE_REGULARIZERS)
+    rae_gp_probes: int = _setting(
+        1, "Random probes per code of Hutchinson's unbiased estimate of --rae-regularizer gp "
+        "(one Jacobian-vector product each); 0 computes the norm exactly, one product per "
+        "latent dimension.", "objective", check="non_negative")
     # optimisation
     epochs: int = _setting(
         0, "Total epochs; a resumed run continues up to this number (0: 10, or more for a "
@@ -594,7 +598,7 @@ _FAMILY_SETTINGS = {
     "factorvae": ("factorvae_gamma", "factorvae_hidden", "factorvae_lr"),
     "infovae": ("infovae_alpha", "infovae_lambda"),
     "wae": ("wae_lambda",),
-    "rae": ("rae_beta", "rae_lambda", "rae_regularizer"),
+    "rae": ("rae_beta", "rae_lambda", "rae_regularizer", "rae_gp_probes"),
 }
 
 

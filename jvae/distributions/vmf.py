@@ -141,15 +141,16 @@ def _accepted_eps(key: Array, kappa: Array, d: int) -> Array:
 
     def round_(state):
         i, eps, done = state
-        k_eps, k_u = jax.random.split(jax.random.fold_in(key, i))
-        # Beta(h, h) with h = (d - 1) / 2 as a ratio of chi-squares of d - 1 degrees
-        # of freedom, X / (X + Y): compiles in a fraction of jax.random.beta's time
-        # (a Gamma rejection loop) and keeps small eps (large kappa) exact.
-        g = jnp.square(jax.random.normal(k_eps, (2, *kappa.shape, d - 1), kappa.dtype))
-        x, y = g[0].sum(-1), g[1].sum(-1)
+        # One normal draw per round serves both variates, which keeps the loop body to
+        # one random-bits kernel (each compiles slowly on XLA:CPU): Beta(h, h) with
+        # h = (d - 1) / 2 is X / (X + Y) for chi-squares X, Y of d - 1 degrees of
+        # freedom (this also keeps small eps, large kappa, exact), and a chi-square
+        # of 2 degrees of freedom is Exp(1/2), so log u = -chi2_2 / 2 for u ~ U(0, 1).
+        g = jnp.square(jax.random.normal(jax.random.fold_in(key, i),
+                                         (*kappa.shape, 2 * d), kappa.dtype))
+        x, y = g[..., :d - 1].sum(-1), g[..., d - 1:2 * d - 2].sum(-1)
         prop = x / (x + y)
-        log_u = jnp.log(jax.random.uniform(k_u, kappa.shape, kappa.dtype,
-                                           minval=jnp.finfo(kappa.dtype).tiny))
+        log_u = -0.5 * (g[..., -2] + g[..., -1])
         t = 1.0 - (1.0 - b) * prop
         test = 2.0 * kappa * b * (1.0 / (1.0 + b) - prop / t) + (d - 1.0) * jnp.log(
             (1.0 + b) / (2.0 * t))

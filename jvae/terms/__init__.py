@@ -40,6 +40,7 @@ from jvae.terms.composition import (
     compose,
     forward,
     linear_warmup,
+    shared_value,
     stateless,
 )
 from jvae.terms.importance import (
@@ -69,6 +70,7 @@ from jvae.terms.regularized import (
     RAE_REGULARIZERS,
     decoder_gradient_penalty,
     decoder_jacobian_sq_norm,
+    decoder_jacobian_sq_norm_estimate,
     latent_norm,
     rae_regularizer,
 )
@@ -149,6 +151,7 @@ __all__ = [
     "compose",
     "decoder_gradient_penalty",
     "decoder_jacobian_sq_norm",
+    "decoder_jacobian_sq_norm_estimate",
     "decoder_l2",
     "discriminator_optimizer",
     "discriminator_tc",
@@ -185,6 +188,7 @@ __all__ = [
     "rbf_kernel",
     "reconstruction",
     "redecode",
+    "shared_value",
     "snr_db",
     "split_gradient",
     "ssim",

@@ -28,7 +28,7 @@ and schedules); the ELBO's own terms and the optional ones are
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +40,30 @@ from jvae.distributions.priors import log_prior
 from jvae.model import decode_samples
 from jvae.terms.masked import valid_mask
 
-__all__ = ["Forward", "Term", "Weight", "forward", "compose", "stateless", "linear_warmup"]
+__all__ = ["Forward", "Term", "Weight", "forward", "compose", "stateless", "shared_value",
+           "linear_warmup"]
 
 
 def stateless(fn: Callable[[Forward], Array]) -> Term:
     """A :class:`Term` from a function ``forward -> (B,)`` that keeps no state."""
     return Term(lambda vae: (), lambda fwd, state: (fn(fwd), {}, state))
+
+
+def shared_value(fwd: Forward, name: Hashable, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per pass: a later call with the same ``name`` gets the first value.
+
+    Terms that need the same expensive quantity (beta-TCVAE's three KL pieces
+    share one pairwise density matrix) then use one traced value: XLA would
+    merge identical forward computations anyway, but autodiff would still
+    differentiate each copy with its own cotangent. With one copy the
+    cotangents are summed and the backward pass runs once. A pass without
+    scratch (``fwd.shared`` None) computes every time.
+    """
+    if fwd.shared is None:
+        return compute()
+    if name not in fwd.shared:
+        fwd.shared[name] = compute()
+    return fwd.shared[name]
 
 
 def forward(vae: VAE, params: PyTree, batch: Batch, key: Array, *, num_samples: int = 1,
@@ -69,7 +87,7 @@ def forward(vae: VAE, params: PyTree, batch: Batch, key: Array, *, num_samples: 
     return Forward(vae, params, x, cond, batch.get("mask"), post, z, log_q,
                    log_prior(vae, params, z, key),
                    lik, masked_log_prob(vae.likelihood, lik, x, valid), valid,
-                   jax.random.fold_in(key, 2))
+                   jax.random.fold_in(key, 2), {})
 
 
 def compose(vae: VAE, terms: Mapping[str, tuple[Weight, Term]], *, num_samples: int = 1,

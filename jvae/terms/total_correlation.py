@@ -44,7 +44,7 @@ import optax
 
 from jvae.base import Array, Discriminator, Forward, Term, Weight
 from jvae.terms.adversarial import AdversarialState, discriminator_optimizer
-from jvae.terms.composition import stateless
+from jvae.terms.composition import shared_value, stateless
 from jvae.terms.masked import masked_mean
 
 __all__ = ["TC_ESTIMATORS", "log_importance_weights", "aggregate_log_densities",
@@ -115,7 +115,15 @@ def aggregate_log_densities(z: Array, loc: Array, scale: Array,
 
 
 def _pieces(fwd: Forward, estimator: str, dataset_size: int | None):
-    """``(log q(z|x), log q(z), sum_j log q(z_j), log p(z))`` of the pass's samples, ``(S, B)``."""
+    """``(log q(z|x), log q(z), sum_j log q(z_j), log p(z))`` of the pass's samples, ``(S, B)``.
+
+    Computed once per pass however many terms ask (:func:`~jvae.terms.composition.shared_value`).
+    """
+    return shared_value(fwd, ("total_correlation", estimator, dataset_size),
+                        lambda: _compute_pieces(fwd, estimator, dataset_size))
+
+
+def _compute_pieces(fwd: Forward, estimator: str, dataset_size: int | None):
     if fwd.vae.posterior.name != "normal" or set(fwd.post) - {"loc", "scale"}:
         raise ValueError("the total-correlation estimators need a diagonal normal posterior "
                          f"(no flow), got {fwd.vae.posterior.name!r}")
@@ -160,8 +168,8 @@ def tc_decomposition(*, alpha: Weight = 1.0, beta: Weight = 1.0, gamma: Weight =
                      dataset_size: int | None = None) -> dict[str, tuple[Weight, Term]]:
     """beta-TCVAE's weighted KL: ``{"mi": (alpha, ...), "tc": (beta, ...), "dwkl": (gamma, ...)}``.
 
-    The three terms share one pairwise density computation (XLA merges the
-    identical subgraphs).
+    The three terms share one pairwise density computation, differentiated once
+    (:func:`~jvae.terms.composition.shared_value`).
     """
     if estimator not in TC_ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of "

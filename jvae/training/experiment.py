@@ -216,7 +216,8 @@ def _wae(cfg, vae, cond_key, extra):
 
 def _rae(cfg, vae, cond_key, extra):
     return objectives.rae(vae, beta=cfg.rae_beta, lam=cfg.rae_lambda,
-                          regularizer=cfg.rae_regularizer, alpha=cfg.alpha, cond_key=cond_key,
+                          regularizer=cfg.rae_regularizer, gp_probes=cfg.rae_gp_probes,
+                          alpha=cfg.alpha, cond_key=cond_key,
                           extra=extra)
 
 
