@@ -127,6 +127,7 @@ def test_the_scores_rank_the_codes_and_ignore_a_collapsed_dimension():
                             num_variance_estimate=50)["eval_accuracy"] == 0.0
 
 
+@pytest.mark.slow  # NumPy and scikit-learn only: nothing here depends on the JAX version
 def test_all_metrics_are_deterministic_given_the_seed():
     rotated = _codes()["rotated"]
     kwargs = dict(factor_points=300, dci_points=100, score_points=50, score_batch=16)

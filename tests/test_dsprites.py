@@ -174,6 +174,7 @@ def test_example_counts_take_any_datasets_first_examples(tmp_path):
     assert len(part_test["image"]) == len(part_test["label"]) == 2
 
 
+@pytest.mark.slow  # its time is scikit-learn's trees (DCI); its JAX parts run in other tests
 def test_train_then_evaluate_reports_the_disentanglement_metrics(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("JVAE_DATA_DIR", str(tmp_path / "data"))
     run = tmp_path / "run"
