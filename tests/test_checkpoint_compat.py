@@ -1,6 +1,6 @@
 """Checkpoints cross the supported JAX range: a run checkpointed under one JAX is
 restored, value for value, under the other and resumes training to the writer's
-uninterrupted result, in both directions (``tests/checkpoints/write.py``).
+uninterrupted result, in both directions (``tests/cross_jax.py``).
 
 The other end of the range is another interpreter: ``JVAE_OTHER_PYTHON`` names it
 (CI's second half, on jax 0.12, points it at the first half's jax 0.10 venv).
@@ -15,14 +15,16 @@ from importlib.metadata import version
 import pytest
 from conftest import REPO
 
-WRITE = REPO / "tests" / "checkpoints" / "write.py"
+WRITE = REPO / "tests" / "cross_jax.py"
 OTHER = os.environ.get("JVAE_OTHER_PYTHON")
 
 
 def _run(python: str, command: str, folder) -> str:
-    # The child makes (and removes) its own compilation cache and weights folder.
+    # The child makes (and removes) its own compilation cache and weights folder, and its
+    # conftest sets the XLA flags its own jaxlib accepts (0.12 aborts on one 0.10 needs).
     env = {k: v for k, v in os.environ.items() if k not in ("JVAE_TEST_XLA_CACHE",
-                                                             "JAX_COMPILATION_CACHE_DIR")}
+                                                             "JAX_COMPILATION_CACHE_DIR",
+                                                             "XLA_FLAGS")}
     done = subprocess.run([python, str(WRITE), command, str(folder)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

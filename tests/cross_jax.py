@@ -4,8 +4,8 @@
 end of the supported range, so a checkpoint written by one release is read by the
 other::
 
-    python tests/checkpoints/write.py write DIR   # under one JAX
-    python tests/checkpoints/write.py check DIR   # under the other
+    python tests/cross_jax.py write DIR   # under one JAX
+    python tests/cross_jax.py check DIR   # under the other
 
 ``write`` leaves in ``DIR`` the run as ``jvae train`` leaves it after one epoch,
 the restored values to compare against, written with NumPy (``state.npz``, so
@@ -24,7 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 # The suite's compiler flags and 8 simulated devices, so the same JAX reads back equal bits.
 import conftest  # noqa: E402
 import jax  # noqa: E402
