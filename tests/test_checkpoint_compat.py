@@ -8,6 +8,7 @@ The other end of the range is another interpreter: ``JVAE_OTHER_PYTHON`` names i
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -36,21 +37,29 @@ def _jax_of(python: str) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_a_checkpoint_restores_exactly_and_resumes_under_the_jax_that_wrote_it(tmp_path):
-    _run(sys.executable, "write", tmp_path)
-    assert json.loads(_run(sys.executable, "check", tmp_path)) == {
+def test_a_checkpoint_restores_exactly_and_resumes_under_this_jax_and_the_other(tmp_path):
+    """Written here once; read back here and, when ``JVAE_OTHER_PYTHON`` is set, there."""
+    _run(sys.executable, "write", tmp_path / "here")
+    if OTHER:  # a check trains the run on, so the other end reads an untouched copy
+        shutil.copytree(tmp_path / "here", tmp_path / "there")
+    assert json.loads(_run(sys.executable, "check", tmp_path / "here")) == {
         "written_by": version("jax"), "read_by": version("jax")}
+    if OTHER:
+        _check_other_release()
+        crossed = json.loads(_run(OTHER, "check", tmp_path / "there"))
+        assert crossed == {"written_by": version("jax"), "read_by": _jax_of(OTHER)}
 
 
 @pytest.mark.skipif(not OTHER, reason="JVAE_OTHER_PYTHON names no interpreter with the "
                                       "other end's JAX (CI's second half sets it)")
-@pytest.mark.parametrize("direction", ["other_writes", "this_writes"])
-def test_a_checkpoint_crosses_to_the_other_end_of_the_range(direction, tmp_path):
+def test_a_checkpoint_written_by_the_other_end_of_the_range_restores_here(tmp_path):
+    _check_other_release()
+    _run(OTHER, "write", tmp_path)
+    assert json.loads(_run(sys.executable, "check", tmp_path)) == {
+        "written_by": _jax_of(OTHER), "read_by": version("jax")}
+
+
+def _check_other_release() -> None:
     other = _jax_of(OTHER)
     assert other.split(".")[:2] != version("jax").split(".")[:2], (
         f"JVAE_OTHER_PYTHON runs jax {other}, the same release as this one")
-    writer, reader = ((OTHER, sys.executable) if direction == "other_writes"
-                      else (sys.executable, OTHER))
-    _run(writer, "write", tmp_path)
-    crossed = json.loads(_run(reader, "check", tmp_path))
-    assert crossed["written_by"] != crossed["read_by"]

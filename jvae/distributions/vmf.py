@@ -50,6 +50,7 @@ summed.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -107,13 +108,65 @@ def vmf_kl_uniform(kappa: Array, d: int) -> Array:
     (``kappa A_d`` and the ``-kappa`` of ``log C_d``) are combined as
     ``-kappa (1 - A_d)``, which is ``O(d)`` for large ``kappa``, instead of
     subtracting two numbers of size ``kappa``.
+
+    The derivative is the closed form ``dKL/dkappa = kappa A_d'(kappa)`` with
+    Riccati's ``A_d' = 1 - A_d^2 - (d - 1) A_d / kappa`` (from
+    ``I_v' = I_{v+1} + (v / kappa) I_v``), so it needs only the ``A_d`` the
+    value computed: differentiating the Bessel functions' continued fractions
+    instead would add their derivatives' own loops to every train step.
     """
-    kappa = jnp.asarray(kappa)
+    return _vmf_kl_uniform(jnp.asarray(kappa), d)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _vmf_kl_uniform(kappa: Array, d: int) -> Array:
+    return _kl_and_ratio(kappa, d)[0]
+
+
+def _kl_and_ratio(kappa: Array, d: int) -> tuple[Array, Array]:
     v = 0.5 * d - 1.0
     log_ive = tfp.math.log_bessel_ive(jnp.asarray(v, kappa.dtype), kappa)
-    linear = -kappa * (1.0 - mean_resultant_length(kappa, d))
-    return (linear + v * jnp.log(kappa) - log_ive - 0.5 * d * math.log(2.0 * math.pi)
-            + log_sphere_area(d))
+    ratio = mean_resultant_length(kappa, d)
+    kl = (-kappa * (1.0 - ratio) + v * jnp.log(kappa) - log_ive
+          - 0.5 * d * math.log(2.0 * math.pi) + log_sphere_area(d))
+    return kl, ratio
+
+
+@_vmf_kl_uniform.defjvp
+def _vmf_kl_uniform_jvp(d, primals, tangents):
+    (kappa,), (dkappa,) = primals, tangents
+    kl, ratio = _kl_and_ratio(kappa, d)
+    # kappa (1 - A^2) and (d - 1) A agree to within O(d^2 / kappa): past the switch
+    # their difference is all rounding, and the asymptotic series takes over.
+    coefficients, switch = _slope_series(d)
+    direct = kappa * (1.0 - ratio) * (1.0 + ratio) - (d - 1.0) * ratio
+    inverse = 1.0 / kappa
+    series = jnp.zeros_like(kappa)
+    for b in reversed(coefficients):
+        series = inverse * (b + series)
+    return kl, jnp.where(kappa > switch, series, direct) * dkappa
+
+
+@functools.lru_cache(maxsize=None)
+def _slope_series(d: int, terms: int = 8) -> tuple[tuple[float, ...], float]:
+    """``kappa A_d'(kappa) ~ sum_k k a_k kappa^-k`` for large ``kappa``, and where it takes over.
+
+    ``A_d = 1 - sum_k a_k kappa^-k`` (Hankel's expansion of the Bessel ratio)
+    solves Riccati's equation term by term: ``a_1 = (d - 1) / 2`` and
+    ``a_{n+1} = ((n - d + 1) a_n + sum_{i+j=n+1} a_i a_j) / 2``. The series is
+    used from the smallest ``kappa`` at which its last term is below ``1e-8`` of
+    its first (and at least 16).
+    """
+    c = d - 1.0
+    a = [c / 2.0]
+    for n in range(1, terms):
+        pairs = sum(a[i] * a[n - 1 - i] for i in range(n))
+        a.append(((n - c) * a[n - 1] + pairs) / 2.0)
+    coefficients = tuple((k + 1) * ak for k, ak in enumerate(a))
+    switch = 16.0
+    while abs(coefficients[-1]) / switch ** (terms - 1) > 1e-8 * abs(coefficients[0]):
+        switch *= 1.25
+    return coefficients, switch
 
 
 def _wood_b(kappa: Array, d: int) -> Array:

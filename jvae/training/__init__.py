@@ -13,6 +13,8 @@
 * :mod:`~jvae.training.ema`: an exponential moving average of the parameters,
   kept in the optimizer's state; what evaluation and export use.
 * :mod:`~jvae.training.epoch`: whole epochs on device (``lax.scan``).
+* :mod:`~jvae.training.noise`: the device loop's binarization noise,
+  ``jax.random.uniform``'s bits from one fused kernel.
 * :mod:`~jvae.training.program`: where the data lives, one AOT compile, the
   epoch driver, split evaluation.
 * :mod:`~jvae.training.samplers`: densities fitted to a trained model's codes
@@ -74,6 +76,7 @@ from jvae.training.experiment import (
     example_batch,
     init_state,
 )
+from jvae.training.noise import uniform_noise
 from jvae.training.optim import (
     ClippedAdamState,
     SkipState,
@@ -172,6 +175,7 @@ __all__ = [
     "skip_counts",
     "skip_if_not_finite",
     "split_bytes",
+    "uniform_noise",
     "with_defaults",
     "zero_nans",
 ]

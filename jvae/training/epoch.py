@@ -6,8 +6,8 @@ datasets that fit in device memory (MNIST-sized data: 60k x 784 float32 is
 188 MB) :func:`make_train_epoch` removes all three: the split lives on the
 device, each batch is gathered there by index, and a chunk of steps (a whole
 epoch by default) is one ``lax.scan`` over the very same update function
-(:func:`~jvae.train_state.make_update_fn`) with the metric sums carried on
-device. One dispatch per chunk, no host syncs inside it, the state's buffers
+(:func:`~jvae.train_state.make_update_fn`), the metrics summed on device.
+One dispatch per chunk, no host syncs inside it, the state's buffers
 donated. (On XLA:CPU, models with convolutions run slower inside a loop; see
 :func:`device_loop_is_fast`.)
 
@@ -36,6 +36,7 @@ from jvae.datasets.order import epoch_order
 from jvae.datasets.pixels import binarize
 from jvae.devices.parallel import batch_sharding, data_mesh, replicated_sharding
 from jvae.objectives import Objective
+from jvae.training.noise import uniform_noise
 from jvae.training.state import TrainState, make_update_fn
 
 __all__ = ["epoch_order", "put_dataset", "make_train_epoch", "binarize_key", "chunk_length",
@@ -109,27 +110,32 @@ def make_train_epoch(objective: Objective, optimizer: optax.GradientTransformati
         batch = {k: lax.with_sharding_constraint(v[idx], shard) for k, v in data.items()}
         if dynamic_binarize:
             x = batch["image"]
-            u = jax.random.uniform(jax.random.fold_in(key, i), x.shape, x.dtype)
+            u = uniform_noise(jax.random.fold_in(key, i), x.shape, x.dtype)
             batch["image"] = binarize(x, u)
         return batch
 
     def run(state: TrainState, data: Batch, order: Array, key: Array, start: Array):
-        metric_shapes = jax.eval_shape(
-            lambda: update(state, gather(data, order[0], key, start))[1])
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-
-        def body(carry, xs):
-            state, sums = carry
+        def body(state, xs):
             j, rows = xs
-            state, metrics = update(state, gather(data, rows, key, start + j))
-            return (state, jax.tree.map(jnp.add, sums, metrics)), None
+            return update(state, gather(data, rows, key, start + j))
 
         steps = jnp.arange(order.shape[0], dtype=jnp.int32)
-        (state, sums), _ = lax.scan(body, (state, zeros), (steps, order))
-        return state, sums
+        # The steps' metrics come out stacked and are summed after the loop: carrying
+        # the sums would need their shapes first, a second trace of the whole update
+        # (a tenth of the compile of a small model, more for one with special functions).
+        state, per_step = lax.scan(body, state, (steps, order))
+        return state, _sum_in_order(per_step)
 
     return jax.jit(run, in_shardings=(rep, rep, rep, rep, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,) if donate else ())
+
+
+def _sum_in_order(stacked: dict[str, Array]) -> dict[str, Array]:
+    """Each entry's ``x[0] + x[1] + ...`` added one step at a time, as the host loop adds
+    a step's metrics to its running sums, so the device and host paths give equal bits."""
+    zeros = jax.tree.map(lambda x: jnp.zeros_like(x[0]), stacked)
+    total, _ = lax.scan(lambda total, x: (jax.tree.map(jnp.add, total, x), None), zeros, stacked)
+    return total
 
 
 def chunk_length(steps: int, chunks: int = 20) -> int:
