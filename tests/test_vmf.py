@@ -11,6 +11,7 @@ import scipy.special as sp
 from scipy import integrate, stats
 
 from jvae.app.config import ConfigError, make_config
+from jvae.distributions.bessel import log_bessel_ive_and_ratio
 from jvae.distributions.vmf import (
     log_sphere_area,
     mean_resultant_length,
@@ -57,6 +58,22 @@ def test_bessel_ratio_and_kl_match_scipy(d):
     grad = np.asarray(jax.jit(jax.vmap(jax.grad(lambda c: vmf_kl_uniform(c, d))))(
         jnp.asarray(kappas, jnp.float32)))
     np.testing.assert_allclose(grad, want, rtol=1e-3)
+
+
+@pytest.mark.parametrize("d", [2, 3, 10, 64, 256])
+def test_loop_free_bessel_functions_match_scipy(d):
+    v = d / 2 - 1
+    x = np.geomspace(1e-3, 1e5, 300)
+    fn = jax.jit(lambda x: log_bessel_ive_and_ratio(v, x))
+    # The point of the module: nothing in the compiled program loops.
+    assert "while" not in fn.lower(jnp.asarray(x, jnp.float32)).compile().as_text()
+    log_ive, ratio = (np.asarray(a, np.float64) for a in fn(jnp.asarray(x, jnp.float32)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # SciPy underflows at high order
+        want_log, want_ratio = np.log(sp.ive(v, x)), sp.ive(v + 1, x) / sp.ive(v, x)
+    ok = np.isfinite(want_log) & np.isfinite(want_ratio) & (want_ratio > 0)
+    assert ok.sum() > 200
+    np.testing.assert_allclose(ratio[ok], want_ratio[ok], rtol=2e-6)
+    assert np.all(np.abs(log_ive - want_log)[ok] <= 1e-5 * np.maximum(1.0, np.abs(want_log[ok])))
 
 
 def test_log_prob_is_the_vmf_density():

@@ -15,11 +15,11 @@ arXiv:1804.00891). The KL divergence has a closed form (derived in the paper):
     KL(vMF(mu, kappa) || U(S^{d-1})) = kappa A_d(kappa) + log C_d(kappa) + log |S^{d-1}|,
     A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa) = E_q[mu^T z],
 
-independent of ``mu``. ``A_d`` (the mean resultant length) comes from the
-continued fractions of ``tfp.math.bessel_iv_ratio`` and ``log I_{d/2-1}`` from
-the exponentially scaled ``tfp.math.log_bessel_ive`` (``log I_v(k) =
-log ive_v(k) + k``), both finite and differentiable from ``kappa`` near 0 to
-``kappa`` of 1e5 and beyond, where ``I_v`` itself overflows float32.
+independent of ``mu``. ``A_d`` (the mean resultant length) and ``log I_{d/2-1}``,
+as the exponentially scaled ``log ive_v(k) = log I_v(k) - k``, come from
+:mod:`jvae.distributions.bessel` (loop-free for the order fixed by ``d``), finite
+from ``kappa`` near 0 to ``kappa`` of 1e5 and beyond, where ``I_v`` itself
+overflows float32; the KL's derivative is the closed form ``kappa A_d'(kappa)``.
 
 Sampling follows the paper's reparameterized sampler:
 the component ``w = mu^T z`` is drawn with Wood's (1994) rejection sampler,
@@ -55,9 +55,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-from tensorflow_probability.substrates import jax as tfp
 
 from jvae.base import Array, Posterior
+from jvae.distributions.bessel import SERIES_BELOW, log_bessel_ive_and_ratio, log_bessel_series
 
 __all__ = ["vmf_posterior", "log_sphere_area", "mean_resultant_length", "vmf_log_normalizer",
            "vmf_kl_uniform", "vmf_sample", "VMF_MAX_ROUNDS"]
@@ -80,13 +80,12 @@ def log_sphere_area(d: int) -> float:
 def mean_resultant_length(kappa: Array, d: int) -> Array:
     """``A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa) = E[mu^T z]`` under ``vMF(mu, kappa)``.
 
-    Computed as a ratio of Bessel functions by continued fractions (Gauss's for
-    ``kappa <= d/2``, Perron's above; Gautschi & Slavik, 1978), never from the
-    functions themselves, so it stays finite where ``I_v`` overflows; in [0, 1),
-    ``~ kappa / d`` for small ``kappa`` and ``~ 1 - (d - 1) / (2 kappa)`` for large.
+    Computed as a ratio (:func:`~jvae.distributions.bessel.log_bessel_ive_and_ratio`),
+    never from the functions themselves, so it stays finite where ``I_v``
+    overflows; in [0, 1), ``~ kappa / d`` for small ``kappa`` and
+    ``~ 1 - (d - 1) / (2 kappa)`` for large (Hankel's series, :func:`_hankel`).
     """
-    kappa = jnp.asarray(kappa)
-    return tfp.math.bessel_iv_ratio(jnp.asarray(0.5 * d, kappa.dtype), kappa)
+    return _bessel_terms(jnp.asarray(kappa), d)[1]
 
 
 def vmf_log_normalizer(kappa: Array, d: int) -> Array:
@@ -97,7 +96,7 @@ def vmf_log_normalizer(kappa: Array, d: int) -> Array:
     """
     kappa = jnp.asarray(kappa)
     v = 0.5 * d - 1.0
-    log_ive = tfp.math.log_bessel_ive(jnp.asarray(v, kappa.dtype), kappa)
+    log_ive, _ = log_bessel_ive_and_ratio(v, kappa)
     return v * jnp.log(kappa) - 0.5 * d * math.log(2.0 * math.pi) - (log_ive + kappa)
 
 
@@ -112,8 +111,7 @@ def vmf_kl_uniform(kappa: Array, d: int) -> Array:
     The derivative is the closed form ``dKL/dkappa = kappa A_d'(kappa)`` with
     Riccati's ``A_d' = 1 - A_d^2 - (d - 1) A_d / kappa`` (from
     ``I_v' = I_{v+1} + (v / kappa) I_v``), so it needs only the ``A_d`` the
-    value computed: differentiating the Bessel functions' continued fractions
-    instead would add their derivatives' own loops to every train step.
+    value computed, and none of the Bessel functions' own derivatives.
     """
     return _vmf_kl_uniform(jnp.asarray(kappa), d)
 
@@ -123,13 +121,29 @@ def _vmf_kl_uniform(kappa: Array, d: int) -> Array:
     return _kl_and_ratio(kappa, d)[0]
 
 
+def _bessel_terms(kappa: Array, d: int) -> tuple[Array, Array, Array]:
+    """``(log ive_{d/2-1}(kappa), A_d(kappa), 1 - A_d(kappa))``.
+
+    Past :func:`_hankel`'s switch, ``1 - A_d`` is Hankel's series rather than a
+    difference from 1: float32 holds ``A_d`` near 1 only to ``6e-8``, which the
+    KL's ``kappa (1 - A_d)`` would multiply by ``kappa``.
+    """
+    log_ive, ratio = log_bessel_ive_and_ratio(0.5 * d - 1.0, kappa)
+    coefficients, switch = _hankel(d)
+    large = kappa > switch
+    gap = jnp.where(large, _power_series(coefficients, 1.0 / kappa), 1.0 - ratio)
+    return log_ive, jnp.where(large, 1.0 - gap, ratio), gap
+
+
 def _kl_and_ratio(kappa: Array, d: int) -> tuple[Array, Array]:
     v = 0.5 * d - 1.0
-    log_ive = tfp.math.log_bessel_ive(jnp.asarray(v, kappa.dtype), kappa)
-    ratio = mean_resultant_length(kappa, d)
-    kl = (-kappa * (1.0 - ratio) + v * jnp.log(kappa) - log_ive
+    log_ive, ratio, gap = _bessel_terms(kappa, d)
+    kl = (-kappa * gap + v * jnp.log(kappa) - log_ive
           - 0.5 * d * math.log(2.0 * math.pi) + log_sphere_area(d))
-    return kl, ratio
+    # For small kappa the same KL is kappa A_d - log(Gamma(d/2) (2/kappa)^v I_v(kappa)):
+    # the constants cancel exactly, leaving two small terms instead of O(1) ones.
+    small = kappa * ratio - log_bessel_series(v, kappa)
+    return jnp.where(kappa < SERIES_BELOW, small, kl), ratio
 
 
 @_vmf_kl_uniform.defjvp
@@ -137,36 +151,45 @@ def _vmf_kl_uniform_jvp(d, primals, tangents):
     (kappa,), (dkappa,) = primals, tangents
     kl, ratio = _kl_and_ratio(kappa, d)
     # kappa (1 - A^2) and (d - 1) A agree to within O(d^2 / kappa): past the switch
-    # their difference is all rounding, and the asymptotic series takes over.
-    coefficients, switch = _slope_series(d)
+    # their difference is all rounding, and the derivative of Hankel's series takes over.
+    coefficients, switch = _hankel(d)
     direct = kappa * (1.0 - ratio) * (1.0 + ratio) - (d - 1.0) * ratio
-    inverse = 1.0 / kappa
-    series = jnp.zeros_like(kappa)
-    for b in reversed(coefficients):
-        series = inverse * (b + series)
+    series = _power_series(tuple((k + 1) * a for k, a in enumerate(coefficients)), 1.0 / kappa)
     return kl, jnp.where(kappa > switch, series, direct) * dkappa
 
 
-@functools.lru_cache(maxsize=None)
-def _slope_series(d: int, terms: int = 8) -> tuple[tuple[float, ...], float]:
-    """``kappa A_d'(kappa) ~ sum_k k a_k kappa^-k`` for large ``kappa``, and where it takes over.
+def _power_series(coefficients: tuple[float, ...], t: Array) -> Array:
+    """``sum_k coefficients[k-1] t^k`` (Horner)."""
+    total = jnp.zeros_like(t)
+    for c in reversed(coefficients):
+        total = t * (c + total)
+    return total
 
-    ``A_d = 1 - sum_k a_k kappa^-k`` (Hankel's expansion of the Bessel ratio)
-    solves Riccati's equation term by term: ``a_1 = (d - 1) / 2`` and
-    ``a_{n+1} = ((n - d + 1) a_n + sum_{i+j=n+1} a_i a_j) / 2``. The series is
-    used from the smallest ``kappa`` at which its last term is below ``1e-8`` of
-    its first (and at least 16).
+
+@functools.lru_cache(maxsize=None)
+def _hankel(d: int, terms: int = 16) -> tuple[tuple[float, ...], float]:
+    """``a_k`` of ``A_d(kappa) ~ 1 - sum_k a_k kappa^-k`` for large ``kappa``, and where it
+    takes over.
+
+    Hankel's expansion of the Bessel ratio solves Riccati's equation
+    ``A' = 1 - A^2 - (d - 1) A / kappa`` term by term: ``a_1 = (d - 1) / 2`` and
+    ``a_{n+1} = ((n - d + 1) a_n + sum_{i+j=n+1} a_i a_j) / 2``; term by term,
+    ``kappa A_d' ~ sum_k k a_k kappa^-k``. Up to ``terms`` terms are kept (fewer
+    where a coefficient would leave float32's range), and the series is used
+    from the smallest ``kappa`` (at least 16) at which the last term of the
+    derivative's series is below ``1e-7`` of its first.
     """
     c = d - 1.0
     a = [c / 2.0]
     for n in range(1, terms):
-        pairs = sum(a[i] * a[n - 1 - i] for i in range(n))
-        a.append(((n - c) * a[n - 1] + pairs) / 2.0)
-    coefficients = tuple((k + 1) * ak for k, ak in enumerate(a))
+        nxt = ((n - c) * a[n - 1] + sum(a[i] * a[n - 1 - i] for i in range(n))) / 2.0
+        if abs((n + 1) * nxt) > 1e30:
+            break
+        a.append(nxt)
     switch = 16.0
-    while abs(coefficients[-1]) / switch ** (terms - 1) > 1e-8 * abs(coefficients[0]):
+    while abs(len(a) * a[-1]) / switch ** (len(a) - 1) > 1e-7 * abs(a[0]):
         switch *= 1.25
-    return coefficients, switch
+    return tuple(a), switch
 
 
 def _wood_b(kappa: Array, d: int) -> Array:
