@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -11,13 +10,13 @@ from jvae.devices.parallel import data_mesh
 from jvae.training.noise import uniform_noise
 
 
-@pytest.mark.parametrize("shape", [(), (7,), (3, 5, 2), (100, 28, 28, 1)])
-@pytest.mark.parametrize("seed", [0, 1, 2 ** 31 + 5])
-def test_values_are_jax_uniform_bit_for_bit(shape, seed):
-    key = jax.random.fold_in(jax.random.key(seed), 17)
-    ours = jax.jit(uniform_noise, static_argnums=1)(key, shape)
-    assert ours.dtype == jnp.float32 and ours.shape == shape
-    np.testing.assert_array_equal(np.asarray(ours), np.asarray(jax.random.uniform(key, shape)))
+def test_values_are_jax_uniform_bit_for_bit():
+    for seed, shape in ((0, ()), (1, (3, 5, 2)), (2 ** 31 + 5, (100, 28, 28, 1))):
+        key = jax.random.fold_in(jax.random.key(seed), 17)
+        ours = jax.jit(uniform_noise, static_argnums=1)(key, shape)
+        assert ours.dtype == jnp.float32 and ours.shape == shape
+        np.testing.assert_array_equal(np.asarray(ours),
+                                      np.asarray(jax.random.uniform(key, shape)))
 
 
 def test_a_batch_sharded_over_eight_devices_draws_the_same_bits():

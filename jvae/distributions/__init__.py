@@ -12,12 +12,15 @@ Each family is a NamedTuple of pure functions (:class:`~jvae.base.Posterior`,
   codebook usage.
 * :mod:`~jvae.distributions.vmf`: von Mises-Fisher latents on the hypersphere with
   a uniform prior (S-VAE): Wood's sampler, Bessel ratios, the exact KL.
+* :mod:`~jvae.distributions.bessel`: ``log I_v`` and ``I_{v+1} / I_v`` for a fixed
+  order, without loops.
 * :mod:`~jvae.distributions.priors`: learned priors (the VampPrior, a second
   stochastic layer) and the one door to p(z), ``log_prior``/``draw_prior``.
 * :mod:`~jvae.distributions.likelihoods`: Bernoulli, Gaussian and the
   discretized logistic mixture (bits/dim).
 """
 
+from jvae.distributions.bessel import SERIES_BELOW, log_bessel_ive_and_ratio, log_bessel_series
 from jvae.distributions.flows import (
     COUPLINGS,
     CouplingConditioner,
@@ -83,6 +86,7 @@ __all__ = [
     "PRIOR_KEY_TAG",
     "Posterior",
     "Prior",
+    "SERIES_BELOW",
     "VAMP_INITS",
     "VMF_MAX_ROUNDS",
     "bernoulli",
@@ -99,6 +103,8 @@ __all__ = [
     "init_prior_from_data",
     "kl_estimate",
     "laplace",
+    "log_bessel_ive_and_ratio",
+    "log_bessel_series",
     "log_prior",
     "log_sphere_area",
     "masked_log_prob",

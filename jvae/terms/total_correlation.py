@@ -93,6 +93,7 @@ def log_importance_weights(batch_size: int, mask: Array | None = None,
     return jnp.where(real[None, :], jnp.log(w), -jnp.inf)
 
 
+@jax.custom_vjp
 def aggregate_log_densities(z: Array, loc: Array, scale: Array,
                             log_w: Array) -> tuple[Array, Array]:
     """Batch estimates of ``log q(z_i)`` and ``sum_j log q(z_ij)`` for diagonal normal posteriors.
@@ -105,13 +106,45 @@ def aggregate_log_densities(z: Array, loc: Array, scale: Array,
     Returns:
       ``(log_qz, log_prod_marginals)``, each ``(S, B)``:
       ``log sum_j w_ij q(z_i | x_j)`` and ``sum_d log sum_j w_ij q(z_id | x_jd)``.
+
+    The gradient is written out (:func:`_aggregate_bwd`): with
+    ``u = (z_i - loc_j) / scale_j`` and ``c`` the cotangent of the pairwise
+    log-density, ``c = g_i softmax_j(joint) + h_i softmax_j(marginal)``, it is
+    ``dz_i = -sum_j c u / scale_j``, ``dloc_j = sum_i c u / scale_j`` and
+    ``dscale_j = sum_i c (u^2 - 1) / scale_j``: three reductions over one
+    ``(S, B, B, D)`` product, where autodiff's transpose of the broadcasts and
+    of the two log-sum-exps makes several more passes over tensors of that size.
     """
+    return _aggregate_fwd(z, loc, scale, log_w)[0]
+
+
+def _aggregate_fwd(z, loc, scale, log_w):
     # (S, B_i, B_j, D): log N(z_id; loc_jd, scale_jd).
     diff = (z[:, :, None, :] - loc[None, None]) / scale[None, None]
     pair = -0.5 * jnp.square(diff) - jnp.log(scale)[None, None] - 0.5 * math.log(2 * math.pi)
-    log_qz = jax.nn.logsumexp(jnp.sum(pair, axis=-1) + log_w, axis=2)
-    log_prod = jnp.sum(jax.nn.logsumexp(pair + log_w[..., None], axis=2), axis=-1)
-    return log_qz, log_prod
+    joint = jnp.sum(pair, axis=-1) + log_w
+    marginal = pair + log_w[..., None]
+    log_qz = jax.nn.logsumexp(joint, axis=2)
+    log_marginals = jax.nn.logsumexp(marginal, axis=2)
+    log_prod = jnp.sum(log_marginals, axis=-1)
+    return (log_qz, log_prod), (diff, scale, joint, log_qz, marginal, log_marginals)
+
+
+def _aggregate_bwd(residuals, cotangents):
+    diff, scale, joint, log_qz, marginal, log_marginals = residuals
+    g, h = cotangents
+    weight_joint = g[..., None] * jnp.exp(joint - log_qz[..., None])               # (S, B, B)
+    weight_marginal = h[..., None, None] * jnp.exp(marginal - log_marginals[:, :, None])
+    c = weight_joint[..., None] + weight_marginal                                   # (S, B, B, D)
+    t = c * diff / scale[None, None]
+    dz = -jnp.sum(t, axis=2)
+    dloc = jnp.sum(t, axis=(0, 1))
+    dscale = jnp.sum(c * (jnp.square(diff) - 1.0), axis=(0, 1)) / scale
+    dlog_w = jnp.sum(weight_joint + jnp.sum(weight_marginal, axis=-1), axis=0)
+    return dz, dloc, dscale, dlog_w
+
+
+aggregate_log_densities.defvjp(_aggregate_fwd, _aggregate_bwd)
 
 
 def _pieces(fwd: Forward, estimator: str, dataset_size: int | None):

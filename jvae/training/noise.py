@@ -51,7 +51,7 @@ def _threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array) -> tuple[Array, Ar
 
 
 def _is_threefry(key: Array) -> bool:
-    return (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    return (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
             and str(jax.random.key_impl(key)) == "threefry2x32"
             and bool(jax.config.jax_threefry_partitionable))
 
