@@ -229,7 +229,6 @@ class Forward(NamedTuple):
     shared: dict | None = None
 
 
-
 class Term(NamedTuple):
     """One additive piece of an objective.
 

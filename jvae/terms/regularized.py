@@ -159,7 +159,8 @@ def decoder_gradient_penalty(probes: int = 1) -> Term:
     return stateless(value)
 
 
-RAE_REGULARIZERS = {"l2": decoder_l2, "gp": decoder_gradient_penalty}
+# name -> factory of the term from the gradient penalty's probe count (which l2 ignores).
+RAE_REGULARIZERS = {"l2": lambda gp_probes: decoder_l2(), "gp": decoder_gradient_penalty}
 
 
 def rae_regularizer(name: str, gp_probes: int = 1) -> Term:
@@ -171,4 +172,4 @@ def rae_regularizer(name: str, gp_probes: int = 1) -> Term:
     if name not in RAE_REGULARIZERS:
         raise ValueError(f"unknown RAE regularizer {name!r}; choose one of "
                          f"{', '.join(RAE_REGULARIZERS)}")
-    return decoder_gradient_penalty(gp_probes) if name == "gp" else RAE_REGULARIZERS[name]()
+    return RAE_REGULARIZERS[name](gp_probes)
