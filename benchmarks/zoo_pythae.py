@@ -124,23 +124,39 @@ def _pythae_model(name: str, input_dim):
     return getattr(pm, cls_name)(config)
 
 
+# Pythae's TrainingPipeline refuses any trainer but these for these models (an AssertionError):
+# PIWAE's two bounds and RAE-L2's decay need an optimizer per network, FactorVAE's critic its own.
+PYTHAE_TRAINER = {"piwae": "CoupledOptimizerTrainer", "rae_l2": "CoupledOptimizerTrainer",
+                  "factorvae": "AdversarialTrainer"}
+
+
 def _pythae_trainer_config(name: str, out: str, epochs: int, seed: int):
-    from pythae.trainers import BaseTrainerConfig, CoupledOptimizerTrainerConfig
+    import pythae.trainers as pt
     common = dict(output_dir=out, num_epochs=epochs, learning_rate=LR,
                   per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
                   optimizer_cls="Adam", optimizer_params={"betas": (0.9, 0.99)}, seed=seed,
                   no_cuda=True, steps_saving=None)
-    if name == "rae_l2":  # Pythae's RAE-L2 decays the decoder's weights through its own optimizer
-        _, _, settings, _ = FAMILIES[name]
-        return CoupledOptimizerTrainerConfig(
-            **{k: v for k, v in common.items() if k not in ("learning_rate", "optimizer_cls",
-                                                            "optimizer_params")},
-            encoder_learning_rate=LR, decoder_learning_rate=LR,
-            encoder_optimizer_cls="Adam", decoder_optimizer_cls="Adam",
-            encoder_optimizer_params={"betas": (0.9, 0.99)},
-            decoder_optimizer_params={"betas": (0.9, 0.99),
-                                      "weight_decay": settings["reg_weight"]})
-    return BaseTrainerConfig(**common)
+    trainer = PYTHAE_TRAINER.get(name, "BaseTrainer")
+    if trainer == "BaseTrainer":
+        return pt.BaseTrainerConfig(**common)
+    common = {k: v for k, v in common.items()
+              if k not in ("learning_rate", "optimizer_cls", "optimizer_params")}
+    adam = {"betas": (0.9, 0.99)}
+    if trainer == "AdversarialTrainer":
+        from jvae.terms.total_correlation import FACTORVAE_LR
+        # The critic gets jvae's critic's Adam (the FactorVAE paper's lr 1e-4, betas 0.5, 0.9).
+        return pt.AdversarialTrainerConfig(
+            **common, autoencoder_learning_rate=LR, autoencoder_optimizer_cls="Adam",
+            autoencoder_optimizer_params=adam, discriminator_learning_rate=FACTORVAE_LR,
+            discriminator_optimizer_cls="Adam",
+            discriminator_optimizer_params={"betas": (0.5, 0.9)})
+    # RAE-L2 decays the decoder's weights through the decoder's own optimizer.
+    decay = FAMILIES[name][2]["reg_weight"] if name == "rae_l2" else 0.0
+    return pt.CoupledOptimizerTrainerConfig(
+        **common, encoder_learning_rate=LR, decoder_learning_rate=LR,
+        encoder_optimizer_cls="Adam", decoder_optimizer_cls="Adam",
+        encoder_optimizer_params=adam,
+        decoder_optimizer_params={**adam, "weight_decay": decay})
 
 
 def _binarizing_dataset(images: np.ndarray):
@@ -208,13 +224,13 @@ def _pythae_eval(name: str, model, test: np.ndarray, args) -> dict:
 
 def run_pythae(name: str, args, train: np.ndarray, test: np.ndarray, *,
                evaluate: bool = True) -> dict:
+    import pythae.trainers as pt
     import torch
-    from pythae.trainers import BaseTrainer, CoupledOptimizerTrainer
     torch.manual_seed(args.seed)
     model = _pythae_model(name, (1, 28, 28))
     with tempfile.TemporaryDirectory() as out:
         config = _pythae_trainer_config(name, out, args.epochs, args.seed)
-        trainer_cls = CoupledOptimizerTrainer if name == "rae_l2" else BaseTrainer
+        trainer_cls = getattr(pt, PYTHAE_TRAINER.get(name, "BaseTrainer"))
         trainer = trainer_cls(model=model, train_dataset=_binarizing_dataset(train),
                               training_config=config)
         t0 = time.perf_counter()
@@ -227,7 +243,7 @@ def run_pythae(name: str, args, train: np.ndarray, test: np.ndarray, *,
                     "failed": "the training loss never fell below 1e10 (diverged); Pythae's "
                               "trainer then fails to save a model"}
         train_s = time.perf_counter() - t0
-    row = {"library": "pythae", "train_s": round(train_s, 1),
+    row = {"library": "pythae", "train_s": round(train_s, 1), "trainer": trainer_cls.__name__,
            "torch_threads": torch.get_num_threads()}
     if evaluate:
         row.update(_pythae_eval(name, trainer.model, test, args))

@@ -26,14 +26,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jvae._compile import fast_compile_options
 from jvae.base import VAE, Array, Likelihood, Posterior, Prior, PyTree
 
 __all__ = ["VAE", "make_vae", "decode_samples", "COMPUTE_DTYPES", "INFERENCE_DTYPES",
            "inference_dtype", "mixed_precision"]
-
-
-# Per-backend XLA options of the one-off init program (DebugOptions fields).
-_INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 1}}
 
 
 def _call_args(x, cond):
@@ -45,8 +42,8 @@ def _bind(module) -> tuple[Callable, Callable]:
     if isinstance(module, nn.Module):
         # One compiled program instead of one eager dispatch (and compile) per
         # initializer and layer: seconds saved on every run's start. It runs
-        # once, so on CPU its LLVM optimisation is cut to level 1: the random
-        # draws are the same bits, and sd_vae's init took 15 s instead of 23 s.
+        # once, so on CPU its LLVM optimisation is cut (fast_compile_options): the
+        # random draws are the same bits, and sd_vae's init took 15 s instead of 23 s.
         def init_fn(key, *args):
             return module.init(key, *args)["params"]
         init_nested = jax.jit(init_fn)  # inside a caller's trace: options are the caller's
@@ -55,8 +52,7 @@ def _bind(module) -> tuple[Callable, Callable]:
         def init_top():
             # Built at the first call: building the model touches no backend
             # (multi-host runs initialize jax.distributed first).
-            return jax.jit(init_fn,
-                           compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend()))
+            return jax.jit(init_fn, compiler_options=fast_compile_options())
 
         def init(key, x, cond=None):
             args = (key, *_call_args(x, cond))

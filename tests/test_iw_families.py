@@ -118,19 +118,18 @@ def test_piwae_splits_the_gradient_between_the_networks():
 
 def test_split_gradient_routes_every_parameter_subtree():
     """A posterior family's shared parameters (a flow) are the inference network's; a learned
-    prior's are the generative network's; values and state are the generative objective's."""
+    prior's are the generative network's; the value and state are the one objective's."""
     params = {name: jnp.float32(v) for name, v in
               (("encoder", 1.0), ("posterior", 2.0), ("decoder", 3.0), ("prior", 4.0))}
 
-    def objective(weights, state_step):
-        def terms(p, batch, key, state):
-            loss = sum(w * p[n] ** 2 for n, w in weights.items()) * jnp.ones(2)
-            return {"loss": loss, "metric": loss + 1.0}, state + state_step
-        return Objective(lambda: jnp.int32(0), terms)
+    def sq(weight, p):
+        return sum(weight * p[n] ** 2 for n in p) * jnp.ones(2)
 
-    gen = objective({"encoder": 1.0, "posterior": 1.0, "decoder": 1.0, "prior": 1.0}, 1)
-    inf = objective({"encoder": 10.0, "posterior": 10.0, "decoder": 10.0, "prior": 10.0}, 5)
-    split = split_gradient(gen, inf)
+    def terms(p, batch, key, state):
+        # The generative loss weighs every p^2 by 1, the inference loss by 10.
+        return {"loss": sq(1.0, p), "inf": sq(10.0, p), "metric": sq(1.0, p) + 1.0}, state + 1
+
+    split = split_gradient(Objective(lambda: jnp.int32(0), terms), lambda out: out["inf"])
     out, state = split.terms(params, None, KEY, split.init())
     np.testing.assert_allclose(out["loss"], 30.0)  # generative's value: 1 + 4 + 9 + 16
     assert int(state) == 1

@@ -21,7 +21,7 @@ LAYERS = (
     ("objectives, nets, datasets", ("jvae.objectives", "jvae.terms", "jvae.nets", "jvae.layers",
                                     "jvae.data", "jvae.datasets")),
     ("distributions, model, devices", ("jvae.distributions", "jvae.model", "jvae.devices")),
-    ("base", ("jvae.base", "jvae._compat")),
+    ("base", ("jvae.base", "jvae._compat", "jvae._compile")),
 )
 # Areas of one layer that stand side by side: none of them imports another.
 SIDE_BY_SIDE = (

@@ -123,3 +123,17 @@ def test_vae_init_draws_the_modules_own_initial_values():
     assert jax.tree.structure(params) == jax.tree.structure(ref)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fast_compile_options_leave_the_users_xla_flags_alone(monkeypatch):
+    """The CPU programs' compile options, less those XLA_FLAGS sets; none off the CPU."""
+    from jvae._compile import fast_compile_options
+    both = {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True}
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert fast_compile_options("cpu") == both
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert fast_compile_options("cpu") == {"xla_llvm_disable_expensive_passes": True}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3 "
+                       "--xla_llvm_disable_expensive_passes=false")
+    assert fast_compile_options("cpu") is None
+    assert fast_compile_options("gpu") is None

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jvae.base import JvaeError, PyTree
+from jvae.devices.distributed import local_copy
 from jvae.devices.parallel import replicated_sharding
 from jvae.training.state import TrainState
 
@@ -57,11 +59,15 @@ def structure_signature(state: TrainState) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@jax.jit
-def _all_finite(tree: PyTree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+def _all_finite(tree: PyTree) -> bool:
+    """Whether every float of this process's copy of ``tree`` is finite.
+
+    Checked on the host, where the restore has just read the arrays from: a
+    jitted check compiles one reduction per leaf, 1.5 s for the state of a
+    small Stable Diffusion VAE with its critic and Adam's moments.
+    """
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(local_copy(tree))
+               if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def _ignore_late_read_callbacks() -> None:
@@ -304,7 +310,7 @@ class Checkpointer:
                         "structure than these settings build; use a new --workdir or the "
                         "settings the run was started with")
                 state, meta = self.restore(template, step, mesh=mesh)
-                reason = None if bool(_all_finite(state)) else "its state is not finite"
+                reason = None if _all_finite(state) else "its state is not finite"
                 reason = reason or (validate(meta) if validate else None)
             except CheckpointError:
                 raise

@@ -19,10 +19,12 @@ The IWAE bound itself and the stable ``log_mean_exp`` are
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
-from jvae.base import Array, Objective, PyTree, Term
+from jvae.base import Array, Objective, Term
 from jvae.terms.composition import stateless
 from jvae.terms.standard import log_mean_exp
 
@@ -66,34 +68,31 @@ def miwae_bound(groups: int) -> Term:
     return stateless(value)
 
 
-def _stop(params: PyTree, keys, inside: bool) -> PyTree:
-    """``params`` with ``stop_gradient`` on the subtrees named in ``keys`` (``inside``) or on
-    all the others (not ``inside``)."""
-    return {k: jax.lax.stop_gradient(v) if (k in keys) == inside else v
-            for k, v in params.items()}
-
-
-def split_gradient(generative: Objective, inference: Objective, *,
+def split_gradient(objective: Objective, inference_loss: Callable[[dict], Array], *,
                    inference_params: tuple[str, ...] = INFERENCE_PARAMS) -> Objective:
-    """One objective whose gradient is ``generative``'s for the generative network and
-    ``inference``'s for the inference network (PIWAE's update, Rainforth et al., 2018).
+    """One objective whose gradient is its own loss's for the generative network and
+    ``inference_loss``'s for the inference network (PIWAE's update, Rainforth et al., 2018).
 
-    The two objectives run on the same batch and key (so on the same posterior
-    draws), each with ``stop_gradient`` on the other network's parameters:
+    Both losses come from one evaluation of ``objective`` (one forward pass, one set of
+    posterior draws). Its value is ``objective``'s; its gradient is
+    ``(dL_gen/dtheta, dL_inf/dphi)``, so the train step stays one pure function of all
+    the parameters and one optimizer updates both. The gradient is two
+    vector-Jacobian products of that one forward pass, with cotangent ``(1, 0)`` and
+    ``(0, 1)`` on ``(L_gen, L_inf)``, each kept only for its own network's parameters;
+    XLA drops what neither keeps. Against one loss's gradient, what is added is the
+    second bound's backward pass through the decoder's activations (for PIWAE's MLP on
+    MNIST, one more matrix product of the decoder's width per step).
 
-        loss = L_gen(theta, sg(phi)) + L_inf(sg(theta), phi) - sg(L_inf),
-
-    whose value is ``L_gen`` and whose gradient is ``(dL_gen/dtheta, dL_inf/dphi)``,
-    so the train step stays one pure function of all the parameters and one
-    optimizer updates both. The two passes compute the same forward values,
-    which XLA evaluates once (common subexpressions); what is added is a second
-    backward pass through the decoder's activations, for the second bound's
-    weights (for PIWAE's MLP on MNIST, two more matrix products of the step's 22).
+    Writing it as ``L_gen(theta, sg(phi)) + L_inf(sg(theta), phi)`` instead would
+    trace the forward pass twice; XLA cannot always merge the two (a ``custom_jvp``
+    rule, such as softplus's, evaluates its primal differently when its input
+    carries a tangent), and then computes the decoder's forward products twice.
 
     Args:
-      generative: gives the loss, the reported terms and the objective state.
-      inference: gives the inference network's gradient (its other outputs
-        and state are dropped; it must keep the same state as ``generative``).
+      objective: gives the generative network's loss, the reported terms and the
+        objective state.
+      inference_loss: the inference network's loss, from ``objective``'s outputs
+        (the same shape as ``out["loss"]``).
       inference_params: top-level keys of the parameters that are the inference
         network's (:data:`INFERENCE_PARAMS`); all others are the generative network's.
 
@@ -102,11 +101,29 @@ def split_gradient(generative: Objective, inference: Objective, *,
     """
 
     def terms(params, batch, key, loss_state):
-        out, new_state = generative.terms(_stop(params, inference_params, True), batch, key,
-                                          loss_state)
-        inf_out, _ = inference.terms(_stop(params, inference_params, False), batch, key,
-                                     loss_state)
-        inf_loss = inf_out["loss"]
-        return {**out, "loss": out["loss"] + inf_loss - jax.lax.stop_gradient(inf_loss)}, new_state
+        def forward(p):
+            out, new_state = objective.terms(p, batch, key, loss_state)
+            return (out["loss"], inference_loss(out)), (out, new_state)
 
-    return Objective(generative.init, terms)
+        @jax.custom_vjp
+        def routed(p):
+            (loss, _), aux = forward(p)
+            return loss, aux
+
+        def routed_fwd(p):
+            (loss, inf), vjp, aux = jax.vjp(forward, p, has_aux=True)
+            return (loss, aux), (vjp, jnp.zeros_like(loss), jnp.zeros_like(inf))
+
+        def routed_bwd(res, cotangents):
+            vjp, zero_loss, zero_inf = res
+            ct = cotangents[0]
+            (generative,) = vjp((ct, zero_inf))
+            (inference,) = vjp((zero_loss, ct))
+            return ({k: inference[k] if k in inference_params else v
+                     for k, v in generative.items()},)
+
+        routed.defvjp(routed_fwd, routed_bwd)
+        loss, (out, new_state) = routed(params)
+        return {**out, "loss": loss}, new_state
+
+    return Objective(objective.init, terms)

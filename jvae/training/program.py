@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jvae._compile import fast_compile_options
 from jvae.base import Array, Batch, ConfigError
 from jvae.datasets.batching import batches
 from jvae.datasets.order import num_batches
@@ -209,7 +210,8 @@ def compile_program(experiment: Experiment, mesh: Mesh, state: TrainState,
     t0 = time.perf_counter()
     run = lower_program(experiment, mesh, state, data, placement=placement,
                         batch_size=batch_size, chunk=chunk,
-                        dynamic_binarize=dynamic_binarize).compile()
+                        dynamic_binarize=dynamic_binarize).compile(
+                            compiler_options=fast_compile_options())
     compile_s = time.perf_counter() - t0
     cost = run.cost_analysis() or {}
     if isinstance(cost, list):

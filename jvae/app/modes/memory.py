@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 
+from jvae._compile import fast_compile_options
 from jvae.app import flags
 from jvae.app.runs import check_num_devices
 from jvae.base import ConfigError
@@ -154,7 +155,7 @@ def train_program_planner(cfg, data_spec: DataSpec, num_examples: int
         return compiled_bytes(lower_program(experiment, mesh, state, data, placement=placement,
                                             batch_size=batch_size, chunk=steps,
                                             dynamic_binarize=cfg.binarize == "dynamic"
-                                            ).compile())
+                                            ).compile(compiler_options=fast_compile_options()))
 
     return planned, mesh.size
 
