@@ -227,9 +227,9 @@ def piwae(vae: VAE, *, num_samples: int, groups: int, cond_key: str | None = Non
     MIWAE(M, K) (``M = groups``, ``K = num_samples``): the tighter bound where it
     helps the model, the higher gradient signal-to-noise ratio where it helps
     the encoder. One objective, one optimizer, one forward pass:
-    :func:`~jvae.terms.importance.split_gradient` keeps each bound's gradient for its own
-    network's parameters. ``loss`` is
-    ``neg_iwae``; ``neg_miwae``, ``recon``, ``kl`` and ``neg_elbo`` are reported.
+    :func:`~jvae.terms.importance.split_gradient` keeps each bound's gradient for its
+    own network's parameters. ``loss`` is ``neg_iwae``; ``neg_miwae``, ``recon``,
+    ``kl`` and ``neg_elbo`` are reported.
     ``extra`` terms get their full gradient (both networks).
     """
     objective = compose(vae, _merge(_iw_terms(1.0, 0.0, groups), extra),

@@ -177,7 +177,7 @@ def test_loop_choice_and_chunking():
 
     _, objective, opt, state, data = _setup()
     batch = {"image": data["image"][:B]}
-    assert device_loop_is_fast(objective, opt, state, batch)  # an MLP: loop everywhere
+    assert device_loop_is_fast(objective, state, batch)  # an MLP: loop everywhere
     post, lik = normal_posterior(), bernoulli()
     enc, dec = make_nets("conv", posterior=post, likelihood=lik, latent_shape=(4,),
                          data_shape=(8, 8, 1), hidden=(16,), channels=(4, 4))
@@ -185,7 +185,7 @@ def test_loop_choice_and_chunking():
     conv = elbo(conv_vae)
     conv_state = create_train_state(conv_vae, conv, opt, jax.random.key(0), batch)
     assert jax.default_backend() == "cpu"
-    assert not device_loop_is_fast(conv, opt, conv_state, batch)  # XLA:CPU: dispatch per step
+    assert not device_loop_is_fast(conv, conv_state, batch)  # XLA:CPU: dispatch per step
     for steps in (1, 7, 156, 157, 469):
         chunk = chunk_length(steps)
         assert steps % chunk == 0

@@ -126,7 +126,7 @@ def resolve_placement(placement: str, experiment: Experiment, state: TrainState,
         return placement
     if train is not None and split_bytes(train) > data_budget():
         return "stream" if is_lazy(train) else "host"
-    fast = device_loop_is_fast(experiment.objective, experiment.optimizer, state, example)
+    fast = device_loop_is_fast(experiment.objective, state, example)
     return "device" if fast else "host"
 
 
