@@ -30,10 +30,15 @@ runs one library: in a process where PyTorch has trained, JAX's trace and
 compile of the same program took 0.6 s longer (1.7 s against 1.1 s for ``ae``),
 its thread pool still claiming the two cores.
 
-Rows are appended to ``--out``; a (family, library) pair already there is
-skipped, so an interrupted comparison resumes::
+Rows are appended to ``--out``; a (family, library, repeat) run already there
+is skipped, so an interrupted comparison resumes::
 
     python -m benchmarks.zoo_pythae --out /tmp/zoo_pythae.jsonl
+
+A speed comparison on a shared machine is better read from medians:
+``--time-only --repeats 3`` times every pair three times, the two libraries in
+turn, and ends with one ``zoo_pythae_time_median`` row per family (each
+library's median ``train_s``, their ratio, and every run's time).
 """
 
 from __future__ import annotations
@@ -280,7 +285,16 @@ def run_jvae(name: str, args, test: np.ndarray, *, evaluate: bool = True) -> dic
     settings, _, _, bound = FAMILIES[name]
     cfg = make_config(RECIPE, settings, {"data_dir": str(args.data_dir), "epochs": args.epochs,
                                          "seed": args.seed})
-    workdir = Path(args.workdir) / (f"time-{name}" if args.time_only else name)
+    if args.time_only:
+        # A fresh folder for every timed run: in a used one jvae would resume the finished
+        # run (no epochs) and its metrics would be the earlier run's.
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"time-{name}-", dir=args.workdir))
+    else:
+        workdir = Path(args.workdir) / name
+        if workdir.exists():
+            raise SystemExit(f"{workdir} holds an earlier run, which jvae would resume rather "
+                             "than train afresh; remove it or pass another --workdir")
     train_and_evaluate(cfg, workdir, quiet=True)
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
             if line.strip()]
@@ -312,6 +326,24 @@ def _run_one(name: str, library: str, args) -> tuple[dict, int]:
     return run_jvae(name, args, test, evaluate=not args.time_only), len(train)
 
 
+def _median_rows(rows: list[dict]) -> list[dict]:
+    """Per family, the median of each library's timed runs and their ratio (Pythae / jvae)."""
+    out = []
+    for name in dict.fromkeys(r["family"] for r in rows):
+        times = {lib: sorted(r["train_s"] for r in rows
+                             if r["family"] == name and r["library"] == lib and "failed" not in r)
+                 for lib in ("jvae", "pythae")}
+        if not (times["jvae"] and times["pythae"]):
+            continue
+        med = {lib: float(np.median(t)) for lib, t in times.items()}
+        out.append({"benchmark": "zoo_pythae_time_median", "family": name,
+                    "runs": min(len(t) for t in times.values()),
+                    "jvae_s": round(med["jvae"], 2), "pythae_s": round(med["pythae"], 2),
+                    "speedup": round(med["pythae"] / med["jvae"], 2),
+                    "jvae_all_s": times["jvae"], "pythae_all_s": times["pythae"]})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
@@ -325,28 +357,49 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-only", action="store_true",
                    help="train and time only (no evaluation): a paired speed run")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="with --time-only: time each pair this many times, the libraries in "
+                        "turn, and end with each family's medians")
     args = p.parse_args()
+    if args.repeats < 1 or (args.repeats > 1 and not args.time_only):
+        raise SystemExit("--repeats takes a count of 1 or more, and more than 1 only with "
+                         "--time-only (an evaluated run is not repeated)")
     out = Path(args.out)
     done = set()
     if out.exists():
-        done = {(r["family"], r["library"]) for r in map(json.loads, out.read_text().splitlines())}
+        done = {(r["family"], r["library"], r.get("repeat", 0))
+                for r in map(json.loads, out.read_text().splitlines()) if "library" in r}
     ctx = multiprocessing.get_context("spawn")
     for name in args.families.split(","):
         if name not in FAMILIES:
             raise SystemExit(f"unknown family {name!r}; choose from {', '.join(FAMILIES)}")
-        for library in args.libraries.split(","):
-            if (name, library) in done or (library == "pythae" and FAMILIES[name][1] is None):
-                continue
-            if library not in ("jvae", "pythae"):
-                raise SystemExit(f"unknown library {library!r}; choose jvae or pythae")
-            with ctx.Pool(1) as pool:
-                row, train_images = pool.apply(_run_one, (name, library, args))
-            row = {"benchmark": "zoo_pythae_time" if args.time_only else "zoo_pythae",
-                   "family": name, "epochs": args.epochs,
-                   "train_images": train_images, "nll_images": args.nll_images,
-                   "iw_samples": args.iw_samples, "seed": args.seed, **row}
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+    for library in args.libraries.split(","):
+        if library not in ("jvae", "pythae"):
+            raise SystemExit(f"unknown library {library!r}; choose jvae or pythae")
+    for name in args.families.split(","):
+        # Repeat by repeat, the libraries in turn: a slow stretch of a shared machine then
+        # falls on both, and the medians are of runs side by side.
+        for repeat in range(args.repeats):
+            for library in args.libraries.split(","):
+                if library == "pythae" and FAMILIES[name][1] is None:
+                    continue
+                if (name, library, repeat) in done:
+                    continue
+                with ctx.Pool(1) as pool:
+                    row, train_images = pool.apply(_run_one, (name, library, args))
+                row = {"benchmark": "zoo_pythae_time" if args.time_only else "zoo_pythae",
+                       "family": name, "epochs": args.epochs,
+                       "train_images": train_images, "nll_images": args.nll_images,
+                       "iw_samples": args.iw_samples, "seed": args.seed, "repeat": repeat, **row}
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    if args.time_only:
+        families = set(args.families.split(","))
+        timed = [r for r in map(json.loads, out.read_text().splitlines())
+                 if r.get("benchmark") == "zoo_pythae_time" and r["family"] in families
+                 and r.get("repeat", 0) < args.repeats and r["epochs"] == args.epochs]
+        for row in _median_rows(timed):
             print(json.dumps(row), flush=True)
 
 
