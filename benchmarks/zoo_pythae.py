@@ -365,10 +365,13 @@ def main() -> None:
         raise SystemExit("--repeats takes a count of 1 or more, and more than 1 only with "
                          "--time-only (an evaluated run is not repeated)")
     out = Path(args.out)
+    kind = "zoo_pythae_time" if args.time_only else "zoo_pythae"
     done = set()
     if out.exists():
+        # A run of this kind (timed or evaluated) and length already there.
         done = {(r["family"], r["library"], r.get("repeat", 0))
-                for r in map(json.loads, out.read_text().splitlines()) if "library" in r}
+                for r in map(json.loads, out.read_text().splitlines())
+                if "library" in r and r["benchmark"] == kind and r["epochs"] == args.epochs}
     ctx = multiprocessing.get_context("spawn")
     for name in args.families.split(","):
         if name not in FAMILIES:
@@ -387,8 +390,7 @@ def main() -> None:
                     continue
                 with ctx.Pool(1) as pool:
                     row, train_images = pool.apply(_run_one, (name, library, args))
-                row = {"benchmark": "zoo_pythae_time" if args.time_only else "zoo_pythae",
-                       "family": name, "epochs": args.epochs,
+                row = {"benchmark": kind, "family": name, "epochs": args.epochs,
                        "train_images": train_images, "nll_images": args.nll_images,
                        "iw_samples": args.iw_samples, "seed": args.seed, "repeat": repeat, **row}
                 with out.open("a") as f:
@@ -397,7 +399,7 @@ def main() -> None:
     if args.time_only:
         families = set(args.families.split(","))
         timed = [r for r in map(json.loads, out.read_text().splitlines())
-                 if r.get("benchmark") == "zoo_pythae_time" and r["family"] in families
+                 if r.get("benchmark") == kind and r["family"] in families
                  and r.get("repeat", 0) < args.repeats and r["epochs"] == args.epochs]
         for row in _median_rows(timed):
             print(json.dumps(row), flush=True)
