@@ -130,6 +130,28 @@ def test_dynamic_binarization_on_device():
     assert float(s_bin["loss"]) != float(s_bin2["loss"])  # each epoch draws anew
 
 
+def test_chunk_drawn_binarization_equals_the_per_step_draw(monkeypatch):
+    import jvae.training.epoch as epoch_module
+    _, objective, opt, state, data = _setup()
+    order, default_cap = epoch_order(N, B, seed=0, epoch=2), epoch_module._MAX_BINARIZED_CHUNK
+    for n in (1, 8):
+        mesh = data_mesh(n)
+        d, results = put_dataset(data, mesh), {}
+        # 0 bytes allowed: every step draws its own noise, inside the loop body.
+        for cap in (default_cap, 0):
+            monkeypatch.setattr(epoch_module, "_MAX_BINARIZED_CHUNK", cap)
+            run = make_train_epoch(objective, opt, mesh=mesh, dynamic_binarize=True)
+            s, sums = replicate(state, mesh), []
+            for start in (0, 1, 2):  # three chunks of one step: the noise follows `start`
+                s, m = run(s, d, order[start:start + 1], binarize_key(0, 2), start)
+                sums.append(float(m["loss"]))
+            results[cap] = (_leaves(s.params), sums)
+        (p_chunk, l_chunk), (p_step, l_step) = results.values()
+        assert l_chunk == l_step
+        for a, b in zip(p_chunk, p_step):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_bfloat16_compute_keeps_float32_state():
     vae, objective, opt, state, data = _setup("bfloat16")
     x = jnp.asarray(data["image"][:B])

@@ -21,6 +21,7 @@ array of ``steps * batch_size`` entries.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -30,6 +31,7 @@ import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jvae.base import Array, Batch
 from jvae.datasets.order import epoch_order
@@ -46,6 +48,10 @@ __all__ = ["epoch_order", "put_dataset", "make_train_epoch", "binarize_key", "ch
 # Tag of the binarization stream, so it is independent of the keys a run
 # splits from its seed for initialization, evaluation and sampling.
 _BINARIZE_STREAM = 0x62696E
+
+# The most memory a chunk's binarized images may take to be drawn ahead of its
+# steps (10 steps of 100 MNIST images take 3 MB); larger chunks draw per step.
+_MAX_BINARIZED_CHUNK = 64 * 2 ** 20
 
 
 def binarize_key(seed: int, epoch: int) -> Array:
@@ -88,7 +94,9 @@ def make_train_epoch(objective: Objective, optimizer: optax.GradientTransformati
       optimizer: an optax transformation.
       mesh: device mesh; all local devices when None.
       dynamic_binarize: resample binary pixels ``1[u < x]`` for every step,
-        with ``u`` drawn from ``fold_in(key, start + j)`` (see :func:`binarize_key`).
+        with ``u`` drawn from ``fold_in(key, start + j)`` (see :func:`binarize_key`);
+        a chunk's images (up to 64 MiB of them) are binarized together before its
+        steps run, the same values as drawn step by step.
       donate: donate the input state's buffers to the output.
 
     Returns:
@@ -104,30 +112,48 @@ def make_train_epoch(objective: Objective, optimizer: optax.GradientTransformati
     update = make_update_fn(objective, optimizer)
     rep, shard = replicated_sharding(mesh), batch_sharding(mesh)
 
-    def gather(data: Batch, rows: Array, key: Array, i: Array) -> Batch:
+    def gather(data: Batch, rows: Array) -> Batch:
         # Sharded indices make each device gather only its own rows.
         idx = lax.with_sharding_constraint(rows, shard)
-        batch = {k: lax.with_sharding_constraint(v[idx], shard) for k, v in data.items()}
-        if dynamic_binarize:
-            x = batch["image"]
-            u = uniform_noise(jax.random.fold_in(key, i), x.shape, x.dtype)
-            batch["image"] = binarize(x, u)
-        return batch
+        return {k: lax.with_sharding_constraint(v[idx], shard) for k, v in data.items()}
+
+    def binarized(x: Array, key: Array, i: Array) -> Array:
+        return binarize(x, uniform_noise(jax.random.fold_in(key, i), x.shape, x.dtype))
 
     def run(state: TrainState, data: Batch, order: Array, key: Array, start: Array):
-        def body(state, xs):
-            j, rows = xs
-            return update(state, gather(data, rows, key, start + j))
-
         steps = jnp.arange(order.shape[0], dtype=jnp.int32)
+        images = None
+        if dynamic_binarize and _chunk_bytes(data["image"], order) <= _MAX_BINARIZED_CHUNK:
+            # The chunk's binary images are drawn before the loop, as one array the steps
+            # read: drawn inside the step, XLA fuses the (cheap-looking) hash into every
+            # kernel that reads a pixel, once per use and, where a batch is broadcast over
+            # importance samples, once per sample (ten hashes a pixel for IWAE-10).
+            order_shard = jax.sharding.NamedSharding(mesh, P(None, *shard.spec))
+            rows = lax.with_sharding_constraint(order, order_shard)
+            images = jax.vmap(binarized, (0, None, 0))(data["image"][rows], key, start + steps)
+
+        def body(state, xs):
+            j, rows, image = xs
+            batch = gather({k: v for k, v in data.items() if image is None or k != "image"},
+                           rows)
+            if image is not None:
+                batch["image"] = lax.with_sharding_constraint(image, shard)
+            elif dynamic_binarize:
+                batch["image"] = binarized(batch["image"], key, start + j)
+            return update(state, batch)
+
         # The steps' metrics come out stacked and are summed after the loop: carrying
         # the sums would need their shapes first, a second trace of the whole update
         # (a tenth of the compile of a small model, more for one with special functions).
-        state, per_step = lax.scan(body, state, (steps, order))
+        state, per_step = lax.scan(body, state, (steps, order, images))
         return state, _sum_in_order(per_step)
 
     return jax.jit(run, in_shardings=(rep, rep, rep, rep, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,) if donate else ())
+
+
+def _chunk_bytes(images: Array, order: Array) -> int:
+    return order.size * math.prod(images.shape[1:]) * images.dtype.itemsize
 
 
 def _sum_in_order(stacked: dict[str, Array]) -> dict[str, Array]:
