@@ -122,7 +122,7 @@ def make_train_epoch(objective: Objective, optimizer: optax.GradientTransformati
 
     def run(state: TrainState, data: Batch, order: Array, key: Array, start: Array):
         steps = jnp.arange(order.shape[0], dtype=jnp.int32)
-        images = None
+        images, per_step_data = None, data
         if dynamic_binarize and _chunk_bytes(data["image"], order) <= _MAX_BINARIZED_CHUNK:
             # The chunk's binary images are drawn before the loop, as one array the steps
             # read: drawn inside the step, XLA fuses the (cheap-looking) hash into every
@@ -131,11 +131,11 @@ def make_train_epoch(objective: Objective, optimizer: optax.GradientTransformati
             order_shard = jax.sharding.NamedSharding(mesh, P(None, *shard.spec))
             rows = lax.with_sharding_constraint(order, order_shard)
             images = jax.vmap(binarized, (0, None, 0))(data["image"][rows], key, start + steps)
+            per_step_data = {k: v for k, v in data.items() if k != "image"}
 
         def body(state, xs):
             j, rows, image = xs
-            batch = gather({k: v for k, v in data.items() if image is None or k != "image"},
-                           rows)
+            batch = gather(per_step_data, rows)
             if image is not None:
                 batch["image"] = lax.with_sharding_constraint(image, shard)
             elif dynamic_binarize:
